@@ -1,0 +1,111 @@
+"""One frozen record of every setting the server has, declared once.
+
+Owns: ``Config``: each field's type, default, help text (in ``metadata["help"]``) and
+validation (``__post_init__``). The command line, the ``AIOGATE_*`` environment
+variables and the README reference are all derived from these declarations. Building a
+``Config`` has no side effects: no logging setup, no import of the app. Pure; any thread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .errors import ConfigError
+
+__all__ = ["Config", "LogLevel", "LoopName", "option_fields"]
+
+LoopName = Literal["auto", "uvloop", "asyncio"]
+LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+
+
+def _opt(default: Any, help: str, **extra: Any) -> Any:
+    """A field with a default and help text; ``extra`` lands in metadata too."""
+    return field(default=default, metadata={"help": help, **extra})
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Every setting of one server. Field order is the order of ``aiogate --help``."""
+
+    host: str = _opt("127.0.0.1", "Address to bind. Use 0.0.0.0 or :: to listen on all.")
+    port: int = _opt(8000, "TCP port to bind; 0 picks a free one.")
+    # 2 cores here; measured in benchmarks/: hello world peaks at 4-8 threads, and a
+    # 10 ms-sleep app scales with the thread count. 8 serves both well; raise it for
+    # apps that wait on I/O (databases, HTTP calls).
+    threads: int = _opt(8, "Worker threads that run the WSGI app.")
+    root_path: str = _opt(
+        "", "Mount point of the app (SCRIPT_NAME), e.g. /api when behind a path prefix."
+    )
+    handler_class: str | type | None = _opt(
+        None,
+        "A subclass of aiogate.handlers.ServerHandler (module:Class) to customise "
+        "error_output, log_exception, server_software and the other wsgiref hooks.",
+    )
+    server_header: str | None = _opt(
+        None,
+        "Value of the Server response header; empty to send none. "
+        "Default: the handler's server_software.",
+    )
+    log_level: LogLevel = _opt("info", "Log level of the aiogate loggers.")
+    loop: LoopName = _opt("auto", "Event loop: uvloop if installed (auto), or asyncio.")
+    # uvicorn's default is 5 s; it must exceed the idle timeout of any load balancer in
+    # front (see the README), or the balancer may reuse a connection we just closed.
+    timeout_keep_alive: float = _opt(
+        5.0, "Close a keep-alive connection idle for this many seconds."
+    )
+    timeout_write: float = _opt(
+        30.0,
+        "Drop a client that has not read any of the response for this many seconds "
+        "(the app's thread waits meanwhile).",
+    )
+    timeout_graceful_shutdown: float = _opt(
+        30.0, "On shutdown, wait this long for requests in flight, then close."
+    )
+    # gunicorn's limits: 4094-byte request line, 100 fields of 8190 bytes.
+    limit_request_line: int = _opt(
+        8190, "Longest request line, in bytes (414 beyond)."
+    )
+    limit_request_fields: int = _opt(100, "Most header fields in a request (431 beyond).")
+    limit_request_field_size: int = _opt(
+        8190, "Longest header field line, in bytes (431 beyond)."
+    )
+    expose_tracebacks: bool = _opt(
+        False, "Send the traceback of an app error to the client (development only)."
+    )
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be 0-65535, not {self.port}")
+        if self.threads < 1:
+            raise ConfigError(f"threads must be at least 1, not {self.threads}")
+        if self.root_path and (
+            not self.root_path.startswith("/") or self.root_path.endswith("/")
+        ):
+            raise ConfigError(
+                f"root_path must start with / and not end with one: {self.root_path!r}"
+            )
+        for name in ("timeout_keep_alive", "timeout_write", "timeout_graceful_shutdown"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, not {getattr(self, name)}")
+        for name in (
+            "limit_request_line",
+            "limit_request_fields",
+            "limit_request_field_size",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if self.log_level not in ("critical", "error", "warning", "info", "debug"):
+            raise ConfigError(f"unknown log_level {self.log_level!r}")
+        if self.loop not in ("auto", "uvloop", "asyncio"):
+            raise ConfigError(f"unknown loop {self.loop!r}")
+        if self.server_header is not None and any(
+            c in self.server_header for c in "\r\n\0"
+        ):
+            raise ConfigError("server_header must not contain CR, LF or NUL")
+
+
+def option_fields() -> tuple[dataclasses.Field[Any], ...]:
+    """The fields of ``Config``, in declaration order, for the CLI and the docs."""
+    return dataclasses.fields(Config)
