@@ -55,6 +55,11 @@ class Config:
     timeout_keep_alive: float = _opt(
         5.0, "Close a keep-alive connection idle for this many seconds."
     )
+    timeout_request_body: float = _opt(
+        60.0,
+        "Fail the app's read of the request body when no body data arrives for this "
+        "many seconds; the connection is closed.",
+    )
     timeout_write: float = _opt(
         30.0,
         "Drop a client that has not read any of the response for this many seconds "
@@ -86,7 +91,12 @@ class Config:
             raise ConfigError(
                 f"root_path must start with / and not end with one: {self.root_path!r}"
             )
-        for name in ("timeout_keep_alive", "timeout_write", "timeout_graceful_shutdown"):
+        for name in (
+            "timeout_keep_alive",
+            "timeout_request_body",
+            "timeout_write",
+            "timeout_graceful_shutdown",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, not {getattr(self, name)}")
         for name in (
