@@ -1,0 +1,770 @@
+"""Benchmark aiogate against waitress and gunicorn (gthread) with wrk.
+
+One command runs every server, one at a time, on 127.0.0.1 with the same WSGI app
+from ``benchmarks/apps.py``, one process and the same number of app threads, and
+measures it with ``wrk``. The servers are interleaved within each round (round 1:
+aiogate, waitress, gunicorn; round 2: the same again; ...) so that the noise of a
+shared machine hits them all alike. The report gives medians over the rounds and the
+ratio of the reference server (aiogate) to each peer, computed within each round and
+then taken as the median over rounds.
+
+Usage (from anywhere; the servers always run with the repository root as cwd)::
+
+    /work/venv/bin/python benchmarks/run.py --duration 10 --rounds 3
+    /work/venv/bin/python benchmarks/run.py --servers waitress,gunicorn --markdown
+    /work/venv/bin/python benchmarks/run.py --workload sleep --json results/s.json
+
+Progress goes to stderr as each run finishes; the report goes to stdout. The exit
+status is 0 when every run of every server succeeded, 1 when any failed (a server
+that would not start, died, or a wrk error), 2 on bad usage or a missing ``wrk``.
+See ``benchmarks/README.md`` for what the numbers mean and their caveats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# Not resolved: resolving a virtualenv's python symlink would leave the virtualenv.
+BIN_DIR = Path(sys.executable).parent
+
+SERVERS = ("aiogate", "waitress", "gunicorn")
+WORKLOADS = ("hello", "big", "upload", "sleep")
+VERSIONED_PACKAGES = ("aiogate", "h11", "uvloop", "waitress", "gunicorn")
+
+WARMUP_SECONDS = 2
+START_TIMEOUT = 20.0  # seconds for a server to answer its first request
+STOP_TIMEOUT = 10.0  # seconds between SIGTERM and SIGKILL
+COOLDOWN_SECONDS = 1.0  # pause between runs, so one server's exit doesn't overlap
+WRK_GRACE = 30.0  # seconds wrk may take beyond its --duration before we kill it
+UPLOAD_BYTES = 1024 * 1024  # request body size of the ``upload`` workload
+LOG_TAIL_LINES = 15
+
+# wrk prints durations with these units (see its units.c).
+_TIME_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
+_REQUESTS_PER_SEC = re.compile(r"^Requests/sec:\s+([\d.]+)", re.MULTILINE)
+_TOTAL = re.compile(r"^\s*(\d+) requests in ([\d.]+)([a-z]+),", re.MULTILINE)
+_PERCENTILE = re.compile(r"^\s*(\d+)%\s+([\d.]+)([a-z]+)\s*$", re.MULTILINE)
+_SOCKET_ERRORS = re.compile(
+    r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)"
+)
+_BAD_STATUS = re.compile(r"Non-2xx or 3xx responses: (\d+)")
+
+
+class RunFailed(Exception):
+    """One server's run could not produce a measurement; the message says why."""
+
+
+@dataclass
+class WrkResult:
+    """The numbers parsed from one wrk run."""
+
+    requests_per_second: float
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    # wrk's counters: connect, read, write, timeout.
+    socket_errors: dict[str, int]
+    # wrk's "Non-2xx or 3xx responses" line, which in fact counts statuses >= 400.
+    bad_status: int
+
+    @property
+    def errors(self) -> int:
+        """Every failed request or connection that wrk counted."""
+        return sum(self.socket_errors.values()) + self.bad_status
+
+    def error_detail(self) -> str:
+        """The non-zero error counters, e.g. ``read 3, status>=400 12``; or ``0``."""
+        parts = [f"{name} {n}" for name, n in self.socket_errors.items() if n]
+        if self.bad_status:
+            parts.append(f"status>=400 {self.bad_status}")
+        return ", ".join(parts) or "0"
+
+
+@dataclass
+class Run:
+    """One server measured once, in one round: a result, or why there is none."""
+
+    round: int
+    server: str
+    command: list[str]
+    result: WrkResult | None = None
+    error: str | None = None
+    note: str | None = None  # something odd that did not spoil the measurement
+    wrk_output: str = ""
+    log_lines: int = 0
+    log_tail: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Whether this run produced a measurement."""
+        return self.result is not None
+
+
+@dataclass
+class Summary:
+    """One server over every round."""
+
+    server: str
+    rounds_ok: int
+    rounds: int
+    rps: list[float]
+    p50_ms: float | None
+    p99_ms: float | None
+    errors: int
+    # reference ÷ this server, one per round where both succeeded.
+    ratios: list[float]
+
+
+# --- Servers -------------------------------------------------------------------------
+
+
+@cache
+def _gunicorn_has_control_socket() -> bool:
+    """Whether this gunicorn has a control socket (newer ones), which we switch off."""
+    try:
+        completed = subprocess.run(
+            [str(BIN_DIR / "gunicorn"), "--help"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "--no-control-socket" in completed.stdout
+
+
+def server_command(server: str, app: str, port: int, threads: int) -> list[str]:
+    """The command line that serves ``app`` (``module:callable``) on ``port``."""
+    if server == "aiogate":
+        return [
+            sys.executable, "-m", "aiogate", "serve", app,
+            "--host", "127.0.0.1", "--port", str(port),
+            "--threads", str(threads), "--log-level", "warning",
+        ]  # fmt: skip
+    if server == "waitress":
+        # waitress-serve has no quiet flag; its "Serving on" line goes to our log file.
+        return [
+            str(BIN_DIR / "waitress-serve"),
+            f"--listen=127.0.0.1:{port}", f"--threads={threads}", app,
+        ]  # fmt: skip
+    if server == "gunicorn":
+        # gthread keeps connections alive (default --keep-alive 2 s); the access log
+        # is off unless --access-logfile is given.
+        command = [
+            str(BIN_DIR / "gunicorn"),
+            "-k", "gthread", "--workers", "1", "--threads", str(threads),
+            "--bind", f"127.0.0.1:{port}", "--log-level", "warning",
+        ]  # fmt: skip
+        if _gunicorn_has_control_socket():
+            command.append("--no-control-socket")
+        return [*command, app]
+    raise ValueError(f"unknown server {server!r}")
+
+
+def server_env() -> dict[str, str]:
+    """The environment of a server: ours, plus the repository root on the path."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
+    )
+    return env
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _status_line(port: int) -> str | None:
+    """Send one ``GET /`` and return the response's status line, or None if none."""
+    request = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
+            sock.sendall(request)
+            head = b""
+            while b"\r\n" not in head and len(head) < 1024:
+                chunk = sock.recv(1024)
+                if not chunk:
+                    break
+                head += chunk
+    except OSError:
+        return None
+    if not head.startswith(b"HTTP/1."):
+        return None
+    return head.split(b"\r\n", 1)[0].decode("latin-1")
+
+
+def wait_until_ready(process: subprocess.Popen[bytes], port: int) -> None:
+    """Poll until the server answers 200 to ``GET /``; raise RunFailed otherwise."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        code = process.poll()
+        if code is not None:
+            raise RunFailed(f"exited with code {code} before answering on port {port}")
+        status = _status_line(port)
+        if status is not None:
+            if status.split(" ")[1:2] != ["200"]:
+                raise RunFailed(f"answered {status!r} to GET / instead of 200")
+            return
+        if time.monotonic() > deadline:
+            raise RunFailed(
+                f"did not answer on port {port} within {START_TIMEOUT:.0f} s"
+            )
+        time.sleep(0.05)
+
+
+def stop(process: subprocess.Popen[bytes]) -> str | None:
+    """Stop a server: SIGTERM, a bounded wait, then SIGKILL. Return a note if forced.
+
+    Each server runs in its own session (process group), so the SIGKILL also reaches
+    any worker processes it forked (gunicorn's) and nothing else.
+    """
+    note = None
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            note = f"did not exit within {STOP_TIMEOUT:.0f} s of SIGTERM; killed"
+    # ProcessLookupError is the usual case: the whole group has already exited.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    return note
+
+
+# --- wrk -----------------------------------------------------------------------------
+
+
+def _to_ms(value: str, unit: str) -> float:
+    """A wrk duration such as (``"1.23"``, ``"ms"``) in milliseconds."""
+    if unit not in _TIME_UNITS_MS:
+        raise RunFailed(f"wrk printed an unknown time unit {unit!r}")
+    return float(value) * _TIME_UNITS_MS[unit]
+
+
+def parse_wrk(output: str) -> WrkResult:
+    """Parse the report that ``wrk --latency`` prints; raise RunFailed if it can't."""
+    rps = _REQUESTS_PER_SEC.search(output)
+    total = _TOTAL.search(output)
+    percentiles = {int(p): _to_ms(v, u) for p, v, u in _PERCENTILE.findall(output)}
+    if rps is None or total is None or 50 not in percentiles or 99 not in percentiles:
+        raise RunFailed("could not parse wrk's output:\n" + output.strip())
+    socket_errors = dict.fromkeys(("connect", "read", "write", "timeout"), 0)
+    found = _SOCKET_ERRORS.search(output)
+    if found is not None:
+        socket_errors = dict(zip(socket_errors, map(int, found.groups()), strict=True))
+    bad_status = _BAD_STATUS.search(output)
+    return WrkResult(
+        requests_per_second=float(rps.group(1)),
+        requests=int(total.group(1)),
+        seconds=_to_ms(total.group(2), total.group(3)) / 1000.0,
+        p50_ms=percentiles[50],
+        p99_ms=percentiles[99],
+        socket_errors=socket_errors,
+        bad_status=int(bad_status.group(1)) if bad_status else 0,
+    )
+
+
+def run_wrk(
+    url: str, *, connections: int, seconds: int, threads: int, script: Path | None
+) -> str:
+    """Run wrk against ``url`` and return its report; raise RunFailed on failure."""
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    if script is not None:
+        command += ["-s", str(script)]
+    command.append(url)
+    try:
+        completed = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=seconds + WRK_GRACE,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise RunFailed(
+            f"wrk did not finish within {seconds + WRK_GRACE:.0f} s"
+        ) from exc
+    if completed.returncode != 0:
+        detail = (completed.stderr or completed.stdout).strip()
+        raise RunFailed(f"wrk exited with code {completed.returncode}: {detail}")
+    return completed.stdout
+
+
+def write_wrk_script(workload: str, directory: Path) -> Path | None:
+    """The wrk Lua script a workload needs (POST bodies for ``upload``), if any."""
+    if workload != "upload":
+        return None
+    script = directory / "upload.lua"
+    script.write_text(
+        'wrk.method = "POST"\n'
+        f'wrk.body = string.rep("x", {UPLOAD_BYTES})\n'
+        'wrk.headers["Content-Type"] = "application/octet-stream"\n'
+    )
+    return script
+
+
+# --- One run -------------------------------------------------------------------------
+
+
+def _read_log(path: Path) -> list[str]:
+    """The lines a server wrote to its log file."""
+    try:
+        return path.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+
+
+def run_one(
+    server: str, round_number: int, args: argparse.Namespace, workdir: Path
+) -> Run:
+    """Start ``server``, warm it up, measure it with wrk, stop it."""
+    port = free_port()
+    command = server_command(
+        server, f"benchmarks.apps:{args.workload}", port, args.threads
+    )
+    run = Run(round=round_number, server=server, command=command)
+    log_path = workdir / f"{server}-round{round_number}.log"
+    url = f"http://127.0.0.1:{port}/"
+    wrk_options = {
+        "connections": args.connections,
+        "threads": args.wrk_threads,
+        "script": write_wrk_script(args.workload, workdir),
+    }
+    with log_path.open("wb") as log:
+        try:
+            process = subprocess.Popen(
+                command,
+                cwd=REPO_ROOT,
+                env=server_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            run.error = f"could not start: {exc}"
+            return run
+    try:
+        wait_until_ready(process, port)
+        run_wrk(url, seconds=WARMUP_SECONDS, **wrk_options)
+        run.wrk_output = run_wrk(url, seconds=args.duration, **wrk_options)
+        if process.poll() is not None:
+            raise RunFailed(f"exited with code {process.returncode} during the run")
+        run.result = parse_wrk(run.wrk_output)
+    except RunFailed as exc:
+        run.error = str(exc)
+    finally:
+        run.note = stop(process)
+        lines = _read_log(log_path)
+        run.log_lines = len(lines)
+        run.log_tail = lines[-LOG_TAIL_LINES:]
+    return run
+
+
+def progress_line(run: Run, rounds: int) -> str:
+    """One line (plus the log tail on failure) describing a finished run."""
+    head = f"round {run.round}/{rounds}  {run.server:<9}"
+    if run.result is None:
+        text = f"{head} FAILED: {run.error}"
+        if run.log_tail:
+            text += "\n" + "\n".join(f"    | {line}" for line in run.log_tail)
+        return text
+    r = run.result
+    text = (
+        f"{head} {r.requests_per_second:>9.0f} req/s  p50 {r.p50_ms:7.2f} ms  "
+        f"p99 {r.p99_ms:7.2f} ms  errors {r.error_detail()}"
+    )
+    if run.log_lines:
+        text += f"  (server log: {run.log_lines} lines)"
+    if run.note:
+        text += f"  [{run.note}]"
+    return text
+
+
+# --- Summary and report --------------------------------------------------------------
+
+
+def _median_or_none(values: Sequence[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def summarize(
+    runs: Sequence[Run], servers: Sequence[str], reference: str | None, rounds: int
+) -> list[Summary]:
+    """Per-server medians, and the reference's per-round ratio to each server."""
+    by_round = {(run.server, run.round): run.result for run in runs}
+    summaries = []
+    for server in servers:
+        results = [run.result for run in runs if run.server == server and run.result]
+        ratios = []
+        if reference is not None:
+            for n in range(1, rounds + 1):
+                ours, theirs = by_round.get((reference, n)), by_round.get((server, n))
+                if ours and theirs and theirs.requests_per_second > 0:
+                    ratios.append(ours.requests_per_second / theirs.requests_per_second)
+        summaries.append(
+            Summary(
+                server=server,
+                rounds_ok=len(results),
+                rounds=rounds,
+                rps=[r.requests_per_second for r in results],
+                p50_ms=_median_or_none([r.p50_ms for r in results]),
+                p99_ms=_median_or_none([r.p99_ms for r in results]),
+                errors=sum(r.errors for r in results),
+                ratios=ratios,
+            )
+        )
+    return summaries
+
+
+def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A markdown table, its columns padded so it reads as plain text too."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        return (
+            "| "
+            + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True))
+            + " |"
+        )
+
+    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(header), rule, *(line(row) for row in rows)])
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f} ms"
+
+
+def summary_table(summaries: Sequence[Summary], reference: str | None) -> str:
+    """The final table: one row per server."""
+    header = ["server", "req/s (median)", "min-max", "p50", "p99", "errors", "ok"]
+    if reference is not None:
+        header.append(f"{reference} ÷ server (median, min-max)")
+    rows = []
+    for s in summaries:
+        row = [
+            s.server,
+            f"{statistics.median(s.rps):.0f}" if s.rps else "FAILED",
+            f"{min(s.rps):.0f}-{max(s.rps):.0f}" if s.rps else "n/a",
+            _ms(s.p50_ms),
+            _ms(s.p99_ms),
+            str(s.errors) if s.rps else "n/a",
+            f"{s.rounds_ok}/{s.rounds}",
+        ]
+        if reference is not None:
+            if s.server == reference:
+                row.append("(reference)")
+            elif s.ratios:
+                row.append(
+                    f"{statistics.median(s.ratios):.2f} "
+                    f"({min(s.ratios):.2f}-{max(s.ratios):.2f})"
+                )
+            else:
+                row.append("n/a")
+        rows.append(row)
+    return _markdown_table(header, rows)
+
+
+def rounds_table(runs: Sequence[Run]) -> str:
+    """Every run: one row per round and server."""
+    header = ["round", "server", "req/s", "p50", "p99", "errors"]
+    rows = []
+    for run in runs:
+        if run.result is None:
+            rows.append([str(run.round), run.server, "FAILED", "", "", ""])
+        else:
+            r = run.result
+            rows.append(
+                [
+                    str(run.round),
+                    run.server,
+                    f"{r.requests_per_second:.0f}",
+                    _ms(r.p50_ms),
+                    _ms(r.p99_ms),
+                    r.error_detail(),
+                ]
+            )
+    return _markdown_table(header, rows)
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _wrk_version() -> str:
+    try:
+        completed = subprocess.run(
+            ["wrk", "--version"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    first = (completed.stdout or completed.stderr).splitlines()[:1]
+    # e.g. "wrk debian/4.1.0-3+b2 [epoll] Copyright (C) 2012 Will Glozer"
+    return first[0].split(" Copyright")[0].removeprefix("wrk ") if first else "unknown"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _git_head() -> str:
+    """The short commit of the repository (read-only: ``git rev-parse``)."""
+    try:
+        completed = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return completed.stdout.strip() or "unknown"
+
+
+def _load_average() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def machine_info() -> dict[str, str]:
+    """What the numbers were measured on."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    info = {
+        "cpus (nproc)": str(usable or os.cpu_count()),
+        "cpu model": _cpu_model(),
+        "kernel": f"{platform.system()} {platform.release()}",
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+    }
+    for package in VERSIONED_PACKAGES:
+        info[package] = _version(package)
+    info["aiogate"] += f" (repository HEAD {_git_head()}, plus any uncommitted changes)"
+    info["wrk"] = _wrk_version()
+    info["load average at start"] = _load_average()
+    return info
+
+
+def settings_line(args: argparse.Namespace) -> str:
+    """The benchmark's parameters, in one line."""
+    body = f", POST {UPLOAD_BYTES} bytes" if args.workload == "upload" else ""
+    return (
+        f"workload {args.workload}{body}; {args.connections} keep-alive connections "
+        f"from wrk -t{args.wrk_threads}; {args.threads} app threads per server, "
+        f"1 process; {args.rounds} round(s) of {args.duration} s after a "
+        f"{WARMUP_SECONDS} s warm-up; servers interleaved within each round"
+    )
+
+
+def render_report(
+    args: argparse.Namespace,
+    machine: dict[str, str],
+    runs: Sequence[Run],
+    summaries: Sequence[Summary],
+    reference: str | None,
+) -> str:
+    """The final report; all markdown with ``--markdown``, else plain headings."""
+
+    def heading(title: str) -> str:
+        return f"### {title}" if args.markdown else f"== {title} =="
+
+    bullet = "- " if args.markdown else "  "
+    sub_bullet = "  - " if args.markdown else "    "
+    parts = [heading("Machine")]
+    parts += [f"{bullet}{key}: {value}" for key, value in machine.items()]
+    parts += ["", heading("Settings"), f"{bullet}{settings_line(args)}"]
+    parts += ["", heading("Per round"), rounds_table(runs)]
+    parts += ["", heading("Summary"), summary_table(summaries, reference)]
+    if reference is not None:
+        parts += [
+            "",
+            f"{reference} ÷ server: {reference}'s req/s divided by the server's, "
+            "within each round; the median (and range) over rounds.",
+        ]
+    failures = [run for run in runs if not run.ok]
+    if failures:
+        parts += ["", heading("Failures")]
+        # The same failure in every round is shown in full only once.
+        first_seen: dict[tuple[str, tuple[str, ...]], int] = {}
+        for run in failures:
+            parts.append(f"{bullet}round {run.round}, {run.server}: {run.error}")
+            key = (run.server, tuple(run.log_tail))
+            if key in first_seen:
+                parts.append(f"{sub_bullet}same server log as round {first_seen[key]}")
+                continue
+            first_seen[key] = run.round
+            parts.append(f"{sub_bullet}command: {' '.join(run.command)}")
+            if run.log_tail:
+                fence = ["```"] if args.markdown else []
+                tail = [f"    | {line}" for line in run.log_tail]
+                parts += [*fence, *tail, *fence]
+    return "\n".join(parts)
+
+
+# --- Command line --------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _server_list(text: str) -> list[str]:
+    names = list(
+        dict.fromkeys(name.strip() for name in text.split(",") if name.strip())
+    )
+    unknown = [name for name in names if name not in SERVERS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"choose from {','.join(SERVERS)}; got {text!r}"
+        )
+    return names
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(
+        description="Benchmark aiogate, waitress and gunicorn with wrk on 127.0.0.1.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--duration",
+        type=_positive_int,
+        default=10,
+        help="seconds of measurement per server per round",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=_positive_int,
+        default=3,
+        help="rounds; each runs every server once",
+    )
+    parser.add_argument(
+        "--connections",
+        type=_positive_int,
+        default=64,
+        help="concurrent keep-alive connections (wrk -c)",
+    )
+    parser.add_argument(
+        "--threads", type=_positive_int, default=8, help="app threads of every server"
+    )
+    parser.add_argument(
+        "--wrk-threads",
+        type=_positive_int,
+        default=2,
+        help="wrk's own threads (wrk -t)",
+    )
+    parser.add_argument(
+        "--servers",
+        type=_server_list,
+        default=list(SERVERS),
+        help="comma-separated, in the order run within a round",
+    )
+    parser.add_argument(
+        "--reference",
+        default="aiogate",
+        help="the server whose req/s is divided by each peer's",
+    )
+    parser.add_argument(
+        "--workload",
+        choices=WORKLOADS,
+        default="hello",
+        help="which app of benchmarks/apps.py to serve",
+    )
+    parser.add_argument(
+        "--markdown", action="store_true", help="format the whole report as markdown"
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        metavar="PATH",
+        help="also save the raw results (with wrk's output) here",
+    )
+    args = parser.parse_args(argv)
+    if args.wrk_threads > args.connections:
+        parser.error("--wrk-threads must not exceed --connections")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; return the exit status."""
+    args = parse_args(argv)
+    if shutil.which("wrk") is None:
+        print(
+            "wrk not found on PATH; install it: apt-get install -y wrk", file=sys.stderr
+        )
+        return 2
+    reference = args.reference if args.reference in args.servers else None
+    machine = machine_info()
+    print(f"# {settings_line(args)}", file=sys.stderr)
+    runs: list[Run] = []
+    with tempfile.TemporaryDirectory(prefix="aiogate-bench-") as tmp:
+        for round_number in range(1, args.rounds + 1):
+            for server in args.servers:
+                if runs:
+                    time.sleep(COOLDOWN_SECONDS)
+                run = run_one(server, round_number, args, Path(tmp))
+                runs.append(run)
+                print(progress_line(run, args.rounds), file=sys.stderr, flush=True)
+    machine["load average at end"] = _load_average()
+    summaries = summarize(runs, args.servers, reference, args.rounds)
+    print(render_report(args, machine, runs, summaries, reference))
+    if args.json is not None:
+        raw = {
+            "settings": {**vars(args), "json": str(args.json)},
+            "warmup_seconds": WARMUP_SECONDS,
+            "machine": machine,
+            "runs": [asdict(run) for run in runs],
+            "summary": [asdict(s) for s in summaries],
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(raw, indent=2) + "\n")
+        print(f"raw results saved to {args.json}", file=sys.stderr)
+    return 0 if all(run.ok for run in runs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
