@@ -1,0 +1,728 @@
+"""The HTTP/1.1 policy layer: what a client may send us, checked before h11 sees it.
+
+Owns: ``ServerConnection``, a wrapper around ``h11.Connection(h11.SERVER)`` that keeps
+its own buffer of received bytes and hands h11 only bytes it has checked: one whole
+request head at a time, then exactly the bytes of that request's body. Also owns the
+request limits (request line, field count and size), the request-smuggling checks h11
+does not make, and the canned ``error_response``. Sans-IO: bytes in, h11 events out;
+it raises ``ProtocolError`` and never logs. Runs on the event loop (one object per
+connection, used only by ``protocol.H11Protocol``).
+
+Theory of operation:
+
+1. Received bytes go to ``self._buf``, never straight to h11. h11 is lenient in ways
+   that matter for request smuggling (bare LF line ends, obs-fold, merged duplicate
+   Content-Length, bare CR in chunk extensions, 20-digit chunk sizes, any
+   ``HTTP/x.y`` version), so it only ever parses what we have already accepted.
+2. Between requests (h11 ``their_state`` IDLE) the head is scanned line by line as it
+   arrives. Each line is checked the same way whether it arrived whole or one byte
+   at a time, and a line that can no longer become valid fails at once; so the
+   outcome never depends on how the bytes were split (``tests/test_request_corpus``
+   checks this at every split point), and memory for a head is bounded by the limits.
+   A head that arrives whole and is clean takes a fast path of C-level
+   ``count``/``find``/``in`` calls instead, with the same outcome.
+3. Once the whole head is accepted, its framing fields are checked (RFC 9112 §6),
+   then h11 parses it and we return its ``Request``.
+4. The body: we feed h11 at most the remaining Content-Length, or run our own chunk
+   scanner (RFC 9112 §7.1) and feed it the validated units (a chunk-size line with
+   extensions goes to h11 as the bare size; h11 drops extensions anyway). Bytes
+   after the end of the message stay in ``self._buf``.
+5. While the request is done and ``self._buf`` holds the next one, ``next_event``
+   returns ``h11.PAUSED`` until ``start_next_cycle``; after ``Connection: close`` or
+   HTTP/1.0 those bytes are never parsed at all. EOF reaches h11 only when
+   ``self._buf`` is empty.
+6. After a ``ProtocolError`` the connection is dead: ``next_event`` raises again,
+   received bytes are dropped, and the caller sends ``error_response`` and closes.
+"""
+
+from __future__ import annotations
+
+import re
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Final, TypeAlias
+
+import h11
+
+from .errors import ProtocolError
+from .response import http_date
+
+if TYPE_CHECKING:
+    from h11._util import Sentinel
+
+    #: What ``next_event`` returns (as ``h11.Connection.next_event``).
+    NextEvent: TypeAlias = h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]
+    #: What a server sends.
+    SendEvent: TypeAlias = (
+        h11.InformationalResponse | h11.Response | h11.Data | h11.EndOfMessage
+    )
+
+__all__ = ["ServerConnection"]
+
+# RFC 9110 §5.6.2: tchar. A request line starts with a method, which is a token; a
+# first byte that cannot start one (a TLS ClientHello starts with 0x16) fails at once
+# rather than after limit_request_line bytes or a timeout (h11 checks for < 0x21).
+_TCHAR: Final = frozenset(
+    b"!#$%&'*+-.^_`|~0123456789" + bytes(range(65, 91)) + bytes(range(97, 123))
+)
+_HEXDIG: Final = frozenset(b"0123456789abcdefABCDEF")
+_SP: Final = 32
+_HTAB: Final = 9
+_CR: Final = 13
+_LF: Final = 10
+
+# RFC 9112 §2.3: HTTP-version = HTTP-name "/" DIGIT "." DIGIT. Anything shaped like a
+# version (also "HTTP/2" and "HTTP/3", as clients write them) is an unsupported
+# version, 505 (RFC 9110 §15.6.6); anything else is a malformed request line.
+_VERSION_RE: Final = re.compile(rb"HTTP/[0-9](?:\.[0-9])?")
+
+_TOKEN: Final = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
+# RFC 9110 §5.6.4: quoted-string = DQUOTE *( qdtext / quoted-pair ) DQUOTE.
+_QUOTED: Final = (
+    rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
+)
+# RFC 9112 §7.1 and §7.1.1: chunk-size [ chunk-ext ] with
+# chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] ).
+# Stricter than h11's ``;.*``, which lets a bare CR or NUL through in an extension
+# (the "chunk extension" smuggling vectors), and than its trailing whitespace.
+_CHUNK_LINE_RE: Final = re.compile(
+    rb"([0-9A-Fa-f]+)(?:[ \t]*;[ \t]*"
+    + _TOKEN
+    + rb"(?:[ \t]*=[ \t]*(?:"
+    + _TOKEN
+    + rb"|"
+    + _QUOTED
+    + rb"))?)*"
+)
+# The usual chunk-size line, matched in one step: no extensions, at most 16 digits.
+_PLAIN_CHUNK_LINE_RE: Final = re.compile(rb"([0-9A-Fa-f]{1,16})\r\n")
+# 16 hex digits is 2**64 - 1. h11 allows 20; more digits than any real body needs
+# are only good for overflowing someone else's parser.
+_MAX_CHUNK_SIZE_DIGITS: Final = 16
+# h11's CONTENT_LENGTH_MAX_DIGITS ("1 billion TB - 1").
+_MAX_CONTENT_LENGTH_DIGITS: Final = 20
+
+# RFC 9110 §7.2: Host = uri-host [ ":" port ], uri-host from RFC 3986 §3.2.2
+# (IP-literal with an RFC 6874 zone, IPvFuture, IPv4address or reg-name). Empty is
+# allowed (a target URI without authority).
+_HOST_RE: Final = re.compile(
+    rb"(?:\[[0-9A-Fa-f:.]+(?:%25(?:[-._~0-9A-Za-z]|%[0-9A-Fa-f]{2})+)?\]"
+    rb"|\[[vV][0-9A-Fa-f]+\.[-._~0-9A-Za-z!$&'()*+,;=:]+\]"
+    rb"|(?:[-._~0-9A-Za-z!$&'()*+,;=]|%[0-9A-Fa-f]{2})*)"
+    rb"(?::[0-9]*)?"
+)
+# The usual name[:port], checked twice as fast as with _HOST_RE (which it implies).
+_SIMPLE_HOST_RE: Final = re.compile(rb"[-.0-9a-z]*(?::[0-9]*)?")
+
+# Body framing of the current request (besides a remaining Content-Length >= 0).
+_CHUNKED: Final = -1
+# States of the chunk scanner.
+_SIZE_LINE: Final = 0
+_DATA: Final = 1
+_DATA_CRLF: Final = 2
+_TRAILER: Final = 3
+_END: Final = 4
+
+# error_response: the body repeats the reason, cut to this many characters.
+_MAX_REASON_CHARS: Final = 200
+# RFC 9110 §15.5.6: a 405 MUST carry Allow. We answer 405 only to CONNECT, which we
+# do not serve; every other method goes to the app.
+_ALLOW: Final = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE"
+
+
+def _error(message: str, status: int = 400) -> ProtocolError:
+    return ProtocolError(message, status)
+
+
+def _show(data: bytes | bytearray, limit: int = 40) -> str:
+    """A short printable rendering of client bytes for an error message."""
+    text = repr(bytes(data[:limit]))
+    return text + "..." if len(data) > limit else text
+
+
+def _check_request_line(line: bytes) -> bytes:
+    """Check a complete request line (no CRLF); return its HTTP-version.
+
+    RFC 9112 §3: request-line = method SP request-target SP HTTP-version. h11 checks
+    the method and target characters afterwards; this checks what h11 lets through.
+    """
+    parts = line.split(b" ")
+    if len(parts) != 3:
+        # Also HTTP/0.9's "GET /path", which has no version at all.
+        raise _error(f"malformed request line: {_show(line)}")
+    method, target, version = parts
+    if version != b"HTTP/1.1" and version != b"HTTP/1.0":
+        if _VERSION_RE.fullmatch(version):
+            raise _error(f"unsupported HTTP version: {_show(version)}", 505)
+        raise _error(f"malformed HTTP version: {_show(version)}")
+    if method == b"CONNECT":
+        # RFC 9110 §9.3.6: CONNECT asks for a tunnel (authority-form target, RFC 9112
+        # §3.2.3), which an origin server for WSGI apps does not provide.
+        raise _error("CONNECT is not supported", 405)
+    first = target[:1]
+    if first == b"/":  # origin-form, RFC 9112 §3.2.1
+        pass
+    elif target == b"*":  # asterisk-form, only for server-wide OPTIONS (§3.2.4)
+        if method != b"OPTIONS":
+            raise _error("the * target is only allowed with OPTIONS")
+    else:  # absolute-form, RFC 9112 §3.2.2, with an http(s) URI
+        scheme = target[:8].lower()
+        if scheme.startswith(b"http://"):
+            rest = target[7:]
+        elif scheme == b"https://":
+            rest = target[8:]
+        else:
+            raise _error(f"malformed request target: {_show(target)}")
+        # RFC 9110 §4.2.1: an http(s) URI with an empty host MUST be rejected.
+        if not rest or rest[:1] in (b"/", b"?", b"#"):
+            raise _error(f"request target has no host: {_show(target)}")
+    return version
+
+
+def _field_value(low_head: bytes, key: bytes) -> bytes:
+    """The value of the field line starting with ``key`` (``b"\\nname:"``), without
+    OWS (RFC 9110 §5.5). ``low_head`` is a clean, lower-cased head."""
+    start = low_head.find(key) + len(key)
+    return low_head[start : low_head.find(b"\r", start)].strip(b" \t")
+
+
+def _check_framing(head: bytes, http11: bool) -> int:
+    """Check the fields of a clean head that decide where the message ends.
+
+    Returns the body framing: a Content-Length, or ``_CHUNKED``. Every search is a
+    C-level scan of the lower-cased head: in a clean head every LF ends a line, so
+    ``b"\\nhost:"`` finds exactly the Host field lines (a name with whitespace before
+    the colon is not a field name at all, and h11 rejects its line).
+    """
+    low = head.lower()
+    te_count = low.count(b"\ntransfer-encoding:")
+    cl_count = low.count(b"\ncontent-length:")
+    framing = 0
+    if te_count:
+        # RFC 9112 §6.1: a server MAY reject a request with both, and MUST close the
+        # connection after it either way; both is the classic CL.TE/TE.CL smuggle.
+        if cl_count:
+            raise _error("both Content-Length and Transfer-Encoding")
+        # RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 message means the framing
+        # is faulty, even if a Content-Length is present.
+        if not http11:
+            raise _error("Transfer-Encoding in an HTTP/1.0 request")
+        # RFC 9112 §6.1 and §7: we only implement chunked, exactly once (coding
+        # names are case-insensitive). RFC 9110 §15.6.2: otherwise 501, which is
+        # also h11's hint.
+        if te_count > 1 or _field_value(low, b"\ntransfer-encoding:") != b"chunked":
+            raise _error("only Transfer-Encoding: chunked is supported", 501)
+        framing = _CHUNKED
+    elif cl_count:
+        # RFC 9110 §8.6: Content-Length = 1*DIGIT. A list or a repeated field, even
+        # with identical values, is refused: h11 would merge them, and some other
+        # parser in the path might not (RFC 9112 §6.3 rule 5 allows rejecting).
+        if cl_count > 1:
+            raise _error("more than one Content-Length")
+        value = _field_value(low, b"\ncontent-length:")
+        if not value.isdigit() or len(value) > _MAX_CONTENT_LENGTH_DIGITS:
+            raise _error(f"invalid Content-Length: {_show(value)}")
+        framing = int(value)
+    # RFC 9112 §3.2: 400 for an HTTP/1.1 request without Host, for more than one
+    # Host field line, and for an invalid Host value (h11 checks the first two).
+    host_count = low.count(b"\nhost:")
+    if host_count > 1:
+        raise _error("more than one Host")
+    if host_count == 0:
+        if http11:
+            raise _error("missing Host")
+    else:
+        host = _field_value(low, b"\nhost:")
+        if not _SIMPLE_HOST_RE.fullmatch(host) and not _HOST_RE.fullmatch(host):
+            raise _error(f"invalid Host: {_show(host)}")
+    return framing
+
+
+class ServerConnection:
+    """One client connection's HTTP/1.1 state: checked bytes in, h11 events out.
+
+    Runs on the event loop. ``next_event`` raises ``ProtocolError`` for a bad request;
+    then the caller sends ``error_response(exc.status_hint, str(exc))`` and closes.
+    """
+
+    __slots__ = (
+        "_body",
+        "_buf",
+        "_chunk",
+        "_chunk_left",
+        "_eof",
+        "_error",
+        "_h11",
+        "_limit_field",
+        "_limit_fields",
+        "_limit_line",
+        "_line_start",
+        "_lines",
+        "_method",
+        "_response_started",
+        "_searched",
+        "_version",
+    )
+
+    def __init__(
+        self,
+        *,
+        limit_request_line: int = 8190,
+        limit_request_fields: int = 100,
+        limit_request_field_size: int = 8190,
+    ) -> None:
+        self._limit_line = limit_request_line
+        self._limit_fields = limit_request_fields
+        self._limit_field = limit_request_field_size
+        # h11 only ever buffers an incomplete trailer section (we feed it whole heads
+        # and validated body units), so its own limit just has to exceed ours.
+        self._h11 = h11.Connection(
+            h11.SERVER,
+            max_incomplete_event_size=limit_request_line
+            + (limit_request_fields + 2) * (limit_request_field_size + 2),
+        )
+        self._buf = bytearray()  # received, not yet given to h11
+        self._eof = False
+        self._error: ProtocolError | None = None
+        self._response_started = False
+        self._method: bytes | None = None
+        self._body = 0  # remaining Content-Length, or _CHUNKED
+        self._chunk = _SIZE_LINE
+        self._chunk_left = 0
+        # Line scanner (head, then trailers): offset in _buf of the first unchecked
+        # line, and how many lines of this section are already checked.
+        self._line_start = 0
+        self._lines = 0
+        self._searched = 0  # fast path: _buf[:_searched] has no CRLFCRLF
+        self._version = b""
+
+    # -- state -------------------------------------------------------------------------
+
+    @property
+    def our_state(self) -> type[Sentinel]:
+        """h11's state of our (the server's) side."""
+        return self._h11.our_state
+
+    @property
+    def their_state(self) -> type[Sentinel]:
+        """h11's state of the client's side; ``h11.ERROR`` after a ``ProtocolError``."""
+        if self._error is not None:
+            return h11.ERROR
+        return self._h11.their_state
+
+    @property
+    def they_are_waiting_for_100_continue(self) -> bool:
+        """The client sent ``Expect: 100-continue`` (HTTP/1.1 only; h11 ignores it
+        for HTTP/1.0 as RFC 9110 §10.1.1 requires) and no response or body yet."""
+        return self._h11.they_are_waiting_for_100_continue
+
+    @property
+    def client_is_http10(self) -> bool:
+        """The current (or last) request was HTTP/1.0."""
+        return self._h11.their_http_version == b"1.0"
+
+    # -- receiving ---------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Add received bytes; ``b""`` means the client sent EOF (as in h11)."""
+        if data:
+            if self._eof:
+                raise RuntimeError("received data after EOF")
+            if self._error is None:  # a dead connection keeps nothing
+                self._buf += data
+        else:
+            self._eof = True
+
+    def next_event(self) -> NextEvent:
+        """The next h11 event, ``h11.NEED_DATA`` or ``h11.PAUSED``.
+
+        Raises ``ProtocolError`` (with ``status_hint``) for a bad request, and again
+        on every later call.
+        """
+        if self._error is not None:
+            raise _error(str(self._error), self._error.status_hint)
+        try:
+            return self._next_event()
+        except ProtocolError as exc:
+            self._error = exc
+            self._buf.clear()
+            raise
+        except h11.RemoteProtocolError as exc:
+            self._error = _error(str(exc), exc.error_status_hint)
+            self._buf.clear()
+            raise self._error from exc
+
+    def _next_event(self) -> NextEvent:
+        conn = self._h11
+        state = conn.their_state
+        if state is h11.IDLE:
+            head = self._take_head()
+            if head is None:
+                if not self._eof:
+                    return h11.NEED_DATA
+                if self._buf:
+                    raise _error("client closed the connection inside a request head")
+                conn.receive_data(b"")
+                return conn.next_event()  # ConnectionClosed
+            framing = _check_framing(head, self._version == b"HTTP/1.1")
+            conn.receive_data(head)
+            event = conn.next_event()
+            if type(event) is not h11.Request:  # h11 parses a whole head at once
+                raise RuntimeError(f"h11 returned {event!r} for a complete head")
+            self._method = event.method
+            self._body = framing
+            self._chunk = _SIZE_LINE
+            return event
+        if state is h11.SEND_BODY:
+            # Feed first: one h11 call per event, not an extra one for NEED_DATA.
+            if self._buf:
+                self._feed_body()
+            event = conn.next_event()
+            if event is h11.NEED_DATA and self._eof:
+                raise _error("client closed the connection inside a request body")
+            return event
+        # DONE, MUST_CLOSE, MIGHT_SWITCH_PROTOCOL, CLOSED. Bytes after the message wait
+        # for start_next_cycle (DONE) or are never parsed (MUST_CLOSE: h11 would raise
+        # on them, and we would rather answer the request we have, then close).
+        if self._buf:
+            return h11.PAUSED
+        if self._eof:
+            conn.receive_data(b"")
+        return conn.next_event()
+
+    # -- the request head --------------------------------------------------------------
+
+    def _take_head(self) -> bytes | None:
+        """Remove and return the next complete, checked head from ``_buf``, or None."""
+        buf = self._buf
+        if self._lines == 0:
+            # RFC 9112 §2.2: a server SHOULD ignore at least one empty line (CRLF)
+            # received before the request line. We ignore any number of them.
+            if buf.startswith(b"\r\n"):
+                skip = 2
+                while buf.startswith(b"\r\n", skip):
+                    skip += 2
+                del buf[:skip]
+                self._searched = 0
+            if len(buf) < 2:
+                if buf and buf[0] != _CR and buf[0] not in _TCHAR:
+                    raise _error(f"request does not start with a method: {_show(buf)}")
+                return None
+            end = buf.find(b"\r\n\r\n", max(self._searched - 3, 0))
+            if end == -1:
+                self._searched = len(buf)
+            else:
+                head = self._take_clean_head(end + 4)
+                if head is not None:
+                    return head
+        return self._scan_head()
+
+    def _take_clean_head(self, size: int) -> bytes | None:
+        """Fast path: the whole head ``_buf[:size]`` arrived at once.
+
+        If it is clean (only CRLF line ends, no bare CR or LF, no obs-fold) the only
+        line errors left are the first byte, the limits and the request-line syntax,
+        which we check in the order ``_check_line`` would. Otherwise return None and
+        let ``_scan_head`` find the first bad line. Measured on a 6-field GET: ~2.4 µs
+        here plus ~1 µs in ``_check_framing``, against ~36 µs for h11's own
+        request/response cycle (the line-by-line path costs about twice as much).
+        """
+        buf = self._buf
+        head = bytes(buf) if size == len(buf) else bytes(buf[:size])
+        lines = head.count(b"\r\n")
+        if (
+            head.count(b"\n") != lines
+            or head.count(b"\r") != lines
+            or b"\n " in head
+            or b"\n\t" in head
+        ):
+            return None
+        if head[0] not in _TCHAR:
+            raise _error(f"request does not start with a method: {_show(head)}")
+        line_end = head.find(b"\r\n")
+        if line_end > self._limit_line:
+            raise _error("request line too long", 414)
+        self._version = _check_request_line(head[:line_end])
+        if lines - 2 > self._limit_fields:
+            raise _error("too many header fields", 431)
+        fields_end = size - 4  # the CRLF that ends the last field line
+        if (
+            fields_end - line_end - 2 > self._limit_field
+            and max(map(len, head[line_end + 2 : fields_end].split(b"\r\n")))
+            > self._limit_field
+        ):
+            raise _error("field line too long", 431)
+        if size == len(buf):
+            buf.clear()
+        else:
+            del buf[:size]
+        self._searched = 0
+        return head
+
+    def _scan_head(self) -> bytes | None:
+        """Slow path: check the head line by line as it arrives (``_check_line``)."""
+        buf = self._buf
+        start = self._line_start
+        index = self._lines
+        while True:
+            newline = buf.find(b"\n", start)
+            if newline == -1:
+                self._check_line(start, len(buf), index, complete=False)
+                self._line_start = start
+                self._lines = index
+                return None
+            self._check_line(start, newline, index, complete=True)
+            if index and newline - start == 1:  # the empty line that ends the head
+                head = bytes(buf[: newline + 1])
+                del buf[: newline + 1]
+                self._line_start = self._lines = self._searched = 0
+                return head
+            index += 1
+            start = newline + 1
+
+    def _check_line(self, start: int, end: int, index: int, *, complete: bool) -> None:
+        """Check line ``index`` of a head or trailer section, ``_buf[start:end]``.
+
+        ``end`` is the LF (not included) when ``complete``; otherwise the line is
+        still arriving and we fail as soon as no continuation can make it valid.
+        Index 0 is the request line (index 0 never occurs for trailers).
+
+        The checks run in the order their failures become visible while bytes arrive
+        (first byte: method, field count, obs-fold; then a CR not before LF within
+        the limit; then the length; then the line end), so a line fails with the
+        same status however it was split.
+        """
+        buf = self._buf
+        size = end - start
+        if size == 0 and not complete:
+            return
+        first = buf[start] if size else 10
+        if index == 0:
+            limit, too_long = self._limit_line, 414
+            if first not in _TCHAR:
+                raise _error(f"request does not start with a method: {_show(buf)}")
+        else:
+            limit, too_long = self._limit_field, 431
+            # Past the last allowed field only the empty line may come; a line that
+            # is not CRLF can never end within the limit (RFC 9110 §15.5.20 for 431).
+            if index > self._limit_fields and not (
+                size == 0 or (size == 1 and first == _CR)
+            ):
+                raise _error("too many header fields", 431)
+            # RFC 9112 §5.2: a server MUST reject obs-fold in a request (other than
+            # message/http) with 400; h11 would unfold it.
+            if first in (_SP, _HTAB):
+                raise _error("obsolete line folding (obs-fold) is not allowed")
+        # A CR that is not the last byte (seen so far, or before the LF) is not part
+        # of a CRLF. RFC 9112 §2.2: a bare CR MUST be treated as invalid (or replaced
+        # by SP). Only the first ``limit`` bytes count: a later CR makes the line too
+        # long before it can be seen to be bare.
+        ends_with_cr = size > 0 and buf[end - 1] == _CR
+        if complete:
+            content_end = end - 1 if ends_with_cr else end
+            too_long_now = content_end - start > limit
+        else:
+            # The last byte may be the CR of the CRLF still to come.
+            content_end = end - 1
+            too_long_now = size > limit + 1 or (size == limit + 1 and not ends_with_cr)
+        if buf.find(b"\r", start, min(content_end, start + limit)) != -1:
+            raise _error("bare CR (a CR not followed by LF) in the head or trailers")
+        if too_long_now:
+            raise _error(
+                "request line too long" if index == 0 else "field line too long",
+                too_long,
+            )
+        if not complete:
+            return
+        # RFC 9112 §2.2 lets a recipient accept a bare LF as a line end; we do not,
+        # because a proxy in front may not (the "bare LF" smuggling vectors).
+        if not ends_with_cr:
+            raise _error("line ends with a bare LF")
+        if index == 0:
+            self._version = _check_request_line(bytes(buf[start:content_end]))
+
+    # -- the request body --------------------------------------------------------------
+
+    def _feed_body(self) -> None:
+        """Give h11 the bytes of this message that are in ``_buf`` and checked."""
+        buf = self._buf
+        if self._body == _CHUNKED:
+            self._feed_chunked()
+            return
+        count = min(self._body, len(buf))
+        if count == 0:
+            return
+        self._body -= count
+        if count == len(buf):
+            self._h11.receive_data(bytes(buf))
+            buf.clear()
+        else:
+            self._h11.receive_data(bytes(buf[:count]))
+            del buf[:count]
+
+    def _feed_chunked(self) -> None:
+        """Scan chunked framing (RFC 9112 §7.1) in ``_buf``; feed h11 the units
+        that are complete and valid. Stops at the end of the trailer section.
+
+        h11 gets the bytes as received, except a chunk-size line with extensions,
+        which it gets as the bare size: the extensions were checked here and mean
+        nothing to us (nor to h11, which discards them).
+        """
+        buf = self._buf
+        size = len(buf)
+        pos = 0  # end of what is checked
+        fed = 0  # end of what is already in ``out``
+        out: list[bytes] = []
+        while pos < size:
+            state = self._chunk
+            if state == _DATA:
+                count = min(self._chunk_left, size - pos)
+                pos += count
+                self._chunk_left -= count
+                if self._chunk_left == 0:
+                    self._chunk = _DATA_CRLF
+            elif state == _DATA_CRLF:
+                # chunk = chunk-size [ chunk-ext ] CRLF chunk-data CRLF, exactly.
+                if buf[pos] != _CR or (size - pos > 1 and buf[pos + 1] != _LF):
+                    raise _error("chunk data not followed by CRLF")
+                if size - pos < 2:
+                    break
+                pos += 2
+                self._chunk = _SIZE_LINE
+            elif state == _SIZE_LINE:
+                match = _PLAIN_CHUNK_LINE_RE.match(buf, pos)
+                if match is not None:  # the usual line: only the size
+                    chunk_size = int(match[1], 16)
+                    pos = match.end()
+                else:
+                    newline = buf.find(b"\n", pos)
+                    end = size if newline == -1 else newline
+                    checked = self._check_chunk_line(pos, end, complete=newline != -1)
+                    if checked is None:
+                        break
+                    chunk_size = checked
+                    out.append(bytes(buf[fed:pos]))
+                    out.append(b"%x\r\n" % chunk_size)
+                    pos = fed = newline + 1
+                if chunk_size:
+                    self._chunk = _DATA
+                    self._chunk_left = chunk_size
+                else:  # last-chunk; the trailer section follows (RFC 9112 §7.1.2)
+                    self._chunk = _TRAILER
+                    self._lines = 1
+            elif state == _TRAILER:
+                newline = buf.find(b"\n", pos)
+                if newline == -1:
+                    self._check_line(pos, size, self._lines, complete=False)
+                    break
+                self._check_line(pos, newline, self._lines, complete=True)
+                self._lines += 1
+                if newline - pos == 1:  # the empty line that ends the message
+                    self._chunk = _END
+                    self._lines = 0
+                pos = newline + 1
+            else:  # _END: the rest belongs to the next request
+                break
+        if pos:
+            if fed < pos:
+                out.append(bytes(buf[fed:pos]))
+            if pos == size:
+                buf.clear()
+            else:
+                del buf[:pos]
+            self._h11.receive_data(out[0] if len(out) == 1 else b"".join(out))
+
+    def _check_chunk_line(self, start: int, end: int, *, complete: bool) -> int | None:
+        """Check a chunk-size line ``_buf[start:end]``; its size once complete."""
+        buf = self._buf
+        size = end - start
+        if size == 0:  # (a partial line has at least one byte)
+            raise _error("empty chunk-size line")
+        if buf[start] not in _HEXDIG:
+            raise _error(f"invalid chunk size: {_show(buf[start:end])}")
+        # RFC 9112 §7.1.1 and §2.2: a CR anywhere but before the LF is invalid (h11's
+        # extension pattern lets it through: a TERM.EXT smuggling vector).
+        if buf.find(b"\r", start, end - 1) != -1:
+            raise _error("bare CR in a chunk-size line")
+        if size > self._limit_field + 1:
+            raise _error("chunk-size line too long")
+        if not complete:
+            return None
+        if buf[end - 1] != _CR:
+            raise _error("chunk-size line ends with a bare LF")
+        line = bytes(buf[start : end - 1])
+        match = _CHUNK_LINE_RE.fullmatch(line)
+        if match is None:
+            raise _error(f"invalid chunk-size line: {_show(line)}")
+        digits = match.group(1)
+        if len(digits) > _MAX_CHUNK_SIZE_DIGITS:
+            raise _error(f"chunk size too large: {_show(digits)}")
+        return int(digits, 16)
+
+    # -- sending -----------------------------------------------------------------------
+
+    def send(self, event: SendEvent) -> bytes:
+        """h11's ``send``: the bytes for a response event (raises
+        ``h11.LocalProtocolError`` for an event the state does not allow)."""
+        if type(event) is h11.Response:
+            self._response_started = True
+        return self._h11.send(event)
+
+    def send_with_data_passthrough(self, event: SendEvent) -> list[bytes]:
+        """h11's ``send_with_data_passthrough``: a ``Data`` payload comes back as the
+        same object (for file wrappers that are not bytes)."""
+        if type(event) is h11.Response:
+            self._response_started = True
+        data = self._h11.send_with_data_passthrough(event)
+        if data is None:  # only for ConnectionClosed, which SendEvent excludes
+            raise RuntimeError("h11 returned no data")
+        return data
+
+    def send_failed(self) -> None:
+        """The response could not be sent whole: h11 marks our side ERROR."""
+        self._h11.send_failed()
+
+    def start_next_cycle(self) -> None:
+        """Both sides are DONE: reset for the next request on this connection (h11
+        raises ``LocalProtocolError`` otherwise). The next request is parsed from
+        the bytes already buffered, if any."""
+        self._h11.start_next_cycle()
+        self._response_started = False
+        self._method = None
+        self._body = 0
+        self._chunk = _SIZE_LINE
+        self._line_start = self._lines = self._searched = 0
+
+    def error_response(self, status: int, reason: str) -> bytes:
+        """The complete bytes of a small ``text/plain`` error response that closes
+        the connection, or ``b""`` if a response to this request has already begun
+        (then the caller just closes). Marks our side of h11 ERROR: nothing more
+        can be sent on this connection. ``status`` must be 400-599."""
+        if not 400 <= status <= 599:
+            raise ValueError(f"error status must be 400-599, not {status}")
+        if self._response_started or self._h11.our_state not in (
+            h11.IDLE,
+            h11.SEND_RESPONSE,
+        ):
+            return b""
+        self._response_started = True
+        self._h11.send_failed()
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = "Error"
+        text = "".join(
+            c if " " <= c <= "~" else "?" for c in reason[:_MAX_REASON_CHARS]
+        )
+        body = (text + "\n").encode("ascii")
+        allow = f"Allow: {_ALLOW}\r\n" if status == 405 else ""
+        head = (
+            f"HTTP/1.1 {status} {phrase}\r\n"
+            # RFC 9110 §6.6.1: an origin server with a clock MUST send Date in 4xx.
+            f"Date: {http_date()}\r\n"
+            "Content-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\n"
+            f"{allow}"
+            "Connection: close\r\n\r\n"
+        ).encode("ascii")
+        # RFC 9110 §9.3.2: a response to HEAD has no content.
+        return head if self._method == b"HEAD" else head + body

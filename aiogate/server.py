@@ -1,0 +1,273 @@
+"""Serving a WSGI app: listening sockets, the thread pool, start and graceful shutdown.
+
+Owns: ``Server`` (the embedding API: ``start``/``serve_forever``/``shutdown``/``async
+with``) and ``run`` (blocking; picks the event loop and handles SIGINT/SIGTERM). The
+``Server`` methods run on the event loop; ``run`` runs in the main thread.
+
+Shutdown, in order: stop accepting; close idle connections now and busy ones after their
+current response (which carries ``Connection: close``); wait for connections to finish
+up to ``timeout_graceful_shutdown``; abort what remains; stop the thread pool. A thread
+stuck inside app code cannot be killed: the pool's threads are daemons, so the process
+can still exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import pkgutil
+import signal
+import socket
+import sys
+from collections.abc import Callable, Coroutine
+from functools import partial
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from .config import Config
+from .errors import ConfigError
+from .handlers import ServerHandler
+from .protocol import H11Protocol, ServerState
+from .thread_pool import ThreadPool
+
+if TYPE_CHECKING:
+    from ._types import WSGIApplication
+
+__all__ = ["Server", "loop_factory", "run"]
+
+log = logging.getLogger("aiogate.error")
+
+
+def loop_factory(name: str = "auto") -> Callable[[], asyncio.AbstractEventLoop]:
+    """The event loop constructor for ``Config.loop``: uvloop when asked or available."""
+    if name in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if name == "uvloop":
+                raise ConfigError("loop 'uvloop' asked for, but uvloop is not installed")
+        else:
+            return uvloop.new_event_loop
+    return asyncio.new_event_loop
+
+
+def _handler_class(value: str | type | None) -> type[ServerHandler]:
+    if value is None:
+        return ServerHandler
+    resolved = pkgutil.resolve_name(value) if isinstance(value, str) else value
+    if not (isinstance(resolved, type) and issubclass(resolved, ServerHandler)):
+        raise ConfigError(
+            f"handler_class must be a subclass of aiogate.handlers.ServerHandler, "
+            f"not {resolved!r}"
+        )
+    return resolved
+
+
+class Server:
+    """A WSGI app served on the running event loop.
+
+    ``Server(app, host="127.0.0.1", port=0, threads=8, ...)`` takes any ``Config``
+    field as a keyword, or ``config=Config(...)``. No signal handlers are installed:
+    the embedding program decides when to call ``shutdown``.
+    """
+
+    def __init__(
+        self, app: WSGIApplication, config: Config | None = None, **options: Any
+    ) -> None:
+        if config is None:
+            config = Config(**options)
+        elif options:
+            config = dataclasses.replace(config, **options)
+        self.app = app
+        self.config = config
+        self._handler_class = _handler_class(config.handler_class)
+        self._servers: list[asyncio.Server] = []
+        self._state: ServerState | None = None
+        self._pool: ThreadPool | None = None
+        self._stopped: asyncio.Event | None = None
+        self._all_closed: asyncio.Event | None = None
+
+    @property
+    def sockets(self) -> list[socket.socket]:
+        """The listening sockets (``getsockname()`` gives the real port)."""
+        return [sock for server in self._servers for sock in server.sockets]
+
+    @property
+    def started(self) -> bool:
+        return self._state is not None
+
+    async def start(self, sockets: list[socket.socket] | None = None) -> None:
+        """Bind (or take ``sockets``), start the threads, and begin accepting.
+        Returns once the server is listening."""
+        if self._state is not None:
+            raise RuntimeError("server already started")
+        config = self.config
+        loop = asyncio.get_running_loop()
+        pool = ThreadPool(config.threads)
+        pool.start()
+        self._pool = pool
+        make_handler = partial(
+            self._handler_class,
+            root_path=config.root_path,
+            multithread=True,
+            multiprocess=False,
+            server_software=config.server_header,
+            expose_tracebacks=config.expose_tracebacks,
+        )
+        state = ServerState(
+            loop=loop,
+            app=self.app,
+            pool=pool,
+            make_handler=make_handler,
+            limit_request_line=config.limit_request_line,
+            limit_request_fields=config.limit_request_fields,
+            limit_request_field_size=config.limit_request_field_size,
+            timeout_keep_alive=config.timeout_keep_alive,
+            timeout_request_body=config.timeout_request_body,
+            timeout_write=config.timeout_write,
+            on_connection_lost=self._on_connection_lost,
+        )
+        self._state = state
+        self._stopped = asyncio.Event()
+        self._all_closed = asyncio.Event()
+        factory = partial(H11Protocol, state)
+        try:
+            if sockets:
+                for sock in sockets:
+                    self._servers.append(
+                        await loop.create_server(factory, sock=sock, backlog=2048)
+                    )
+            else:
+                self._servers.append(
+                    await loop.create_server(
+                        factory,
+                        host=config.host,
+                        port=config.port,
+                        reuse_address=True,
+                        backlog=2048,
+                    )
+                )
+        except BaseException:
+            pool.shutdown(0)
+            self._state = None
+            raise
+        for sock in self.sockets:
+            name = sock.getsockname()
+            if isinstance(name, tuple):
+                host, port = name[0], name[1]
+                shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+                log.info("Listening on http://%s (%d threads)", shown, config.threads)
+            else:
+                log.info("Listening on %s (%d threads)", name, config.threads)
+
+    async def serve_forever(self) -> None:
+        """Start if needed, then wait until ``shutdown`` has finished."""
+        if self._state is None:
+            await self.start()
+        assert self._stopped is not None
+        await self._stopped.wait()
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        """Stop gracefully: see the module docstring. ``timeout`` defaults to
+        ``timeout_graceful_shutdown``."""
+        state = self._state
+        if state is None or state.shutting_down:
+            if self._stopped is not None:
+                await self._stopped.wait()
+            return
+        if timeout is None:
+            timeout = self.config.timeout_graceful_shutdown
+        state.shutting_down = True
+        for server in self._servers:
+            server.close()
+        for protocol in list(state.connections):
+            protocol.shutdown()
+        assert self._all_closed is not None
+        if state.connections:
+            log.info("Waiting for %d connections to finish", len(state.connections))
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._all_closed.wait()
+            except TimeoutError:
+                log.warning(
+                    "Graceful shutdown timed out; aborting %d connections",
+                    len(state.connections),
+                )
+                for protocol in list(state.connections):
+                    protocol.abort()
+        for server in self._servers:
+            await server.wait_closed()
+        assert self._pool is not None
+        # Jobs of aborted connections end at their next read or write; a thread stuck
+        # in app code cannot be stopped, so do not wait for it on the loop.
+        pool = self._pool
+        await asyncio.get_running_loop().run_in_executor(None, pool.shutdown, 1.0)
+        assert self._stopped is not None
+        self._stopped.set()
+
+    def _on_connection_lost(self) -> None:
+        state = self._state
+        if state is not None and state.shutting_down and not state.connections:
+            assert self._all_closed is not None
+            self._all_closed.set()
+
+    async def __aenter__(self) -> Server:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.shutdown()
+
+
+async def _serve_until_signalled(server: Server) -> None:
+    """Serve until SIGINT or SIGTERM; a second signal exits at once."""
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    stopping: list[asyncio.Task[None]] = []
+
+    def on_signal(signum: int) -> None:
+        if stopping:
+            # Forced: requests still in flight are cut, so say so in the exit code.
+            log.warning("Second %s: exiting now", signal.Signals(signum).name)
+            sys.stdout.flush()
+            os._exit(1)
+        log.info("Received %s: shutting down", signal.Signals(signum).name)
+        stopping.append(loop.create_task(server.shutdown()))
+
+    for signum in signals:
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        await server.serve_forever()
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+    log.info("Stopped")
+
+
+def run(
+    app: WSGIApplication,
+    config: Config | None = None,
+    *,
+    sockets: list[socket.socket] | None = None,
+    **options: Any,
+) -> None:
+    """Serve ``app`` in this thread until SIGINT or SIGTERM, then return.
+
+    Takes the same options as ``Server``. Signal handlers are installed, so call it from
+    the main thread (embedded programs use ``Server`` instead)."""
+    server = Server(app, config, **options)
+
+    async def main() -> None:
+        await server.start(sockets)
+        await _serve_until_signalled(server)
+
+    coroutine: Coroutine[Any, Any, None] = main()
+    with asyncio.Runner(loop_factory=loop_factory(server.config.loop)) as runner:
+        runner.run(coroutine)

@@ -1,0 +1,102 @@
+"""The dependency direction of ARCHITECTURE.md, checked on the source.
+
+Each aiogate module may import only the aiogate modules listed for it, and the sans-IO
+and thread-side modules must not import I/O or loop machinery. A new module must be
+added to ``ALLOWED`` (that is the point: its place in the layers is a decision).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "aiogate"
+
+LEAF = {"errors", "_types", "_version"}
+SANS_IO = {"response", "environ"}
+ALLOWED: dict[str, set[str]] = {
+    "_version": set(),
+    "errors": set(),
+    "_types": set(),
+    "config": {"errors", "_types"},
+    "response": LEAF,
+    "environ": LEAF,
+    "http11": LEAF | {"response"},
+    "body": LEAF,
+    "writer": LEAF,
+    "thread_pool": LEAF,
+    "handlers": LEAF | SANS_IO | {"body", "writer", "config"},
+    "flow_control": LEAF,
+    "protocol": LEAF
+    | {"http11", "handlers", "body", "writer", "flow_control", "config", "thread_pool"},
+    "server": LEAF | {"protocol", "config", "handlers", "thread_pool"},
+    "importer": LEAF | {"config", "handlers"},
+    "logs": LEAF | {"config"},
+    "demo": LEAF,
+    "cli": LEAF | {"server", "importer", "logs", "config", "handlers"},
+    "__main__": {"cli"},
+    "__init__": LEAF | {"server", "config", "handlers"},
+}
+# No I/O or event loop in the sans-IO core; no asyncio or h11 on the thread side.
+FORBIDDEN: dict[str, set[str]] = {
+    **{name: {"asyncio", "socket", "selectors", "threading", "logging", "uvloop"}
+       for name in ("response", "environ", "http11", "config", "errors", "_types")},
+    **{name: {"asyncio", "uvloop", "h11", "socket"}
+       for name in ("handlers", "body", "writer", "thread_pool")},
+}
+
+
+def imports_of(path: Path) -> tuple[set[str], set[str]]:
+    """(aiogate modules imported, top-level external modules imported)."""
+    internal: set[str] = set()
+    external: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: from .x import y / from . import x
+                if node.module:
+                    internal.add(node.module.split(".")[0])
+                else:
+                    internal.update(alias.name for alias in node.names)
+            elif node.module and node.module.split(".")[0] == "aiogate":
+                parts = node.module.split(".")
+                if len(parts) > 1:
+                    internal.add(parts[1])
+                else:
+                    internal.update(alias.name for alias in node.names)
+            elif node.module:
+                external.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                if parts[0] == "aiogate" and len(parts) > 1:
+                    internal.add(parts[1])
+                else:
+                    external.add(parts[0])
+    return internal, external
+
+
+MODULES = sorted(path.stem for path in PACKAGE.glob("*.py"))
+
+
+def test_every_module_has_a_place() -> None:
+    assert set(MODULES) <= set(ALLOWED), set(MODULES) - set(ALLOWED)
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_imports_follow_the_layers(module: str) -> None:
+    internal, external = imports_of(PACKAGE / f"{module}.py")
+    internal.discard(module)
+    assert internal <= ALLOWED.get(module, set()), (
+        f"{module} imports {sorted(internal - ALLOWED.get(module, set()))}"
+    )
+    assert not external & FORBIDDEN.get(module, set()), (
+        f"{module} imports {sorted(external & FORBIDDEN[module])}"
+    )
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_module_has_a_docstring(module: str) -> None:
+    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+    assert ast.get_docstring(tree), f"{module}.py needs a docstring"

@@ -1,0 +1,350 @@
+"""The whole server over real loopback sockets: keep-alive, pipelining, bodies,
+100-continue, framing, backpressure, disconnects, errors and shutdown.
+
+Each test runs on the stdlib loop and on uvloop (see conftest.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+
+from aiogate import Server
+from tests.client import Client
+
+Environ = dict[str, Any]
+
+
+@asynccontextmanager
+async def serving(app: Any, **options: Any) -> AsyncIterator[tuple[Server, int]]:
+    options.setdefault("port", 0)
+    server = Server(app, **options)
+    await server.start()
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield server, port
+    finally:
+        await server.shutdown(timeout=5)
+
+
+def hello(environ: Environ, start_response: Any) -> list[bytes]:
+    body = b"Hello, " + environ["PATH_INFO"].encode("latin-1")
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def echo(environ: Environ, start_response: Any) -> list[bytes]:
+    body = environ["wsgi.input"].read()
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+    return [body]
+
+
+def streaming(environ: Environ, start_response: Any) -> Iterator[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    yield b"one,"
+    yield b""
+    yield b"two"
+
+
+async def test_get_keep_alive_and_default_headers() -> None:
+    async with serving(hello) as (_, port):
+        client = await Client.connect(port)
+        for path in (b"/a", b"/b", b"/c"):
+            await client.send(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+            response = await client.response()
+            assert response.status == 200
+            assert response.body == b"Hello, " + path
+            assert len(response.all(b"date")) == 1
+            assert response.header(b"server", ) is not None
+            assert response.header(b"connection") is None
+        await client.close()
+
+
+async def test_pipelined_requests_answered_in_order() -> None:
+    async with serving(hello) as (_, port):
+        client = await Client.connect(port)
+        await client.send(b"".join(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(5)))
+        bodies = [(await client.response()).body for _ in range(5)]
+        assert bodies == [b"Hello, /%d" % i for i in range(5)]
+        await client.close()
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello world",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nTrailer: x\r\n\r\n",
+    ],
+    ids=["content-length", "chunked"],
+)
+async def test_request_bodies(request_bytes: bytes) -> None:
+    async with serving(echo) as (_, port):
+        client = await Client.connect(port)
+        await client.send(request_bytes + b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await client.response(b"POST")).body == b"hello world"
+        assert (await client.response()).body == b""  # the next request still works
+        await client.close()
+
+
+async def test_large_upload_intact() -> None:
+    payload = bytes(range(256)) * 4096 * 4  # 4 MiB
+    async with serving(echo) as (_, port):
+        client = await Client.connect(port)
+        await client.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(payload))
+        await client.send(payload)
+        response = await client.response(b"POST")
+        assert response.body == payload
+        await client.close()
+
+
+async def test_expect_100_continue_sent_when_app_reads() -> None:
+    async with serving(echo) as (_, port):
+        client = await Client.connect(port)
+        await client.send(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n"
+        )
+        interim = await client.response(b"POST", stop_after_head=True)
+        assert interim.status == 100
+        await client.send(b"body")
+        response = await client.response(b"POST")
+        assert (response.status, response.body) == (200, b"body")
+        await client.close()
+
+
+async def test_expect_100_continue_not_sent_when_app_ignores_body() -> None:
+    async with serving(hello) as (_, port):
+        client = await Client.connect(port)
+        await client.send(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n"
+        )
+        response = await client.response(b"POST")
+        assert response.informational == []
+        assert response.status == 200
+        # The body was never asked for, so the connection cannot be reused.
+        assert response.header(b"connection") == b"close"
+        await client.close()
+
+
+async def test_no_100_continue_for_http10() -> None:
+    async with serving(echo) as (_, port):
+        client = await Client.connect(port)
+        await client.send(
+            b"POST / HTTP/1.0\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\nbody"
+        )
+        raw = await client.read_until_eof()
+        assert raw.startswith(b"HTTP/1.1 200 ")
+        assert b"100 Continue" not in raw
+        assert raw.endswith(b"\r\n\r\nbody")
+
+
+async def test_head_has_no_body() -> None:
+    async with serving(hello) as (_, port):
+        client = await Client.connect(port)
+        await client.send(b"HEAD /x HTTP/1.1\r\nHost: x\r\n\r\nGET /y HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = await client.response(b"HEAD")
+        assert (head.status, head.body, head.header(b"content-length")) == (200, b"", b"9")
+        assert (await client.response()).body == b"Hello, /y"
+        await client.close()
+
+
+async def test_streamed_response_is_chunked_on_11_and_close_delimited_on_10() -> None:
+    async with serving(streaming) as (_, port):
+        client = await Client.connect(port)
+        await client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        response = await client.response()
+        assert response.header(b"transfer-encoding") == b"chunked"
+        assert response.body == b"one,two"
+        await client.close()
+
+        client = await Client.connect(port)
+        await client.send(b"GET / HTTP/1.0\r\n\r\n")
+        raw = await client.read_until_eof()
+        head, _, body = raw.partition(b"\r\n\r\n")
+        assert b"transfer-encoding" not in head.lower()
+        assert b"content-length" not in head.lower()
+        assert body == b"one,two"
+
+
+async def test_bad_request_gets_400_and_close() -> None:
+    async with serving(hello) as (_, port):
+        client = await Client.connect(port)
+        await client.send(
+            b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx"
+            b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        raw = await client.read_until_eof()
+        assert raw.startswith(b"HTTP/1.1 400 ")
+        assert b"smuggled" not in raw
+        assert raw.count(b"HTTP/1.1") == 1
+
+
+async def test_app_error_before_body_is_500_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    def broken(environ: Environ, start_response: Any) -> list[bytes]:
+        raise RuntimeError("boom-secret")
+
+    caplog.set_level(logging.ERROR, logger="aiogate.error")
+    async with serving(broken) as (_, port):
+        client = await Client.connect(port)
+        await client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        response = await client.response()
+        assert response.status == 500
+        assert b"boom-secret" not in response.body
+        await client.close()
+    records = [r for r in caplog.records if r.exc_info and "boom-secret" in str(r.exc_info[1])]
+    assert len(records) == 1
+
+
+async def test_app_error_after_headers_aborts_connection() -> None:
+    def fails_midway(environ: Environ, start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        yield b"partial"
+        raise RuntimeError("mid-body")
+
+    async with serving(fails_midway) as (_, port):
+        client = await Client.connect(port)
+        await client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        raw = await client.read_until_eof()
+        assert b"partial" in raw
+        assert not raw.endswith(b"0\r\n\r\n")  # never a clean chunked ending
+
+
+class ClosingBody:
+    """An iterable whose ``close()`` sets an event; yields ``count`` chunks."""
+
+    def __init__(self, count: int, size: int) -> None:
+        self.count = count
+        self.chunk = b"x" * size
+        self.yielded = 0
+        self.closed = threading.Event()
+
+    def __iter__(self) -> Iterator[bytes]:
+        for _ in range(self.count):
+            self.yielded += 1
+            yield self.chunk
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+async def test_slow_reader_pauses_the_app_thread_then_gets_every_byte() -> None:
+    body = ClosingBody(count=2000, size=16 * 1024)  # 32 MiB
+
+    def app(environ: Environ, start_response: Any) -> Iterable[bytes]:
+        start_response("200 OK", [("Content-Length", str(body.count * len(body.chunk)))])
+        return body
+
+    async with serving(app) as (_, port):
+        client = await Client.connect(port)
+        await client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        # Not reading: the app must stall long before it has produced everything.
+        await asyncio.to_thread(body.closed.wait, 0.5)
+        assert not body.closed.is_set()
+        assert body.yielded < body.count // 2
+        response = await client.response()
+        assert len(response.body) == body.count * len(body.chunk)
+        assert await asyncio.to_thread(body.closed.wait, 5)
+        await client.close()
+
+
+async def test_client_gone_mid_response_closes_iterable() -> None:
+    body = ClosingBody(count=100_000, size=16 * 1024)
+
+    def app(environ: Environ, start_response: Any) -> Iterable[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return body
+
+    async with serving(app) as (_, port):
+        client = await Client.connect(port)
+        await client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        await client.response(stop_after_head=True)
+        client.writer.transport.abort()
+        assert await asyncio.to_thread(body.closed.wait, 5)
+        assert body.yielded < body.count
+
+
+async def test_fast_uploader_is_paused_while_app_does_not_read() -> None:
+    may_read = threading.Event()
+    seen: list[int] = []
+
+    def app(environ: Environ, start_response: Any) -> list[bytes]:
+        may_read.wait(10)
+        stream = environ["wsgi.input"]
+        seen.append(stream.bytes_received)
+        total = len(stream.read())
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [str(total).encode()]
+
+    size = 64 * 1024 * 1024
+    async with serving(app) as (_, port):
+        client = await Client.connect(port)
+        client.writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
+        chunk = b"u" * (1024 * 1024)
+        sent = 0
+        # Write until the kernel and our buffers are clearly full: the server paused.
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(1.0):
+                while sent < size:
+                    client.writer.write(chunk)
+                    sent += len(chunk)
+                    await client.writer.drain()
+        assert sent < size
+        may_read.set()
+        while sent < size:
+            client.writer.write(chunk)
+            sent += len(chunk)
+            await client.writer.drain()
+        response = await client.response(b"POST")
+        assert response.body == str(size).encode()
+        # What the server took in before the app read was bounded by the body buffer
+        # plus one socket read, far below what the client tried to send.
+        assert seen[0] <= 1024 * 1024
+        await client.close()
+
+
+async def test_shutdown_finishes_in_flight_request_and_closes_idle() -> None:
+    started = threading.Event()
+    release = threading.Event()
+
+    def slow(environ: Environ, start_response: Any) -> list[bytes]:
+        started.set()
+        release.wait(10)
+        start_response("200 OK", [("Content-Length", "4")])
+        return [b"done"]
+
+    server = Server(slow, port=0)
+    await server.start()
+    port = server.sockets[0].getsockname()[1]
+    idle = await Client.connect(port)
+    busy = await Client.connect(port)
+    await busy.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert await asyncio.to_thread(started.wait, 5)
+    shutdown = asyncio.create_task(server.shutdown(timeout=10))
+    assert await idle.closed_by_server()
+    release.set()
+    response = await busy.response()
+    assert (response.status, response.body) == (200, b"done")
+    assert response.header(b"connection") == b"close"
+    assert await busy.closed_by_server()
+    async with asyncio.timeout(10):
+        await shutdown
+    with pytest.raises(OSError):
+        await Client.connect(port)
+
+
+async def test_async_with_and_serve_forever() -> None:
+    async with Server(hello, port=0) as server:
+        port = server.sockets[0].getsockname()[1]
+        task = asyncio.create_task(server.serve_forever())
+        client = await Client.connect(port)
+        await client.send(b"GET /z HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await client.response()).body == b"Hello, /z"
+        await client.close()
+    async with asyncio.timeout(5):
+        await task
