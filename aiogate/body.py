@@ -60,9 +60,14 @@ class RequestBody:
         low_water: int = DEFAULT_LOW_WATER,
         on_first_read: Callable[[], None] | None = None,
         on_resume: Callable[[], None] | None = None,
+        cond: threading.Condition | None = None,
     ) -> None:
         self._buffer = bytearray()
-        self._cond = threading.Condition(threading.Lock())
+        # The server passes one condition per connection, shared with the response
+        # writer: both are waited on only by the one thread running the request, and
+        # making a Condition costs about 2 µs a request (measured in the inline
+        # profile, benchmarks/profile_inline.py).
+        self._cond = cond if cond is not None else threading.Condition(threading.Lock())
         self._eof = False
         self._exc: BaseException | None = None
         self._timeout = timeout
@@ -80,7 +85,7 @@ class RequestBody:
         with self._cond:
             self._buffer += data
             self.bytes_received += len(data)
-            self._cond.notify()
+            self._cond.notify_all()
             if len(self._buffer) >= self._high_water:
                 self._paused = True
             return self._paused
@@ -90,14 +95,14 @@ class RequestBody:
         with self._cond:
             self._eof = True
             self._on_first_read = None
-            self._cond.notify()
+            self._cond.notify_all()
 
     def set_exception(self, exc: BaseException) -> None:
         """Runs on the event loop: the body will never complete (client gone)."""
         with self._cond:
             if not self._eof:
                 self._exc = exc
-            self._cond.notify()
+            self._cond.notify_all()
 
     # -- thread side -------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -122,20 +123,21 @@ class RequestCycle:
         self.started = False  # response head sent
         self.ended = False  # response ended (END or ABORT seen)
         self.discarded = 0
-        flow = protocol.flow
+        cond = protocol.cond
         self.body = RequestBody(
             timeout=state.timeout_request_body,
             on_first_read=(
-                partial(loop.call_soon_threadsafe, protocol.send_100_continue, self)
+                protocol.send_100_continue_threadsafe
                 if protocol.conn.they_are_waiting_for_100_continue
                 else None
             ),
-            on_resume=partial(loop.call_soon_threadsafe, flow.resume_reading, "body"),
+            on_resume=protocol.resume_body_threadsafe,
+            cond=cond,
         )
         self.writer = ResponseWriter(
-            loop, self.deliver, timeout=state.timeout_write
+            loop, self.deliver, timeout=state.timeout_write, cond=cond
         )
-        if flow.write_paused:
+        if protocol.flow.write_paused:
             self.writer.set_write_paused(True)
 
     def job(self) -> None:
@@ -213,7 +215,8 @@ class H11Protocol(asyncio.Protocol):
             limit_request_field_size=state.limit_request_field_size,
         )
         self.cycle: RequestCycle | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        # One deadline at a time, checked by the server's ticker (``check_deadline``):
+        # a call_later per request cost about 3 µs; setting two attributes costs ~0.
         self._closing = False  # FIN sent or close() called: ignore further requests
         self._client_eof = False  # the client has closed its sending side
 
@@ -228,6 +231,17 @@ class H11Protocol(asyncio.Protocol):
             server=_address(transport.get_extra_info("sockname")),
             client=_address(transport.get_extra_info("peername")),
             url_scheme="https" if transport.get_extra_info("sslcontext") else "http",
+        )
+        self._deadline = 0.0
+        self._on_deadline: Callable[[], object] | None = None
+        # Shared by the body and the writer of each request (see RequestBody).
+        self.cond = threading.Condition(threading.Lock())
+        call_soon_threadsafe = self.state.loop.call_soon_threadsafe
+        self.send_100_continue_threadsafe = partial(
+            call_soon_threadsafe, self.send_100_continue
+        )
+        self.resume_body_threadsafe = partial(
+            call_soon_threadsafe, self.flow.resume_reading, "body"
         )
         self.state.connections.add(self)
         if self.state.shutting_down:
@@ -334,10 +348,13 @@ class H11Protocol(asyncio.Protocol):
             # EOF before the body ended is a truncated request: the app's read fails.
             cycle.body.set_exception(ClientDisconnected("client closed mid-request"))
 
-    def send_100_continue(self, cycle: RequestCycle) -> None:
-        """The app is about to read the body: say ``100 Continue`` if still due."""
+    def send_100_continue(self) -> None:
+        """The app is about to read the body: say ``100 Continue`` if still due.
+        (Callbacks from the thread run in order, so ``self.cycle`` is still the cycle
+        whose body is being read.)"""
+        cycle = self.cycle
         if (
-            cycle is self.cycle
+            cycle is not None
             and not cycle.started
             and not self._closing
             and self.conn.they_are_waiting_for_100_continue
@@ -418,18 +435,21 @@ class H11Protocol(asyncio.Protocol):
         self.transport.abort()
 
     def _on_idle(self) -> None:
-        self._timer = None
         if self.cycle is None:
             self._close()
 
-    # -- timer ---------------------------------------------------------------------
+    # -- deadline ------------------------------------------------------------------
 
     def _arm_timer(self, delay: float, callback: Callable[[], object]) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self.state.loop.call_later(delay, callback)
+        self._deadline = self.state.loop.time() + delay
+        self._on_deadline = callback
 
     def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._on_deadline = None
+
+    def check_deadline(self, now: float) -> None:
+        """Called by the server's ticker: run the pending action if it is due."""
+        callback = self._on_deadline
+        if callback is not None and now >= self._deadline:
+            self._on_deadline = None
+            callback()

@@ -88,6 +88,10 @@ class Server:
         self._pool: ThreadPool | None = None
         self._stopped: asyncio.Event | None = None
         self._all_closed: asyncio.Event | None = None
+        self._ticker: asyncio.TimerHandle | None = None
+        # Deadlines (keep-alive, linger) are checked this often, so they fire up to
+        # one tick late; a quarter of the shortest timeout keeps that small.
+        self._tick_interval = min(0.5, config.timeout_keep_alive / 4)
 
     @property
     def sockets(self) -> list[socket.socket]:
@@ -153,6 +157,7 @@ class Server:
             pool.shutdown(0)
             self._state = None
             raise
+        self._ticker = loop.call_later(self._tick_interval, self._tick)
         for sock in self.sockets:
             name = sock.getsockname()
             if isinstance(name, tuple):
@@ -204,8 +209,21 @@ class Server:
         # in app code cannot be stopped, so do not wait for it on the loop.
         pool = self._pool
         await asyncio.get_running_loop().run_in_executor(None, pool.shutdown, 1.0)
+        if self._ticker is not None:
+            self._ticker.cancel()
         assert self._stopped is not None
         self._stopped.set()
+
+    def _tick(self) -> None:
+        """Runs on the event loop every ``_tick_interval``: fire due deadlines."""
+        state = self._state
+        if state is None:
+            return
+        loop = state.loop
+        now = loop.time()
+        for protocol in list(state.connections):
+            protocol.check_deadline(now)
+        self._ticker = loop.call_later(self._tick_interval, self._tick)
 
     def _on_connection_lost(self) -> None:
         state = self._state

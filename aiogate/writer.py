@@ -72,12 +72,15 @@ class ResponseWriter:
         *,
         timeout: float,
         high_water: int = DEFAULT_HIGH_WATER,
+        cond: threading.Condition | None = None,
     ) -> None:
         self._loop = loop
         self._deliver = deliver
         self._timeout = timeout
         self._high_water = high_water
-        self._cond = threading.Condition(threading.Lock())
+        # May be shared with the request body (see RequestBody): only the thread
+        # running this request ever waits on it, and waits re-check their condition.
+        self._cond = cond if cond is not None else threading.Condition(threading.Lock())
         self._items: list[Item] = []
         self._queued_bytes = 0
         self._scheduled = False
@@ -161,7 +164,7 @@ class ResponseWriter:
             self._scheduled = False
             if self._queued_bytes:
                 self._queued_bytes = 0
-                self._cond.notify()
+                self._cond.notify_all()
         if items:
             self._deliver(items)
 
@@ -170,7 +173,7 @@ class ResponseWriter:
         with self._cond:
             self.write_paused = paused
             if not paused:
-                self._cond.notify()
+                self._cond.notify_all()
 
     def close(self, reason: str = "client disconnected") -> None:
         """Runs on the event loop: the connection is gone; wake and fail the thread."""
@@ -178,4 +181,4 @@ class ResponseWriter:
             if self._closed_reason is None:
                 self._closed_reason = reason
             self._items.clear()
-            self._cond.notify()
+            self._cond.notify_all()

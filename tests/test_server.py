@@ -348,3 +348,15 @@ async def test_async_with_and_serve_forever() -> None:
         await client.close()
     async with asyncio.timeout(5):
         await task
+
+
+async def test_idle_keep_alive_connection_is_closed_after_timeout() -> None:
+    async with serving(hello, timeout_keep_alive=0.2) as (_, port):
+        client = await Client.connect(port)
+        await client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await client.response()).status == 200
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        assert await client.closed_by_server()
+        # Closed by the keep-alive deadline, checked a quarter-timeout at a time.
+        assert 0.2 <= loop.time() - started < 2.0
