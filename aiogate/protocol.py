@@ -167,12 +167,20 @@ class RequestCycle:
             for item in items:
                 kind = item[0]
                 if kind is DATA:
-                    out.append(conn.send(h11.Data(data=item[1])))  # type: ignore[arg-type]
+                    out.append(conn.send_data(item[1]))  # type: ignore[arg-type]
                 elif kind is START:
-                    out.append(conn.send(self._response(item[1], item[2])))  # type: ignore[arg-type]
+                    # Still waiting for 100 means the app answers without reading
+                    # the body: the client may or may not send it now, so the
+                    # connection cannot be reused (RFC 9110 §10.1.1 asks us to say
+                    # which; we close). Shutting down closes after this response too.
+                    close = (
+                        protocol.state.shutting_down
+                        or conn.they_are_waiting_for_100_continue
+                    )
+                    out.append(conn.start_response(item[1], item[2], close=close))  # type: ignore[arg-type]
                     self.started = True
                 elif kind is END:
-                    out.append(conn.send(h11.EndOfMessage()))
+                    out.append(conn.end_response())
                     end = END
                     break
                 elif kind is ABORT:
@@ -181,27 +189,13 @@ class RequestCycle:
         except h11.LocalProtocolError as exc:
             # The handler validates headers and framing; reaching this is a bug in a
             # custom handler. The client gets a closed connection, never a bad message.
-            log.error("Response rejected by h11, closing the connection: %s", exc)
+            log.error("Response refused, closing the connection: %s", exc)
             end = ABORT
         if out:
             protocol.transport.write(out[0] if len(out) == 1 else b"".join(out))
         if end is not None:
             self.ended = True
             protocol.cycle_ended(self, aborted=end is ABORT)
-
-    def _response(self, status: str, headers: list[tuple[str, str]]) -> h11.Response:
-        raw = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
-        protocol = self.protocol
-        if protocol.state.shutting_down or protocol.conn.they_are_waiting_for_100_continue:
-            # Still waiting for 100 means the app answers without the body: the client
-            # may or may not send it now, so the connection cannot be reused
-            # (RFC 9110 §10.1.1 asks us to say which; we close).
-            raw.append((b"connection", b"close"))
-        return h11.Response(
-            status_code=int(status[:3]),
-            headers=raw,
-            reason=status[4:].encode("latin-1"),
-        )
 
 
 class H11Protocol(asyncio.Protocol):
@@ -359,9 +353,7 @@ class H11Protocol(asyncio.Protocol):
             and not self._closing
             and self.conn.they_are_waiting_for_100_continue
         ):
-            self.transport.write(
-                self.conn.send(h11.InformationalResponse(status_code=100, headers=[]))
-            )
+            self.transport.write(self.conn.send_100_continue())
 
     def cycle_ended(self, cycle: RequestCycle, *, aborted: bool) -> None:
         """The response of ``cycle`` has ended, well or not."""

@@ -77,14 +77,11 @@ def request(conn: ServerConnection) -> h11.Request:
 
 
 def respond(conn: ServerConnection, body: bytes = b"ok") -> bytes:
-    length = str(len(body)).encode()
     return b"".join(
         [
-            conn.send(
-                h11.Response(status_code=200, headers=[(b"content-length", length)])
-            ),
-            conn.send(h11.Data(data=body)),
-            conn.send(h11.EndOfMessage()),
+            conn.start_response("200 OK", [("Content-Length", str(len(body)))]),
+            conn.send_data(body),
+            conn.end_response(),
         ]
     )
 
@@ -538,7 +535,8 @@ def test_upgrade_waits_for_the_response() -> None:
     )
     assert type(conn.next_event()) is h11.Request
     assert type(conn.next_event()) is h11.EndOfMessage
-    assert conn.their_state is h11.MIGHT_SWITCH_PROTOCOL
+    # We never switch protocols, so the request is simply complete.
+    assert conn.their_state is h11.DONE
     assert conn.next_event() is h11.PAUSED
     respond(conn)  # a normal response declines the upgrade
     assert conn.their_state is h11.DONE
@@ -662,9 +660,10 @@ def test_100_continue() -> None:
     assert type(conn.next_event()) is h11.Request
     assert conn.they_are_waiting_for_100_continue
     assert not conn.client_is_http10
-    data = conn.send(h11.InformationalResponse(status_code=100, headers=[]))
-    assert data == b"HTTP/1.1 100 \r\n\r\n"
+    data = conn.send_100_continue()
+    assert data == b"HTTP/1.1 100 Continue\r\n\r\n"
     assert not conn.they_are_waiting_for_100_continue
+    assert conn.send_100_continue() == b""  # once
     conn.receive_data(b"ok")
     assert conn.next_event() == h11.Data(data=b"ok")
     assert type(conn.next_event()) is h11.EndOfMessage
@@ -703,11 +702,9 @@ def test_response_cycle_http11_chunked_without_length() -> None:
     conn.receive_data(GET)
     assert type(conn.next_event()) is h11.Request
     assert type(conn.next_event()) is h11.EndOfMessage
-    head = conn.send(
-        h11.Response(status_code=200, headers=[(b"content-type", b"text/plain")])
-    )
+    head = conn.start_response("200 OK", [("Content-Type", "text/plain")])
     assert b"Transfer-Encoding: chunked\r\n" in head
-    data = head + conn.send(h11.Data(data=b"hello")) + conn.send(h11.EndOfMessage())
+    data = head + conn.send_data(b"hello") + conn.send_data(b"") + conn.end_response()
     assert data.endswith(b"5\r\nhello\r\n0\r\n\r\n")
     assert conn.our_state is h11.DONE
     response, body, end, _ = client_reads(data)
@@ -722,24 +719,149 @@ def test_response_cycle_http10_close_delimited() -> None:
     conn = ServerConnection()
     conn.receive_data(b"GET / HTTP/1.0\r\n\r\n")
     assert type(conn.next_event()) is h11.Request
-    head = conn.send(h11.Response(status_code=200, headers=[]))
+    head = conn.start_response("200 OK", [])
     assert b"Transfer-Encoding" not in head
     assert b"Connection: close\r\n" in head
-    assert conn.send(h11.Data(data=b"hello")) == b"hello"
-    assert conn.send(h11.EndOfMessage()) == b""
+    assert conn.send_data(b"hello") == b"hello"
+    assert conn.end_response() == b""
     assert conn.our_state is h11.MUST_CLOSE
 
 
-def test_send_with_data_passthrough_and_send_failed() -> None:
+# (request, status, headers, close) -> (framing header expected, keep-alive after)
+FRAMING: list[tuple[str, bytes, str, list[tuple[str, str]], bool, bytes | None, bool]] = [
+    ("length", GET, "200 OK", [("Content-Length", "5")], False, b"content-length", True),
+    ("chunked", GET, "200 OK", [], False, b"transfer-encoding", True),
+    ("app-te-replaced", GET, "200 OK", [("Transfer-Encoding", "gzip")], False, b"transfer-encoding", True),
+    ("http10", b"GET / HTTP/1.0\r\n\r\n", "200 OK", [], False, None, False),
+    ("http10-length", b"GET / HTTP/1.0\r\n\r\n", "200 OK", [("Content-Length", "5")], False, b"content-length", False),
+    ("request-close", b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", "200 OK", [("Content-Length", "5")], False, b"content-length", False),
+    ("request-close-list", b"GET / HTTP/1.1\r\nHost: a\r\nConnection: te, Close\r\n\r\n", "200 OK", [("Content-Length", "5")], False, b"content-length", False),
+    ("app-close", GET, "200 OK", [("Content-Length", "5"), ("Connection", "close")], False, b"content-length", False),
+    ("app-keep-alive-dropped", GET, "200 OK", [("Content-Length", "5"), ("Connection", "keep-alive")], False, b"content-length", True),
+    ("server-close", GET, "200 OK", [("Content-Length", "5")], True, b"content-length", False),
+    ("204", GET, "204 No Content", [], False, None, True),
+    ("304", GET, "304 Not Modified", [("ETag", "x")], False, None, True),
+]
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "headers", "close", "framing", "keep_alive"),
+    [row[1:] for row in FRAMING],
+    ids=[row[0] for row in FRAMING],
+)
+def test_response_framing_and_keep_alive(
+    request_bytes: bytes,
+    status: str,
+    headers: list[tuple[str, str]],
+    close: bool,
+    framing: bytes | None,
+    keep_alive: bool,
+) -> None:
+    conn = ServerConnection()
+    conn.receive_data(request_bytes)
+    request(conn)
+    body = b"hello" if status.startswith("200") else b""
+    data = conn.start_response(status, headers, close=close)
+    data += conn.send_data(body) + conn.end_response()
+    response, *rest = client_reads(data)
+    names = [name for name, _ in response.headers]
+    assert names.count(b"transfer-encoding") + names.count(b"content-length") == (
+        0 if framing is None else 1
+    )
+    if framing is not None:
+        assert framing in names
+    assert (b"connection", b"close") in response.headers or keep_alive
+    assert names.count(b"connection") == (0 if keep_alive else 1)
+    assert b"".join(e.data for e in rest if type(e) is h11.Data) == body
+    assert conn.our_state is (h11.DONE if keep_alive else h11.MUST_CLOSE)
+
+
+def test_head_response_keeps_length_and_sends_no_body() -> None:
+    conn = ServerConnection()
+    conn.receive_data(b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n")
+    request(conn)
+    head = conn.start_response("200 OK", [("Content-Length", "5")])
+    assert conn.send_data(b"hello") == b""
+    assert conn.end_response() == b""
+    assert b"Content-Length: 5\r\n" in head
+    assert type(client_reads(head, b"HEAD")[1]) is h11.EndOfMessage
+
+
+@pytest.mark.parametrize(
+    ("status", "headers"),
+    [
+        ("200 OK\r\nX-Evil: 1", []),
+        ("200 OK", [("X-A", "1\r\nX-Evil: 1")]),
+        ("200 OK", [("X-A", "1\nX-Evil: 1")]),
+        ("200 OK", [("X-A", "1\rX")]),
+        ("200 OK", [("X-A", "a\0b")]),
+        ("200 OK", [("X-A", "snow\u2603")]),
+        ("100 Continue", []),
+        ("200 OK", [("Content-Length", "-1")]),
+        ("200 OK", [("Content-Length", "1"), ("Content-Length", "2")]),
+    ],
+)
+def test_start_response_refuses_what_would_break_the_message(
+    status: str, headers: list[tuple[str, str]]
+) -> None:
     conn = ServerConnection()
     conn.receive_data(GET)
     request(conn)
-    head = conn.send_with_data_passthrough(
-        h11.Response(status_code=200, headers=[(b"content-length", b"3")])
-    )
-    assert b"".join(head).startswith(b"HTTP/1.1 200 \r\n")
-    payload = b"abc"
-    assert conn.send_with_data_passthrough(h11.Data(data=payload))[0] is payload
+    with pytest.raises(h11.LocalProtocolError):
+        conn.start_response(status, headers)
+    assert conn.our_state is h11.SEND_RESPONSE  # nothing was sent: a 500 still can be
+
+
+def test_content_length_is_enforced() -> None:
+    conn = ServerConnection()
+    conn.receive_data(GET)
+    request(conn)
+    conn.start_response("200 OK", [("Content-Length", "3")])
+    with pytest.raises(h11.LocalProtocolError):
+        conn.send_data(b"abcd")
+    assert conn.send_data(b"ab") == b"ab"
+    with pytest.raises(h11.LocalProtocolError):
+        conn.end_response()
+
+
+def test_out_of_order_sends_are_refused() -> None:
+    conn = ServerConnection()
+    with pytest.raises(h11.LocalProtocolError):
+        conn.start_response("200 OK", [])  # no request yet
+    conn.receive_data(POST + b"Content-Length: 2\r\n\r\n")
+    request(conn)
+    with pytest.raises(h11.LocalProtocolError):
+        conn.send_data(b"x")
+    with pytest.raises(h11.LocalProtocolError):
+        conn.end_response()
+    conn.start_response("200 OK", [("Content-Length", "0")])
+    with pytest.raises(h11.LocalProtocolError):
+        conn.start_response("200 OK", [])
+    conn.end_response()
+    with pytest.raises(h11.LocalProtocolError):
+        conn.start_next_cycle()  # the request body has not arrived yet
+    conn.receive_data(b"ok")
+    assert conn.next_event() == h11.Data(data=b"ok")
+    assert type(conn.next_event()) is h11.EndOfMessage
+    conn.start_next_cycle()
+
+
+def test_upgrade_request_is_done_after_the_response() -> None:
+    conn = ServerConnection()
+    conn.receive_data(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n" + GET)
+    request(conn)
+    assert type(conn.next_event()) is h11.EndOfMessage
+    respond(conn)
+    assert conn.their_state is h11.DONE
+    conn.start_next_cycle()
+    assert request(conn).target == b"/"
+
+
+def test_send_failed() -> None:
+    conn = ServerConnection()
+    conn.receive_data(GET)
+    request(conn)
+    conn.start_response("200 OK", [("Content-Length", "3")])
     conn.send_failed()
     assert conn.our_state is h11.ERROR
     assert conn.error_response(500, "too late") == b""
@@ -800,7 +922,7 @@ def test_error_response_before_and_after_the_head() -> None:
     conn = ServerConnection()
     conn.receive_data(POST + b"Expect: 100-continue\r\nContent-Length: 9\r\n\r\n")
     request(conn)
-    conn.send(h11.InformationalResponse(status_code=100, headers=[]))
+    conn.send_100_continue()
     check_error_response(conn.error_response(503, "busy"), 503, "busy")
 
 
@@ -808,7 +930,7 @@ def test_error_response_after_the_response_started_is_empty() -> None:
     conn = ServerConnection()
     conn.receive_data(POST + b"Content-Length: 9\r\n\r\nabc")
     request(conn)
-    conn.send(h11.Response(status_code=200, headers=[]))
+    conn.start_response("200 OK", [])
     conn.receive_data(b"")
     conn.next_event()
     with pytest.raises(ProtocolError):

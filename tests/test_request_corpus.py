@@ -107,8 +107,8 @@ def splits(data: bytes) -> Iterator[tuple[str, list[bytes]]]:
 
 
 def respond(conn: ServerConnection) -> None:
-    conn.send(h11.Response(status_code=200, headers=[(b"content-length", b"0")]))
-    conn.send(h11.EndOfMessage())
+    conn.start_response("200 OK", [("Content-Length", "0")])
+    conn.end_response()
 
 
 def name_of(path: Path) -> str:

@@ -358,5 +358,6 @@ async def test_idle_keep_alive_connection_is_closed_after_timeout() -> None:
         loop = asyncio.get_running_loop()
         started = loop.time()
         assert await client.closed_by_server()
-        # Closed by the keep-alive deadline, checked a quarter-timeout at a time.
-        assert 0.2 <= loop.time() - started < 2.0
+        # Closed by the keep-alive deadline (armed just before the response reached
+        # us; checked a quarter-timeout at a time), not at once.
+        assert 0.1 <= loop.time() - started < 2.0
