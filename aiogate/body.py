@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 
 from .errors import ClientDisconnected
 
-__all__ = ["RequestBody"]
+__all__ = ["EMPTY_BODY", "EmptyBody", "RequestBody"]
 
 # Buffer 64 KiB of body before pausing the socket, and resume under 16 KiB: large
 # enough that a streaming upload is read in big slices, small enough per connection.
@@ -186,3 +186,36 @@ class RequestBody:
         if not line:
             raise StopIteration
         return line
+
+
+class EmptyBody:
+    """``wsgi.input`` for a request without a body (no Content-Length, or 0, and not
+    chunked): every read is at the end. One shared, stateless instance,
+    ``EMPTY_BODY``, serves every such request; most requests are like this, and it
+    saves building a ``RequestBody`` for each."""
+
+    __slots__ = ()
+
+    bytes_received = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        return b""
+
+    def readline(self, size: int | None = -1) -> bytes:
+        return b""
+
+    def readlines(self, hint: int | None = -1) -> list[bytes]:
+        return []
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(())
+
+    # Loop side: the end of an empty body changes nothing.
+    def feed_eof(self) -> None:
+        pass
+
+    def set_exception(self, exc: BaseException) -> None:
+        pass
+
+
+EMPTY_BODY = EmptyBody()

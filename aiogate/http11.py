@@ -350,6 +350,12 @@ class ServerConnection:
         )
 
     @property
+    def request_has_body(self) -> bool:
+        """The current request has a body to read (after its ``Request`` event:
+        a Content-Length above 0, or chunked)."""
+        return self._body != 0
+
+    @property
     def client_is_http10(self) -> bool:
         """The current (or last) request was HTTP/1.0."""
         return not self._http11

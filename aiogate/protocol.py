@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 import h11
 
 from ._types import ConnectionInfo
-from .body import RequestBody
+from .body import EMPTY_BODY, EmptyBody, RequestBody
 from .errors import ClientDisconnected, ProtocolError
 from .flow_control import FlowControl
 from .http11 import ServerConnection
@@ -71,7 +71,7 @@ class HandlerFactory(Protocol):
 
     def __call__(
         self,
-        stdin: RequestBody,
+        stdin: RequestBody | EmptyBody,
         sink: ResponseWriter,
         stderr: Any,
         request: h11.Request,
@@ -124,15 +124,20 @@ class RequestCycle:
         self.ended = False  # response ended (END or ABORT seen)
         self.discarded = 0
         cond = protocol.cond
-        self.body = RequestBody(
-            timeout=state.timeout_request_body,
-            on_first_read=(
-                protocol.send_100_continue_threadsafe
-                if protocol.conn.they_are_waiting_for_100_continue
-                else None
-            ),
-            on_resume=protocol.resume_body_threadsafe,
-            cond=cond,
+        conn = protocol.conn
+        self.body: RequestBody | EmptyBody = (
+            RequestBody(
+                timeout=state.timeout_request_body,
+                on_first_read=(
+                    protocol.send_100_continue_threadsafe
+                    if conn.they_are_waiting_for_100_continue
+                    else None
+                ),
+                on_resume=protocol.resume_body_threadsafe,
+                cond=cond,
+            )
+            if conn.request_has_body
+            else EMPTY_BODY
         )
         self.writer = ResponseWriter(
             loop, self.deliver, timeout=state.timeout_write, cond=cond
@@ -323,7 +328,9 @@ class H11Protocol(asyncio.Protocol):
             if cycle.discarded > MAX_DISCARD_BYTES:
                 self._close()
             return
-        if cycle.body.feed_data(data):
+        body = cycle.body
+        assert isinstance(body, RequestBody)  # only requests with a body get Data
+        if body.feed_data(data):
             self.flow.pause_reading("body")
 
     def _body_end(self) -> None:

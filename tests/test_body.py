@@ -150,3 +150,16 @@ def test_bytes_received_counts_everything() -> None:
     body = make_body(b"abc", eof=False)
     body.feed_data(b"de")
     assert body.bytes_received == 5
+
+
+def test_empty_body_reads_nothing() -> None:
+    from aiogate.body import EMPTY_BODY
+
+    assert EMPTY_BODY.read() == b""
+    assert EMPTY_BODY.read(10) == b""
+    assert EMPTY_BODY.readline() == b""
+    assert EMPTY_BODY.readlines() == []
+    assert list(EMPTY_BODY) == []
+    EMPTY_BODY.feed_eof()
+    EMPTY_BODY.set_exception(ConnectionResetError())
+    assert EMPTY_BODY.read() == b""
