@@ -68,7 +68,8 @@ class Config:
     timeout_graceful_shutdown: float = _opt(
         30.0, "On shutdown, wait this long for requests in flight, then close."
     )
-    # gunicorn's limits: 4094-byte request line, 100 fields of 8190 bytes.
+    # gunicorn allows 100 fields of 8190 bytes and a 4094-byte request line; we allow
+    # 8190 for the line too, since long query strings are common behind APIs.
     limit_request_line: int = _opt(
         8190, "Longest request line, in bytes (414 beyond)."
     )
