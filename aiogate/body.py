@@ -58,8 +58,8 @@ class RequestBody:
         timeout: float,
         high_water: int = DEFAULT_HIGH_WATER,
         low_water: int = DEFAULT_LOW_WATER,
-        on_first_read: Callable[[], None] | None = None,
-        on_resume: Callable[[], None] | None = None,
+        on_first_read: Callable[[], object] | None = None,
+        on_resume: Callable[[], object] | None = None,
         cond: threading.Condition | None = None,
     ) -> None:
         self._buffer = bytearray()

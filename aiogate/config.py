@@ -29,7 +29,9 @@ def _opt(default: Any, help: str, **extra: Any) -> Any:
 class Config:
     """Every setting of one server. Field order is the order of ``aiogate --help``."""
 
-    host: str = _opt("127.0.0.1", "Address to bind. Use 0.0.0.0 or :: to listen on all.")
+    host: str = _opt(
+        "127.0.0.1", "Address to bind. Use 0.0.0.0 or :: to listen on all."
+    )
     port: int = _opt(8000, "TCP port to bind; 0 picks a free one.")
     # 2 cores here; measured in benchmarks/: hello world peaks at 4-8 threads, and a
     # 10 ms-sleep app scales with the thread count. 8 serves both well; raise it for
@@ -70,10 +72,10 @@ class Config:
     )
     # gunicorn allows 100 fields of 8190 bytes and a 4094-byte request line; we allow
     # 8190 for the line too, since long query strings are common behind APIs.
-    limit_request_line: int = _opt(
-        8190, "Longest request line, in bytes (414 beyond)."
+    limit_request_line: int = _opt(8190, "Longest request line, in bytes (414 beyond).")
+    limit_request_fields: int = _opt(
+        100, "Most header fields in a request (431 beyond)."
     )
-    limit_request_fields: int = _opt(100, "Most header fields in a request (431 beyond).")
     limit_request_field_size: int = _opt(
         8190, "Longest header field line, in bytes (431 beyond)."
     )
@@ -106,7 +108,9 @@ class Config:
             "limit_request_field_size",
         ):
             if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
+                raise ConfigError(
+                    f"{name} must be at least 1, not {getattr(self, name)}"
+                )
         if self.log_level not in ("critical", "error", "warning", "info", "debug"):
             raise ConfigError(f"unknown log_level {self.log_level!r}")
         if self.loop not in ("auto", "uvloop", "asyncio"):

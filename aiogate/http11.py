@@ -58,6 +58,9 @@ if TYPE_CHECKING:
 
 __all__ = ["ServerConnection"]
 
+# h11 exports this state at runtime but leaves it out of its __all__.
+_MIGHT_SWITCH_PROTOCOL = h11.MIGHT_SWITCH_PROTOCOL  # type: ignore[attr-defined]
+
 # RFC 9110 §5.6.2: tchar. A request line starts with a method, which is a token; a
 # first byte that cannot start one (a TLS ClientHello starts with 0x16) fails at once
 # rather than after limit_request_line bytes or a timeout (h11 checks for < 0x21).
@@ -262,19 +265,19 @@ class ServerConnection:
         "_buf",
         "_chunk",
         "_chunk_left",
+        "_continue_sent",
         "_eof",
         "_error",
         "_h11",
+        "_http11",
+        "_keep_alive",
         "_limit_field",
         "_limit_fields",
         "_limit_line",
         "_line_start",
         "_lines",
-        "_method",
-        "_continue_sent",
-        "_http11",
-        "_keep_alive",
         "_max_event",
+        "_method",
         "_our",
         "_out_framing",
         "_out_keep_alive",
@@ -297,7 +300,9 @@ class ServerConnection:
         self._max_event = limit_request_line + (limit_request_fields + 2) * (
             limit_request_field_size + 2
         )
-        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self._max_event)
+        self._h11 = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=self._max_event
+        )
         # Our side of the exchange, in h11's state names: IDLE, SEND_RESPONSE (a
         # request arrived), SEND_BODY, then DONE or MUST_CLOSE; ERROR after a failure.
         self._our: type[Sentinel] = h11.IDLE
@@ -335,7 +340,7 @@ class ServerConnection:
         if self._error is not None:
             return h11.ERROR
         state = self._h11.their_state
-        if state is h11.MIGHT_SWITCH_PROTOCOL:
+        if state is _MIGHT_SWITCH_PROTOCOL:
             return h11.CLOSED if self._eof and not self._buf else h11.DONE
         return state
 
@@ -429,7 +434,7 @@ class ServerConnection:
         # on them, and we would rather answer the request we have, then close).
         if self._buf:
             return h11.PAUSED
-        if state is h11.MIGHT_SWITCH_PROTOCOL:
+        if state is _MIGHT_SWITCH_PROTOCOL:
             # h11 waits for our answer to the Upgrade, which it never sees (we
             # serialise responses ourselves) and which is always "no": the request
             # is complete, and EOF is the client closing, as after any request.
@@ -774,7 +779,9 @@ class ServerConnection:
         try:
             data = text.encode("latin-1")
         except UnicodeEncodeError as exc:
-            raise h11.LocalProtocolError(f"status or header not latin-1: {exc}") from None
+            raise h11.LocalProtocolError(
+                f"status or header not latin-1: {exc}"
+            ) from None
         self._our = h11.SEND_BODY
         self._out_framing = framing
         self._out_keep_alive = keep_alive
@@ -788,7 +795,9 @@ class ServerConnection:
         framing = self._out_framing
         if framing >= 0:
             if len(data) > framing:
-                raise h11.LocalProtocolError("more data than the declared Content-Length")
+                raise h11.LocalProtocolError(
+                    "more data than the declared Content-Length"
+                )
             self._out_framing = framing - len(data)
             return data
         if framing == _CHUNKED:
@@ -829,7 +838,9 @@ class ServerConnection:
             raise h11.LocalProtocolError(
                 f"cannot start the next cycle in {self._our!r}/{self.their_state!r}"
             )
-        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self._max_event)
+        self._h11 = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=self._max_event
+        )
         self._our = h11.IDLE
         self._continue_sent = False
         self._method = None

@@ -113,7 +113,15 @@ def _address(value: Any) -> Address | None:
 class RequestCycle:
     """One request and its response. Loop-side, except ``job`` (worker thread)."""
 
-    __slots__ = ("body", "discarded", "ended", "protocol", "request", "started", "writer")
+    __slots__ = (
+        "body",
+        "discarded",
+        "ended",
+        "protocol",
+        "request",
+        "started",
+        "writer",
+    )
 
     def __init__(self, protocol: H11Protocol, request: h11.Request) -> None:
         state = protocol.state
@@ -224,7 +232,7 @@ class H11Protocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement the interface without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
-        self.flow = FlowControl(transport)
+        self.flow = FlowControl(self.transport)
         transport = self.transport
         self.info = ConnectionInfo(
             server=_address(transport.get_extra_info("sockname")),

@@ -47,7 +47,9 @@ def loop_factory(name: str = "auto") -> Callable[[], asyncio.AbstractEventLoop]:
             import uvloop
         except ImportError:
             if name == "uvloop":
-                raise ConfigError("loop 'uvloop' asked for, but uvloop is not installed")
+                raise ConfigError(
+                    "loop 'uvloop' asked for, but uvloop is not installed"
+                ) from None
         else:
             return uvloop.new_event_loop
     return asyncio.new_event_loop
@@ -174,7 +176,9 @@ class Server:
         assert self._stopped is not None
         await self._stopped.wait()
 
-    async def shutdown(self, timeout: float | None = None) -> None:
+    async def shutdown(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        # (A timeout argument, not asyncio.timeout around the call: the deadline
+        # applies to waiting for connections, after which they are aborted.)
         """Stop gracefully: see the module docstring. ``timeout`` defaults to
         ``timeout_graceful_shutdown``."""
         state = self._state

@@ -81,9 +81,10 @@ class ThreadPool:
             self._queue.put(_STOP)
         deadline = None if timeout is None else time.monotonic() + timeout
         for thread in self._threads:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            remaining = (
+                None if deadline is None else max(0.0, deadline - time.monotonic())
+            )
             thread.join(remaining)
         alive = [thread for thread in self._threads if thread.is_alive()]
         self._threads = alive
         return not alive
-

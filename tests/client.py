@@ -32,7 +32,9 @@ class Response:
 
 
 class Client:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         self.reader = reader
         self.writer = writer
         self._leftover = b""
@@ -62,7 +64,9 @@ class Client:
                 self._eof = True
             conn.receive_data(data)
 
-    async def response(self, method: bytes = b"GET", *, stop_after_head: bool = False) -> Response:
+    async def response(
+        self, method: bytes = b"GET", *, stop_after_head: bool = False
+    ) -> Response:
         """Read the next response to a request with this method."""
         conn = h11.Connection(h11.CLIENT)
         conn.send(h11.Request(method=method, target="/", headers=[(b"host", b"t")]))
@@ -79,11 +83,19 @@ class Client:
                 if stop_after_head:
                     data, _ = conn.trailing_data
                     self._leftover = data
-                    return Response(event.status_code, event.reason, list(event.headers), informational=informational)
+                    return Response(
+                        event.status_code,
+                        event.reason,
+                        list(event.headers),
+                        informational=informational,
+                    )
             elif isinstance(event, h11.Response):
                 response = Response(
-                    event.status_code, event.reason, list(event.headers),
-                    http_version=event.http_version, informational=informational,
+                    event.status_code,
+                    event.reason,
+                    list(event.headers),
+                    http_version=event.http_version,
+                    informational=informational,
                 )
                 if stop_after_head:
                     data, _ = conn.trailing_data

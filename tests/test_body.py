@@ -49,7 +49,9 @@ def in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
         (b"", [("read", -1), ("readline", -1)], [b"", b""]),
     ],
 )
-def test_reads(data: bytes, calls: list[tuple[str, Any]], expected: list[bytes]) -> None:
+def test_reads(
+    data: bytes, calls: list[tuple[str, Any]], expected: list[bytes]
+) -> None:
     body = make_body(data)
     assert [getattr(body, name)(arg) for name, arg in calls] == expected
 

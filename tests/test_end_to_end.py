@@ -111,7 +111,8 @@ def test_serve_answers_and_stops_cleanly(app_dir: Path, signum: int) -> None:
     server = ServerProcess(["myapp", "--port", "0"], cwd=app_dir)
     try:
         status, headers, body = get(server.port, "/there")
-        assert (status, body) == (200, b"hi from /there")
+        assert status == 200
+        assert body == b"hi from /there"
         assert headers["Server"].startswith("aiogate/")
         assert server.stop(signum) == 0
         assert not any("Traceback" in line for line in server.lines)
@@ -120,12 +121,17 @@ def test_serve_answers_and_stops_cleanly(app_dir: Path, signum: int) -> None:
 
 
 def test_serve_demo_app_configured_by_environment(tmp_path: Path) -> None:
-    env = {"AIOGATE_APP": "aiogate.demo:app", "AIOGATE_PORT": "0", "AIOGATE_THREADS": "2"}
+    env = {
+        "AIOGATE_APP": "aiogate.demo:app",
+        "AIOGATE_PORT": "0",
+        "AIOGATE_THREADS": "2",
+    }
     server = ServerProcess([], cwd=tmp_path, env=env)
     try:
         status, _, body = get(server.port, "/hello?x=1")
         assert status == 200
-        assert b"/hello" in body and b"x=1" in body
+        assert b"/hello" in body
+        assert b"x=1" in body
         assert server.stop(signal.SIGTERM) == 0
         assert any("(2 threads)" in line for line in server.lines)
     finally:
@@ -156,7 +162,8 @@ def test_bad_target_exits_3_with_one_readable_line(
     assert result.returncode == 3
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1 and message in errors[0], result.stderr
+    assert len(errors) == 1, result.stderr
+    assert message in errors[0]
 
 
 def test_bad_option_exits_2(app_dir: Path) -> None:
@@ -204,7 +211,9 @@ def flask_app() -> Any:
             for i in range(3):
                 yield f"line {i}\n"
 
-        return flask.Response(flask.stream_with_context(generate()), mimetype="text/plain")
+        return flask.Response(
+            flask.stream_with_context(generate()), mimetype="text/plain"
+        )
 
     @app.get("/fail")
     def fail() -> Any:
@@ -237,12 +246,20 @@ async def test_flask_app_runs_unchanged() -> None:
 
         boundary = "XyZ"
         form = (
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\nann\r\n"
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
-            f"filename=\"a.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n"
-        ).encode() + b"\0" * 5000 + f"\r\n--{boundary}--\r\n".encode()
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="name"\r\n\r\nann\r\n'
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+                f'filename="a.bin"\r\nContent-Type: application/octet-stream\r\n\r\n'
+            ).encode()
+            + b"\0" * 5000
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
         status, _, body = await asyncio.to_thread(
-            get, port, "/form", method="POST", body=form,
+            get,
+            port,
+            "/form",
+            method="POST",
+            body=form,
             headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
         )
         assert status == 200
@@ -259,7 +276,9 @@ async def test_flask_app_runs_unchanged() -> None:
 
 def checked_apps() -> dict[str, Any]:
     def hello(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+        start_response(
+            "200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")]
+        )
         return [b"hi"]
 
     def echo(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:

@@ -728,17 +728,83 @@ def test_response_cycle_http10_close_delimited() -> None:
 
 
 # (request, status, headers, close) -> (framing header expected, keep-alive after)
-FRAMING: list[tuple[str, bytes, str, list[tuple[str, str]], bool, bytes | None, bool]] = [
-    ("length", GET, "200 OK", [("Content-Length", "5")], False, b"content-length", True),
+FRAMING: list[
+    tuple[str, bytes, str, list[tuple[str, str]], bool, bytes | None, bool]
+] = [
+    (
+        "length",
+        GET,
+        "200 OK",
+        [("Content-Length", "5")],
+        False,
+        b"content-length",
+        True,
+    ),
     ("chunked", GET, "200 OK", [], False, b"transfer-encoding", True),
-    ("app-te-replaced", GET, "200 OK", [("Transfer-Encoding", "gzip")], False, b"transfer-encoding", True),
+    (
+        "app-te-replaced",
+        GET,
+        "200 OK",
+        [("Transfer-Encoding", "gzip")],
+        False,
+        b"transfer-encoding",
+        True,
+    ),
     ("http10", b"GET / HTTP/1.0\r\n\r\n", "200 OK", [], False, None, False),
-    ("http10-length", b"GET / HTTP/1.0\r\n\r\n", "200 OK", [("Content-Length", "5")], False, b"content-length", False),
-    ("request-close", b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", "200 OK", [("Content-Length", "5")], False, b"content-length", False),
-    ("request-close-list", b"GET / HTTP/1.1\r\nHost: a\r\nConnection: te, Close\r\n\r\n", "200 OK", [("Content-Length", "5")], False, b"content-length", False),
-    ("app-close", GET, "200 OK", [("Content-Length", "5"), ("Connection", "close")], False, b"content-length", False),
-    ("app-keep-alive-dropped", GET, "200 OK", [("Content-Length", "5"), ("Connection", "keep-alive")], False, b"content-length", True),
-    ("server-close", GET, "200 OK", [("Content-Length", "5")], True, b"content-length", False),
+    (
+        "http10-length",
+        b"GET / HTTP/1.0\r\n\r\n",
+        "200 OK",
+        [("Content-Length", "5")],
+        False,
+        b"content-length",
+        False,
+    ),
+    (
+        "request-close",
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        "200 OK",
+        [("Content-Length", "5")],
+        False,
+        b"content-length",
+        False,
+    ),
+    (
+        "request-close-list",
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: te, Close\r\n\r\n",
+        "200 OK",
+        [("Content-Length", "5")],
+        False,
+        b"content-length",
+        False,
+    ),
+    (
+        "app-close",
+        GET,
+        "200 OK",
+        [("Content-Length", "5"), ("Connection", "close")],
+        False,
+        b"content-length",
+        False,
+    ),
+    (
+        "app-keep-alive-dropped",
+        GET,
+        "200 OK",
+        [("Content-Length", "5"), ("Connection", "keep-alive")],
+        False,
+        b"content-length",
+        True,
+    ),
+    (
+        "server-close",
+        GET,
+        "200 OK",
+        [("Content-Length", "5")],
+        True,
+        b"content-length",
+        False,
+    ),
     ("204", GET, "204 No Content", [], False, None, True),
     ("304", GET, "304 Not Modified", [("ETag", "x")], False, None, True),
 ]
@@ -848,7 +914,10 @@ def test_out_of_order_sends_are_refused() -> None:
 
 def test_upgrade_request_is_done_after_the_response() -> None:
     conn = ServerConnection()
-    conn.receive_data(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n" + GET)
+    conn.receive_data(
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"
+        + GET
+    )
     request(conn)
     assert type(conn.next_event()) is h11.EndOfMessage
     respond(conn)

@@ -41,10 +41,14 @@ ALLOWED: dict[str, set[str]] = {
 }
 # No I/O or event loop in the sans-IO core; no asyncio or h11 on the thread side.
 FORBIDDEN: dict[str, set[str]] = {
-    **{name: {"asyncio", "socket", "selectors", "threading", "logging", "uvloop"}
-       for name in ("response", "environ", "http11", "config", "errors", "_types")},
-    **{name: {"asyncio", "uvloop", "h11", "socket"}
-       for name in ("handlers", "body", "writer", "thread_pool")},
+    **{
+        name: {"asyncio", "socket", "selectors", "threading", "logging", "uvloop"}
+        for name in ("response", "environ", "http11", "config", "errors", "_types")
+    },
+    **{
+        name: {"asyncio", "uvloop", "h11", "socket"}
+        for name in ("handlers", "body", "writer", "thread_pool")
+    },
 }
 
 

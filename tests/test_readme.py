@@ -12,8 +12,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def load_updater():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("update_readme", ROOT / "docs/update_readme.py")
-    assert spec is not None and spec.loader is not None
+    spec = importlib.util.spec_from_file_location(
+        "update_readme", ROOT / "docs/update_readme.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -15,7 +15,9 @@ from tests.fakes import FakeLoop
 def make_writer(**kwargs: Any) -> tuple[ResponseWriter, FakeLoop, list[list[Item]]]:
     loop = FakeLoop()
     delivered: list[list[Item]] = []
-    writer = ResponseWriter(loop, delivered.append, timeout=kwargs.pop("timeout", 5.0), **kwargs)
+    writer = ResponseWriter(
+        loop, delivered.append, timeout=kwargs.pop("timeout", 5.0), **kwargs
+    )
     return writer, loop, delivered
 
 
@@ -26,7 +28,9 @@ def test_small_response_is_one_wakeup_and_one_delivery() -> None:
     writer.write(b"")  # empty writes are not items
     writer.finish()
     assert loop.run_pending() == 1
-    assert delivered == [[(START, "200 OK", [("Content-Length", "2")]), (DATA, b"hi"), (END,)]]
+    assert delivered == [
+        [(START, "200 OK", [("Content-Length", "2")]), (DATA, b"hi"), (END,)]
+    ]
 
 
 def test_items_after_a_drain_schedule_another() -> None:
@@ -88,7 +92,10 @@ def test_write_blocks_above_high_water_until_drained() -> None:
     assert done.wait(5)
     thread.join(5)
     loop.run_pending()
-    assert [item for batch in delivered for item in batch] == [(DATA, b"12345"), (DATA, b"6")]
+    assert [item for batch in delivered for item in batch] == [
+        (DATA, b"12345"),
+        (DATA, b"6"),
+    ]
 
 
 def test_write_timeout_raises_and_aborts() -> None:
@@ -103,7 +110,7 @@ def test_write_timeout_raises_and_aborts() -> None:
 
 
 def test_close_wakes_blocked_writer_and_fails_later_calls() -> None:
-    writer, loop, _ = make_writer()
+    writer, _, _ = make_writer()
     writer.set_write_paused(True)
     errors: list[BaseException] = []
 
