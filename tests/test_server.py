@@ -7,10 +7,12 @@ Each test runs on the stdlib loop and on uvloop (see conftest.py).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -390,3 +392,48 @@ async def test_idle_keep_alive_connection_is_closed_after_timeout() -> None:
         # Closed by the keep-alive deadline (armed just before the response reached
         # us; checked a quarter-timeout at a time), not at once.
         assert 0.1 <= loop.time() - started < 2.0
+
+
+# -- the request corpus over real sockets ---------------------------------------------
+
+CORPUS = Path(__file__).resolve().parent / "requests"
+
+
+def body_size(environ: Environ, start_response: Any) -> list[bytes]:
+    body = str(len(environ["wsgi.input"].read())).encode()
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+
+
+async def test_invalid_corpus_gets_its_status_and_a_close() -> None:
+    async with serving(body_size) as (_, port):
+        for path in sorted((CORPUS / "invalid").glob("*.http")):
+            expected = int(path.name[:3])
+            client = await Client.connect(port)
+            # Whatever follows a bad request must never be answered; the *-eof-*
+            # cases are only bad once the client's EOF ends them early.
+            follow = (
+                b"" if "-eof-" in path.name else b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n"
+            )
+            await client.send(path.read_bytes() + follow)
+            client.writer.write_eof()
+            raw = await client.read_until_eof()
+            assert raw.startswith(b"HTTP/1.1 %d " % expected), (path.name, raw[:80])
+            assert b"HTTP/1.1 200 " not in raw, (
+                path.name
+            )  # the follow-up is never served
+
+
+async def test_valid_corpus_is_answered_and_connection_kept() -> None:
+    async with serving(body_size) as (_, port):
+        for path in sorted((CORPUS / "valid").glob("*.http")):
+            expected = json.loads(path.with_suffix(".json").read_text())
+            method = expected["method"].encode()
+            client = await Client.connect(port)
+            await client.send(path.read_bytes())
+            response = await client.response(method)
+            assert response.status == 200, path.name
+            if method != b"HEAD":
+                body = expected["body"].encode("latin-1")
+                assert response.body == str(len(body)).encode(), path.name
+            await client.close()
