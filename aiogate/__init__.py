@@ -5,10 +5,22 @@ until a signal), ``Config`` (every setting), and the wsgiref-style handler famil
 ``aiogate.handlers``. Importing aiogate configures no logging and starts nothing.
 """
 
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from . import server as _server
 from ._version import __version__
 from .config import Config
 from .errors import AiogateError, AppImportError, ClientDisconnected, ConfigError
-from .server import Server, run
+from .logs import configure_logging
+from .server import Server
+
+if TYPE_CHECKING:
+    import socket
+
+    from ._types import WSGIApplication
 
 __all__ = [
     "AiogateError",
@@ -20,3 +32,25 @@ __all__ = [
     "__version__",
     "run",
 ]
+
+
+def run(
+    app: WSGIApplication,
+    config: Config | None = None,
+    *,
+    sockets: list[socket.socket] | None = None,
+    **options: Any,
+) -> None:
+    """Serve ``app`` in this thread until SIGINT or SIGTERM, then return.
+
+    Takes the options of ``Server``. Like ``aiogate serve``, it sets up aiogate's
+    logging at ``log_level``, unless the program has configured logging itself
+    (handlers on the root or ``aiogate`` logger). Installs signal handlers, so call
+    it from the main thread; embedded programs use ``Server``.
+    """
+    if config is None:
+        config = Config(**options)
+        options = {}
+    if not (logging.getLogger().handlers or logging.getLogger("aiogate").handlers):
+        configure_logging(options.get("log_level", config.log_level))
+    _server.run(app, config, sockets=sockets, **options)

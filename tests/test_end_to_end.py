@@ -32,12 +32,17 @@ LISTENING = re.compile(r"Listening on http://127\.0\.0\.1:(\d+)")
 # -- the command line ---------------------------------------------------------------
 
 
-class ServerProcess:
-    """``aiogate serve`` in a subprocess; ``port`` is read from its log."""
+SERVE = [sys.executable, "-m", "aiogate", "serve"]
 
-    def __init__(self, args: list[str], cwd: Path, env: dict[str, str] | None = None):
+
+class ServerProcess:
+    """A server in a subprocess (``command``); ``port`` is read from its log."""
+
+    def __init__(
+        self, command: list[str], cwd: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "aiogate", "serve", *args],
+            command,
             cwd=cwd,
             env={**os.environ, **(env or {})},
             stdout=subprocess.PIPE,
@@ -108,7 +113,7 @@ def app_dir(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
 def test_serve_answers_and_stops_cleanly(app_dir: Path, signum: int) -> None:
     # The current directory is importable, and `module` alone means `application`.
-    server = ServerProcess(["myapp", "--port", "0"], cwd=app_dir)
+    server = ServerProcess([*SERVE, "myapp", "--port", "0"], cwd=app_dir)
     try:
         status, headers, body = get(server.port, "/there")
         assert status == 200
@@ -126,7 +131,7 @@ def test_serve_demo_app_configured_by_environment(tmp_path: Path) -> None:
         "AIOGATE_PORT": "0",
         "AIOGATE_THREADS": "2",
     }
-    server = ServerProcess([], cwd=tmp_path, env=env)
+    server = ServerProcess(SERVE, cwd=tmp_path, env=env)
     try:
         status, _, body = get(server.port, "/hello?x=1")
         assert status == 200
@@ -318,3 +323,24 @@ async def test_wsgiref_validator_finds_nothing_to_warn_about() -> None:
         assert (status, body) == (200, b"written and returned")
         status, _, body = await asyncio.to_thread(get, port, "/hello", method="HEAD")
         assert (status, body) == (200, b"")
+
+
+def test_aiogate_run_logs_and_stops_on_sigterm(app_dir: Path) -> None:
+    script = app_dir / "serve_it.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import aiogate
+            from myapp import application
+            aiogate.run(application, port=0, threads=2)
+            """
+        )
+    )
+    server = ServerProcess([sys.executable, str(script)], cwd=app_dir)
+    try:
+        status, _, body = get(server.port, "/x")
+        assert (status, body) == (200, b"hi from /x")
+        assert server.stop(signal.SIGTERM) == 0
+        assert any("Stopped" in line for line in server.lines)
+    finally:
+        server.kill()
