@@ -4,8 +4,10 @@ Owns: ``build_environ``, which turns one parsed request head plus the facts abou
 connection into the CGI variables (``REQUEST_METHOD``, ``PATH_INFO``, ``HTTP_*``,
 ``SERVER_*``, ``REMOTE_*`` ...). The handler adds the ``wsgi.*`` keys itself. Sans-IO
 and pure: no I/O, no logging, no locks. Runs in a worker thread, once per request, so it
-is on the hot path: plain ``str``/``bytes`` methods, no regexes, and a cache of the
-environ key of each common header name.
+is on the hot path: plain ``str``/``bytes`` methods, no regexes, bounded caches (the
+environ key of each header name, the split of each Host value), and h11's header list
+read directly. The caches are shared by the worker threads; each only gains entries
+that are right for every request, so a race at worst computes one twice.
 
 Decisions (each one matches wsgiref or gunicorn unless it says otherwise):
 
@@ -59,6 +61,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
+
+import h11
 
 if TYPE_CHECKING:
     from ._types import ConnectionInfo, RequestHead
@@ -135,6 +139,22 @@ def header_environ_key(name: bytes) -> str:
     return "HTTP_" + key
 
 
+def _h11_headers_class() -> type | None:
+    """The class of ``h11.Request.headers`` if it keeps its fields as (raw name,
+    lowercased name, value) triples in ``_full_items``, as h11 0.16 does; else None.
+
+    That list is private to h11, so it is probed once here: should a later h11 keep
+    its fields some other way, build_environ quietly iterates instead.
+    """
+    probe = h11.Request(method="GET", target="/", headers=[("Host", "x")]).headers
+    if getattr(probe, "_full_items", None) == [(b"Host", b"host", b"x")]:
+        return type(probe)
+    return None  # pragma: no cover  # a future h11
+
+
+_H11_HEADERS: Any = _h11_headers_class()  # Any: mypy would narrow headers to object
+
+
 _KEY_CACHE: dict[bytes, str] = {
     name: header_environ_key(name) for name in _COMMON_HEADERS
 }
@@ -157,23 +177,28 @@ def build_environ(
     target = request.target
     raw_uri = target.decode("latin-1")
     authority: bytes | None = None
-    if b"#" in target:
-        target = target.partition(b"#")[0]
-
-    if target[:1] == b"/":
-        path, _, query = target.partition(b"?")
-    elif target == b"*":
-        path, query = target, b""
+    # The common origin-form, with nothing to unescape or cut: split the text already
+    # decoded instead of decoding each part. (Tested on the str: ``b"%" in target``
+    # costs 0.13 µs, as bytes.__contains__ first tries the needle as an int.)
+    if raw_uri[:1] == "/" and "%" not in raw_uri and "#" not in raw_uri:
+        path_info, _, query_string = raw_uri.partition("?")
     else:
-        path, query, authority = _split_absolute_form(target)
-
-    # Percent-decode to bytes, then latin-1 (PEP 3333); the check skips the slow
-    # pure-Python unquote for the common path with no escapes.
-    path_info = (
-        unquote_to_bytes(path).decode("latin-1")
-        if b"%" in path
-        else path.decode("latin-1")
-    )
+        if b"#" in target:
+            target = target.partition(b"#")[0]
+        if target[:1] == b"/":
+            path, _, query = target.partition(b"?")
+        elif target == b"*":
+            path, query = target, b""
+        else:
+            path, query, authority = _split_absolute_form(target)
+        # Percent-decode to bytes, then latin-1 (PEP 3333); the check skips the slow
+        # pure-Python unquote for a path with no escapes.
+        path_info = (
+            unquote_to_bytes(path).decode("latin-1")
+            if b"%" in path
+            else path.decode("latin-1")
+        )
+        query_string = query.decode("latin-1")
     script_name = root_path
     if root_path:
         if not root_path.isascii():
@@ -188,15 +213,26 @@ def build_environ(
         "REQUEST_METHOD": request.method.decode("latin-1"),
         "SCRIPT_NAME": script_name,
         "PATH_INFO": path_info,
-        "QUERY_STRING": query.decode("latin-1"),
+        "QUERY_STRING": query_string,
         "RAW_URI": raw_uri,
         "REQUEST_URI": raw_uri,
         "SERVER_PROTOCOL": _PROTOCOLS.get(version)
         or "HTTP/" + version.decode("latin-1"),
     }
 
+    headers: Any = request.headers
+    # h11's Headers is a Sequence whose iterator calls a Python __getitem__ per field
+    # (0.9 µs for three fields, benchmarks/micro_handler.py); the list of (raw name,
+    # lowercased name, value) triples inside it is read directly instead. Anything
+    # else is made into the same triples (only fakes and tests take that path).
+    # tests/test_environ.py checks that both give the same environ.
+    fields = (
+        headers._full_items
+        if type(headers) is _H11_HEADERS
+        else [(b"", name, value) for name, value in headers]
+    )
     cache = _KEY_CACHE
-    for name, value in request.headers:
+    for _, name, value in fields:
         key = cache.get(name)
         if key is None:
             key = header_environ_key(name)
@@ -212,17 +248,20 @@ def build_environ(
             environ[key] = text
 
     scheme = conn.url_scheme
-    default_port = _DEFAULT_PORTS.get(scheme, "80")
     server = None
-    if authority is not None:
-        server = _split_host(authority.decode("latin-1"), default_port)
-    else:
+    if authority is None:
         host = environ.get("HTTP_HOST")
         if host:
-            # Several Host fields were joined with ","; the first one counts.
-            server = _split_host(host.partition(",")[0].strip(), default_port)
+            # The cache lookup of _server_from_host, inlined for the common case.
+            server = _HOST_CACHES.get(scheme, _NO_HOSTS).get(host)
+            if server is None:
+                server = _server_from_host(host, scheme)
+    else:
+        server = _split_host(
+            authority.decode("latin-1"), _DEFAULT_PORTS.get(scheme, "80")
+        )
     if server is None:
-        server = _server_from_socket(conn.server, default_port)
+        server = _server_from_socket(conn.server, _DEFAULT_PORTS.get(scheme, "80"))
     environ["SERVER_NAME"], environ["SERVER_PORT"] = server
 
     client = conn.client
@@ -233,6 +272,33 @@ def build_environ(
     else:
         environ["REMOTE_ADDR"] = client or ""
     return environ
+
+
+# The usable SERVER_NAME/SERVER_PORT pair of each Host value seen, per URL scheme
+# (it decides the default port): a server sees few distinct Host values, and splitting
+# one costs about 0.5 µs (benchmarks/micro_handler.py). Host values come from clients,
+# so only this many are remembered; past that, the rest are split every time.
+_HOST_CACHES: dict[str, dict[str, tuple[str, str]]] = {
+    scheme: {} for scheme in _DEFAULT_PORTS
+}
+_HOST_CACHE_LIMIT = 256
+_NO_HOSTS: dict[str, tuple[str, str]] = {}  # for other schemes; stays empty
+
+
+def _server_from_host(host: str, scheme: str) -> tuple[str, str] | None:
+    """SERVER_NAME and SERVER_PORT from the ``HTTP_HOST`` value, or None if unusable."""
+    cache = _HOST_CACHES.get(scheme)
+    if cache is not None:
+        server = cache.get(host)
+        if server is not None:
+            return server
+    # Several Host fields were joined with ","; the first one counts.
+    server = _split_host(
+        host.partition(",")[0].strip(), _DEFAULT_PORTS.get(scheme, "80")
+    )
+    if server is not None and cache is not None and len(cache) < _HOST_CACHE_LIMIT:
+        cache[host] = server
+    return server
 
 
 def _split_absolute_form(target: bytes) -> tuple[bytes, bytes, bytes | None]:

@@ -29,6 +29,7 @@ import logging
 import sys
 import traceback
 from collections.abc import Callable, Iterable, MutableMapping
+from types import GeneratorType
 from typing import IO, TYPE_CHECKING
 from wsgiref.handlers import read_environ
 from wsgiref.headers import Headers
@@ -42,7 +43,8 @@ from .response import (
     content_length,
     http_date,
     is_hop_by_hop,
-    parse_status,
+    scan_headers,
+    status_code,
     validate_headers,
 )
 
@@ -324,7 +326,10 @@ class BaseHandler:
         Subclasses may want to also drop the client connection.
         """
         try:
-            _close_iterable(self.result)
+            # _close_iterable, inlined: this runs for every request.
+            close = getattr(self.result, "close", None)
+            if close is not None:
+                close()
         finally:
             self.result = self.headers = self.status = None
             # wsgiref resets environ to None too; nothing reads it until the next
@@ -430,6 +435,10 @@ class BaseHandler:
         if result is None:
             raise TypeError("the application returned None, not an iterable")
         return result
+
+
+#: ``object.__new__``, to make a ``Headers`` without running its ``__init__``.
+_new_headers = object.__new__
 
 
 def _reraise(exc_info: OptExcInfo) -> None:
@@ -607,6 +616,61 @@ class ServerHandler(BaseHandler):
     #: Send the traceback of an app error to the client (development only).
     expose_tracebacks: bool = False
 
+    # The constructor's values and the private per-request state live in slots: a
+    # handler is built for every request, and some 30 attributes in its __dict__
+    # made it grow (and resize) on every run, 0.2 µs (benchmarks/micro_handler.py).
+    # wsgiref's attributes stay in the __dict__, over their class-level defaults.
+    __slots__ = (
+        "_body_allowed",
+        "_body_bytes",
+        "_code",
+        "_code_of",
+        "_cut",
+        "_declared_length",
+        "_ended",
+        "_known",
+        "_known_dates",
+        "_known_items",
+        "_known_length",
+        "_known_list",
+        "_known_server",
+        "_path",
+        "_started",
+        "conn",
+        "method",
+        "request",
+        "root_path",
+        "sink",
+        "stderr",
+        "stdin",
+    )
+    _started: bool  # sink.start() called
+    _ended: bool  # sink.finish() or sink.abort() called
+    _body_allowed: bool
+    _declared_length: int | None
+    _body_bytes: int  # body bytes given to the sink
+    _cut: bool  # bytes past Content-Length were dropped (logged once)
+    _code_of: str | None  # the status _code was parsed from
+    _code: int
+
+    # What start_response learned about the headers in its one pass (Content-Length,
+    # Date and Server), so that the hooks which run before sending need not scan them
+    # again. The facts describe the ``Headers`` object ``_known`` while the list it
+    # wraps (``_known_list``; wsgiref: "changes made to the new Headers object will
+    # directly update the headers list it was created with") still equals our copy,
+    # ``_known_items``. Every hook checks exactly that (an identity test, then a list
+    # comparison of the same tuple objects, about 0.05 µs) before it trusts them, so
+    # if a subclass or an app replaced or edited ``self.headers`` in between, the hook
+    # takes the general path, which reads the headers themselves. Where our own hooks
+    # add a header on the fast path they append it to both lists, as Headers would.
+    # ``_known`` is None when there are no facts; the others are set with it.
+    _known: Headers | None
+    _known_list: list[tuple[str, str]]
+    _known_items: list[tuple[str, str]]
+    _known_length: int | None  # the declared Content-Length (None: no header)
+    _known_dates: int  # how many Date headers
+    _known_server: bool  # there is a Server header
+
     def __init__(
         self,
         stdin: InputStream,
@@ -634,15 +698,30 @@ class ServerHandler(BaseHandler):
         self.expose_tracebacks = expose_tracebacks
         # For the body rules and log messages; they outlive close().
         self.method = request.method.decode("latin-1")
-        self.path = request.target.partition(b"?")[0].decode("latin-1")
-        self._started = False  # sink.start() called
-        self._ended = False  # sink.finish() or sink.abort() called
+        self._path: str | None = None  # see path
+        self._started = False
+        self._ended = False
         self._body_allowed = True
-        self._declared_length: int | None = None
-        self._body_bytes = 0  # body bytes given to the sink
-        self._cut = False  # bytes past Content-Length were dropped (logged once)
-        self._code_of: str | None = None  # the status _code was parsed from
+        self._declared_length = None
+        self._body_bytes = 0
+        self._cut = False
+        self._code_of = None
         self._code = 0
+        self._known = None
+
+    @property
+    def path(self) -> str:
+        """The request's path, undecoded, without the query: for log messages.
+
+        Worked out on first use, since most requests never log anything."""
+        path = self._path
+        if path is None:
+            path = self._path = self.request.target.partition(b"?")[0].decode("latin-1")
+        return path
+
+    @path.setter
+    def path(self, value: str) -> None:
+        self._path = value
 
     # -- environ -------------------------------------------------------------------
 
@@ -678,8 +757,26 @@ class ServerHandler(BaseHandler):
     def setup_environ(self) -> None:
         """wsgiref's environ plus ``wsgi.input_terminated`` (the server delivers
         the whole body and then EOF, so reading to the end is safe)."""
-        super().setup_environ()
-        self.environ["wsgi.input_terminated"] = True
+        # BaseHandler.setup_environ inlined (same hooks, same order, same keys in the
+        # same order): this runs for every request, and super() costs a lookup.
+        os_environ = self.os_environ
+        env = self.environ = dict(os_environ) if os_environ else {}
+        self.add_cgi_vars()
+
+        env["wsgi.input"] = self.get_stdin()
+        env["wsgi.errors"] = self.get_stderr()
+        env["wsgi.version"] = self.wsgi_version
+        env["wsgi.run_once"] = self.wsgi_run_once
+        env["wsgi.url_scheme"] = self.get_scheme()
+        env["wsgi.multithread"] = self.wsgi_multithread
+        env["wsgi.multiprocess"] = self.wsgi_multiprocess
+
+        if self.wsgi_file_wrapper is not None:
+            env["wsgi.file_wrapper"] = self.wsgi_file_wrapper
+
+        if self.origin_server and self.server_software:
+            env.setdefault("SERVER_SOFTWARE", self.server_software)
+        env["wsgi.input_terminated"] = True
 
     # -- running -------------------------------------------------------------------
 
@@ -717,7 +814,10 @@ class ServerHandler(BaseHandler):
         """
         try:
             if not self.result_is_file() or not self.sendfile():
-                for data in self._result():
+                result = self.result
+                if result is None:
+                    raise TypeError("the application returned None, not an iterable")
+                for data in result:
                     self.write(data)
                 self.finish_content()
         except BaseException:
@@ -739,8 +839,9 @@ class ServerHandler(BaseHandler):
                     self.path,
                 )
                 self._end(abort=True)
-            else:
-                self._end(abort=False)
+            elif not self._ended:  # _end(abort=False), inlined: every request
+                self._ended = True
+                self.sink.finish()
 
     def handle_error(self) -> None:
         """Log the error once; send ``error_output`` if nothing was sent yet, else
@@ -816,21 +917,68 @@ class ServerHandler(BaseHandler):
         elif self.headers is not None:
             raise AssertionError("Headers already set!")
 
-        code = parse_status(status)[0]
+        code = status_code(status)
         if code < 200:
             raise ValueError(
                 f"status {status!r} is informational (1xx); a WSGI response needs a "
                 "final status"
             )
-        validate_headers(headers)
-        kept = self._drop_hop_by_hop(headers)
-        content_length(
-            value for name, value in kept if name.lower() == "content-length"
-        )
-        self.status = status
-        self.headers = self.headers_class(kept)
+        scan = scan_headers(headers)
+        if scan is None:
+            # Not plain (a hop-by-hop header, several Content-Lengths, a str
+            # subclass, an error...): the general checks, which raise the precise
+            # error or drop and log what they must. No facts: the hooks scan.
+            validate_headers(headers)
+            kept = self._drop_hop_by_hop(headers)
+            content_length(
+                value for name, value in kept if name.lower() == "content-length"
+            )
+            self.status = status
+            self.headers = self.headers_class(kept)
+            self._known = None
+        else:
+            kept, length, dates, server = scan
+            self.status = status
+            if self.headers_class is Headers:
+                # Headers(live), without running the __init__ that would only
+                # re-check that every name and value is an exact str, which
+                # scan_headers just did (0.17 µs, benchmarks/micro_handler.py).
+                # wsgiref's Headers keeps the list it is given as ``_headers``
+                # (since Python 2.5); the tests use the object through its API.
+                live = kept[:]
+                known = self.headers = _new_headers(Headers)
+                known.__dict__["_headers"] = live
+                self._known = known
+                self._known_list = live
+                self._known_items = kept  # nobody else holds it: the snapshot
+                self._known_length = length
+                self._known_dates = dates
+                self._known_server = server
+            else:
+                self.headers = self.headers_class(kept)
+                self._known = None
         self._code, self._code_of = code, status
         return self.write
+
+    # The hooks below check the facts inline (``headers is self._known and
+    # self._known_list == self._known_items``) rather than through a helper: they
+    # run for every response, and a method call costs more than the check.
+
+    def _facts_hold(self) -> bool:
+        """True if the facts start_response recorded still describe ``self.headers``."""
+        headers = self.headers
+        return (
+            headers is not None
+            and headers is self._known
+            and self._known_list == self._known_items
+        )
+
+    def _add_known(self, name: str, value: str) -> None:
+        """Append a header the facts say is absent, as ``headers[name] = value``
+        would (its delete finds nothing), keeping the facts true."""
+        pair = (name, value)
+        self._known_list.append(pair)
+        self._known_items.append(pair)
 
     def _drop_hop_by_hop(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
         """The app's headers without hop-by-hop ones (PEP 3333 forbids them; the server
@@ -864,12 +1012,56 @@ class ServerHandler(BaseHandler):
         """wsgiref's Content-Length inference, except: 1xx and 204 responses lose any
         Content-Length (RFC 9110 §8.6 forbids it), and a 304 gets none inferred
         (its Content-Length would describe the 200 body, not this empty one)."""
-        headers = self._require_headers()
-        code = self._status_code()
+        headers = self.headers
+        if headers is None:
+            raise AssertionError("start_response() has not been called")
+        status = self.status
+        code = (
+            self._code
+            if status is self._code_of and status is not None
+            else self._status_code()
+        )
+        known = headers is self._known and self._known_list == self._known_items
         if code < 200 or code == 204:
-            del headers["Content-Length"]
-        elif code != 304 and "Content-Length" not in headers:
+            if not known or self._known_length is not None:
+                del headers["Content-Length"]
+                self._known = None
+        elif code != 304 and (
+            self._known_length is None if known else "Content-Length" not in headers
+        ):
             self.set_content_length()
+
+    def set_content_length(self) -> None:
+        """wsgiref's: ``Content-Length`` when the iterable is one block (a one-item
+        list); otherwise the server frames the body (chunked, or to the close)."""
+        result = self.result
+        if (
+            type(result) is GeneratorType
+            or getattr(type(result), "__len__", None) is None
+        ):
+            # len() would raise TypeError; raising and catching it cost 0.3 µs per
+            # streamed response (benchmarks/micro_handler.py), and the type test
+            # spares the commonest stream, a generator, even the getattr.
+            return
+        try:
+            blocks = len(result)  # type: ignore[arg-type]  # duck-typed, as wsgiref
+        except (TypeError, AttributeError, NotImplementedError):
+            return
+        if blocks == 1:
+            known = self._known
+            if (
+                known is not None
+                and self.headers is known
+                and self._known_list == self._known_items
+                and self._known_length is None
+            ):
+                pair = ("Content-Length", str(self.bytes_sent))
+                self._known_list.append(pair)
+                self._known_items.append(pair)
+                self._known_length = self.bytes_sent
+            else:
+                self._require_headers()["Content-Length"] = str(self.bytes_sent)
+                self._known = None
 
     def finish_content(self) -> None:
         """Send the headers if no body byte did, with ``Content-Length: 0`` unless the
@@ -877,35 +1069,71 @@ class ServerHandler(BaseHandler):
         if not self.headers_sent:
             code = self._status_code()
             if code >= 200 and code not in (204, 304):
-                self._require_headers().setdefault("Content-Length", "0")
+                if not self._facts_hold():
+                    self._require_headers().setdefault("Content-Length", "0")
+                elif self._known_length is None:
+                    self._add_known("Content-Length", "0")
+                    self._known_length = 0
             self.send_headers()
 
     def send_preamble(self) -> None:
         """Add ``Date`` (exactly one) and ``Server`` (if ``server_software``) to the
         headers. The status line itself is written by the server (h11)."""
-        headers = self._require_headers()
+        headers = self.headers
+        if headers is None:
+            raise AssertionError("start_response() has not been called")
+        server = self.server_software
+        if (
+            headers is self._known
+            and self._known_list == self._known_items
+            and self._known_dates < 2
+        ):
+            # What the general code below does, from the facts.
+            live, snapshot = self._known_list, self._known_items
+            if not self._known_dates:
+                pair = ("Date", http_date())
+                live.append(pair)
+                snapshot.append(pair)
+                self._known_dates = 1
+            if server and not self._known_server:
+                if type(server) is str:
+                    pair = ("Server", server)
+                    live.append(pair)
+                    snapshot.append(pair)
+                    self._known_server = True
+                else:  # let Headers refuse it, as below
+                    headers["Server"] = server
+            return
         dates = headers.get_all("Date")
         if not dates:
             headers["Date"] = http_date()
         elif len(dates) > 1:
             headers["Date"] = dates[0]
-        if self.server_software and "Server" not in headers:
-            headers["Server"] = self.server_software
+        if server and "Server" not in headers:
+            headers["Server"] = server
+        self._known = None
 
     def send_headers(self) -> None:
         """Hand the status and final headers to ``sink.start`` (once)."""
         self.cleanup_headers()
         self.send_preamble()
-        headers = self._require_headers()
-        self._body_allowed = not body_forbidden(self.method, self._status_code())
-        self._declared_length = (
-            content_length(headers.get_all("Content-Length"))
-            if self._body_allowed
-            else None
-        )
+        headers = self.headers
+        status = self.status
+        if headers is None or status is None:
+            raise AssertionError("start_response() has not been called")
+        code = self._code if status is self._code_of else self._status_code()
+        allowed = self._body_allowed = not body_forbidden(self.method, code)
+        if headers is self._known and self._known_list == self._known_items:
+            self._declared_length = self._known_length if allowed else None
+            items = self._known_list[:]  # what Headers.items() returns
+        else:
+            self._declared_length = (
+                content_length(headers.get_all("Content-Length")) if allowed else None
+            )
+            items = headers.items()
         self.headers_sent = True
         self._started = True
-        self.sink.start(self._require_status(), headers.items())
+        self.sink.start(status, items)
 
     def client_is_modern(self) -> bool:
         """Always True: h11 does not accept HTTP/0.9 requests."""
@@ -946,6 +1174,6 @@ class ServerHandler(BaseHandler):
         # Asked up to three times per response; parse each status string once.
         status = self._require_status()
         if status is not self._code_of:
-            self._code = parse_status(status)[0]
+            self._code = status_code(status)
             self._code_of = status
         return self._code

@@ -14,6 +14,7 @@ from typing import Any
 import h11
 import pytest
 
+from aiogate import environ as environ_module
 from aiogate._types import ConnectionInfo
 from aiogate.environ import build_environ, header_environ_key
 
@@ -382,3 +383,90 @@ def test_every_value_is_a_native_string() -> None:
     headers = ((b"host", b"h:1"), (b"cookie", b"a=1"), (b"cookie", b"b=2"))
     environ = environ_of(FakeRequest(headers=headers))
     assert all(type(value) is str for value in environ.values())
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [(b"host", b"example.com")],
+        [(b"Host", b"a:1"), (b"Accept", b"*/*"), (b"ACCEPT", b"text/html")],
+        [(b"host", b"h"), (b"cookie", b"a=1"), (b"Cookie", b"b=2"), (b"x_skip", b"1")],
+        [(b"Host", b"h"), (b"Content-Type", b"text/plain"), (b"Content-Length", b"3")],
+        [
+            (b"X-Unusual-Name-1", b"caf\xe9"),
+            (b"x-unusual-name-1", b"2"),
+            (b"host", b"h"),
+        ],
+    ],
+)
+def test_h11_headers_give_the_same_environ_as_any_iterable(
+    headers: list[tuple[bytes, bytes]],
+) -> None:
+    """build_environ reads h11's header list directly; the result, key order
+    included, must be what iterating ``request.headers`` gives."""
+    request = h11.Request(method=b"GET", target=b"/p?q", headers=headers)
+    lowered = tuple((name.lower(), value) for name, value in headers)
+    fake = FakeRequest(target=b"/p?q", headers=lowered)
+    assert list(request.headers) == list(lowered)
+    for _ in range(2):  # the second time through the caches
+        assert list(environ_of(request).items()) == list(environ_of(fake).items())
+
+
+def test_host_split_is_remembered_per_scheme(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(environ_module, "_HOST_CACHES", {"http": {}, "https": {}})
+    splits: list[str] = []
+    real_split_host = environ_module._split_host
+
+    def counting(host: str, default_port: str) -> tuple[str, str] | None:
+        splits.append(host)
+        return real_split_host(host, default_port)
+
+    monkeypatch.setattr(environ_module, "_split_host", counting)
+    https = ConnectionInfo(server=None, client=None, url_scheme="https")
+    request = FakeRequest(headers=((b"host", b"cached.example"),))
+    for _ in range(3):
+        plain = environ_of(request)
+        secure = environ_of(request, https)
+        assert (plain["SERVER_NAME"], plain["SERVER_PORT"]) == ("cached.example", "80")
+        assert (secure["SERVER_NAME"], secure["SERVER_PORT"]) == (
+            "cached.example",
+            "443",
+        )
+    assert splits == ["cached.example", "cached.example"]  # once per scheme
+
+
+def test_unusable_hosts_are_not_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(environ_module, "_HOST_CACHES", {"http": {}, "https": {}})
+    request = FakeRequest(headers=((b"host", b"bad:port"),))
+    for _ in range(2):
+        env = environ_of(request)
+        assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("127.0.0.1", "8000")
+    assert environ_module._HOST_CACHES == {"http": {}, "https": {}}
+
+
+def test_host_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(environ_module, "_HOST_CACHES", {"http": {}, "https": {}})
+    monkeypatch.setattr(environ_module, "_HOST_CACHE_LIMIT", 2)
+    for i in range(5):
+        request = FakeRequest(headers=((b"host", b"h%d.example:%d" % (i, 8000 + i)),))
+        for _ in range(2):
+            env = environ_of(request)
+            assert (env["SERVER_NAME"], env["SERVER_PORT"]) == (
+                f"h{i}.example",
+                str(8000 + i),
+            )
+    assert len(environ_module._HOST_CACHES["http"]) == 2
+
+
+def test_unknown_scheme_uses_port_80_uncached() -> None:
+    conn = ConnectionInfo(server=None, client=None, url_scheme="gopher")
+    env = environ_of(FakeRequest(headers=((b"host", b"old.example"),)), conn)
+    assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("old.example", "80")
+    assert "gopher" not in environ_module._HOST_CACHES
+
+
+def test_h11_header_list_is_read_directly() -> None:
+    """The fast path is on for the installed h11 (it probes h11's private list); if a
+    new h11 keeps its fields differently, this fails to flag the lost speed."""
+    request = h11.Request(method=b"GET", target=b"/", headers=[(b"host", b"h")])
+    assert environ_module._H11_HEADERS is type(request.headers)

@@ -18,6 +18,7 @@ import wsgiref.util
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from wsgiref.headers import Headers
 from wsgiref.validate import validator
 
 import pytest
@@ -1404,3 +1405,290 @@ def test_handler_state_reset_after_run() -> None:
     assert handler.result is None
     assert handler.environ is None
     assert handler.headers_sent is False
+
+
+# ---------------------------------------------------------------------------------
+# ServerHandler's fast paths: every hook still runs, every header change still counts
+# ---------------------------------------------------------------------------------
+
+# Every overridable hook, recorded by a subclass that then calls the real one.
+HOOKS = (
+    "setup_environ",
+    "add_cgi_vars",
+    "get_stdin",
+    "get_stderr",
+    "get_scheme",
+    "start_response",
+    "finish_response",
+    "result_is_file",
+    "sendfile",
+    "write",
+    "send_headers",
+    "cleanup_headers",
+    "set_content_length",
+    "send_preamble",
+    "client_is_modern",
+    "_write",
+    "_flush",
+    "finish_content",
+    "close",
+    "handle_error",
+    "log_exception",
+    "error_output",
+)
+
+
+def recording_handler(calls: list[Any]) -> type[ServerHandler]:
+    def hook(name: str) -> Callable[..., Any]:
+        def method(self: ServerHandler, *args: Any, **kwargs: Any) -> Any:
+            calls.append(name)
+            return getattr(super(Recording, self), name)(*args, **kwargs)
+
+        return method
+
+    Recording = type("Recording", (ServerHandler,), {n: hook(n) for n in HOOKS})
+    return Recording
+
+
+_PREFIX = ["setup_environ", "add_cgi_vars", "get_stdin", "get_stderr", "get_scheme"]
+_HEADERS = ["send_headers", "cleanup_headers", "set_content_length", "send_preamble"]
+_CHUNK = ["_write", "sink.write", "_flush"]
+_END = ["finish_content", "close", "sink.finish"]
+
+
+@pytest.mark.parametrize(
+    ("app", "expected"),
+    [
+        (
+            apps.hello,
+            [*_PREFIX, "start_response", "finish_response", "result_is_file",
+             "write", *_HEADERS, "sink.start", *_CHUNK, *_END],
+        ),
+        (
+            apps.generator,
+            [*_PREFIX, "finish_response", "result_is_file", "start_response",
+             "write", *_HEADERS, "sink.start", *_CHUNK, "write", *_CHUNK, *_END],
+        ),
+        (
+            apps.empty_list,
+            [*_PREFIX, "start_response", "finish_response", "result_is_file",
+             "finish_content", "send_headers", "cleanup_headers", "send_preamble",
+             "sink.start", "close", "sink.finish"],
+        ),
+        (
+            apps.file_wrapper,
+            [*_PREFIX, "start_response", "finish_response", "result_is_file",
+             "sendfile", "write", *_HEADERS, "sink.start", *_CHUNK,
+             *(["write", *_CHUNK] * 3), *_END],
+        ),
+        (
+            apps.error_after_start,
+            [*_PREFIX, "start_response", "handle_error", "log_exception",
+             "error_output", "start_response", "finish_response", "result_is_file",
+             "write", *_HEADERS, "sink.start", *_CHUNK, *_END],
+        ),
+    ],
+)  # fmt: skip
+def test_every_hook_runs_in_order(app: App, expected: list[str]) -> None:
+    """The order wsgiref's hooks ran in before the fast paths (recorded then)."""
+    calls: list[Any] = []
+    serve(app, sink=FakeSink(calls), handler_class=recording_handler(calls))
+    assert [c if isinstance(c, str) else f"sink.{c[0]}" for c in calls] == expected
+
+
+def handler_of(start_response: StartResponse) -> ServerHandler:
+    """The handler behind a ``start_response`` (what an app could reach)."""
+    handler = start_response.__self__  # type: ignore[attr-defined]
+    assert isinstance(handler, ServerHandler)
+    return handler
+
+
+def test_app_changes_headers_after_start_response() -> None:
+    def app(environ: Environ, start_response: StartResponse) -> list[bytes]:
+        start_response("200 OK", [*TEXT, ("Content-Length", "5"), ("Server", "x")])
+        headers = handler_of(start_response).headers
+        assert headers is not None
+        headers["Content-Length"] = "3"
+        del headers["Server"]
+        headers.add_header("Date", "one")
+        headers.add_header("Date", "two")
+        return [b"hello"]
+
+    result = serve(app)
+    sink = result.sink
+    assert sink.header("Content-Length") == ["3"]  # the new length frames the body
+    assert sink.body == b"hel"
+    assert sink.header("Date") == ["one"]  # exactly one Date, still
+    assert sink.header("Server") == [f"aiogate/{__version__}"]
+    assert sink.ends == ["finish"]
+
+
+def test_app_replaces_the_headers_object() -> None:
+    def app(environ: Environ, start_response: StartResponse) -> list[bytes]:
+        start_response("200 OK", [*TEXT, ("Content-Length", "99")])
+        handler_of(start_response).headers = Headers([("X-New", "1")])
+        return [b"hello"]
+
+    sink = serve(app).sink
+    assert [name for name, _ in sink.headers] == [
+        "X-New",
+        "Content-Length",
+        "Date",
+        "Server",
+    ]
+    assert sink.header("Content-Length") == ["5"]  # inferred: the 99 went with it
+    assert sink.body == b"hello"
+
+
+class LengthInCleanup(ServerHandler):
+    def cleanup_headers(self) -> None:
+        super().cleanup_headers()
+        assert self.headers is not None
+        self.headers["Content-Length"] = "2"
+
+
+class ReplacedInCleanup(ServerHandler):
+    def cleanup_headers(self) -> None:
+        super().cleanup_headers()
+        self.headers = Headers([("X-Replaced", "1")])
+
+
+class EditedAfterPreamble(ServerHandler):
+    def send_preamble(self) -> None:
+        super().send_preamble()
+        assert self.headers is not None
+        del self.headers["Server"]
+        self.headers.add_header("X-After", "1")
+
+
+class DateBeforePreamble(ServerHandler):
+    def send_preamble(self) -> None:
+        assert self.headers is not None
+        self.headers.add_header("Date", "early")
+        super().send_preamble()
+
+
+class NoInferredLength(ServerHandler):
+    def set_content_length(self) -> None:
+        pass
+
+
+class OwnInferredLength(ServerHandler):
+    def set_content_length(self) -> None:
+        assert self.headers is not None
+        self.headers["Content-Length"] = "1"
+
+
+class CountingSets(Headers):
+    names: list[str] = []  # noqa: RUF012
+
+    def __setitem__(self, name: str, val: str) -> None:
+        self.names.append(name)
+        super().__setitem__(name, val)
+
+
+class OwnHeadersClass(ServerHandler):
+    headers_class = CountingSets
+
+
+DATE = ("Date", "<date>")
+SERVER = ("Server", f"aiogate/{__version__}")
+CT = ("Content-Type", "text/plain")
+
+
+@pytest.mark.parametrize(
+    ("handler_class", "headers", "body"),
+    [
+        (LengthInCleanup, [CT, ("Content-Length", "2"), DATE, SERVER], b"he"),
+        (ReplacedInCleanup, [("X-Replaced", "1"), DATE, SERVER], b"hello"),
+        (
+            EditedAfterPreamble,
+            [CT, ("Content-Length", "5"), DATE, ("X-After", "1")],
+            b"hello",
+        ),
+        (
+            DateBeforePreamble,
+            [CT, ("Content-Length", "5"), ("Date", "early"), SERVER],
+            b"hello",
+        ),
+        (NoInferredLength, [CT, DATE, SERVER], b"hello"),
+        (OwnInferredLength, [CT, ("Content-Length", "1"), DATE, SERVER], b"h"),
+        (OwnHeadersClass, [CT, ("Content-Length", "5"), DATE, SERVER], b"hello"),
+    ],
+)
+def test_subclass_header_changes_are_honoured(
+    handler_class: type[ServerHandler], headers: list[tuple[str, str]], body: bytes
+) -> None:
+    """Each hook may change ``self.headers``; what reaches the sink, and the length
+    that frames the body, follow the change."""
+
+    def app(environ: Environ, start_response: StartResponse) -> list[bytes]:
+        start_response("200 OK", list(TEXT))
+        return [b"hello"]
+
+    sink = serve(app, handler_class=handler_class).sink
+    sent = [(n, "<date>" if DATE_RE.fullmatch(v) else v) for n, v in sink.headers]
+    assert sent == headers
+    assert sink.body == body
+    assert sink.ends == ["finish"]
+
+
+def test_own_headers_class_is_used_through_its_api() -> None:
+    CountingSets.names.clear()
+    seen: list[Any] = []
+
+    def app(environ: Environ, start_response: StartResponse) -> list[bytes]:
+        start_response("200 OK", list(TEXT))
+        seen.append(handler_of(start_response).headers)
+        return [b"hello"]
+
+    serve(app, handler_class=OwnHeadersClass)
+    assert type(seen[0]) is CountingSets
+    assert CountingSets.names == ["Content-Length", "Date", "Server"]
+
+
+def test_default_headers_object_is_a_plain_headers() -> None:
+    seen: list[Any] = []
+
+    def app(environ: Environ, start_response: StartResponse) -> list[bytes]:
+        start_response("200 OK", [("X-A", " padded ")])
+        headers = handler_of(start_response).headers
+        seen.append((type(headers), headers.items() if headers else None))
+        return [b"x"]
+
+    serve(app)
+    assert seen == [(Headers, [("X-A", "padded")])]
+
+
+def test_str_subclass_header_name_is_still_refused_by_headers() -> None:
+    """A str subclass passes validate_headers but not wsgiref's Headers (exact str
+    only): a 500, as before the fast path."""
+
+    class Name(str):
+        pass
+
+    result = serve(apps.status_app("200 OK", [(Name("X-A"), "b")]))
+    assert result.sink.status == "500 Internal Server Error"
+    (record,) = result.errors
+    assert record.exc_info is not None
+    assert type(record.exc_info[1]) is AssertionError
+
+
+def test_path_is_worked_out_when_asked_and_can_be_set() -> None:
+    handler = ServerHandler(
+        io.BytesIO(), FakeSink(), io.StringIO(), FakeRequest(target=b"/a/b?q=1"), CONN
+    )
+    assert handler.path == "/a/b"
+    handler.path = "/elsewhere"
+    assert handler.path == "/elsewhere"
+
+
+def test_subclasses_may_add_attributes() -> None:
+    class WithState(ServerHandler):
+        def setup_environ(self) -> None:
+            self.extra = "kept"
+            super().setup_environ()
+
+    result = serve(apps.hello, handler_class=WithState)
+    assert result.handler.extra == "kept"  # type: ignore[attr-defined]
+    assert result.sink.status == "200 OK"

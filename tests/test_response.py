@@ -9,15 +9,20 @@ import wsgiref.handlers
 import wsgiref.util
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aiogate import response
 from aiogate.response import (
     HOP_BY_HOP,
+    HeaderScan,
     body_forbidden,
     content_length,
     http_date,
     is_hop_by_hop,
     parse_status,
+    scan_headers,
+    status_code,
     validate_headers,
 )
 
@@ -252,3 +257,197 @@ def test_http_date_from_many_threads() -> None:
     assert len(results) == len(stamps)
     for stamp, value in results:
         assert value == wsgiref.handlers.format_date_time(stamp)
+
+
+# ---------------------------------------------------------------------------------
+# status_code and scan_headers: the fast paths must agree with the general rules
+# ---------------------------------------------------------------------------------
+
+
+class Text(str):
+    """A str subclass: valid text, but not the exact type the fast paths require."""
+
+
+class Pair(tuple):  # type: ignore[type-arg]
+    """A tuple subclass, for the same reason."""
+
+
+class HeaderList(list):  # type: ignore[type-arg]
+    """A list subclass, for the same reason."""
+
+
+@pytest.mark.parametrize(
+    "status",
+    ["200 OK", "404 Not Found", "100 Continue", "999 Custom", "200 ", "200 Ça va"],
+)
+def test_status_code_is_parse_status_code(status: str) -> None:
+    for _ in range(2):  # the second call answers from the cache
+        assert status_code(status) == parse_status(status)[0]
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        "200",
+        "2000 OK",
+        "OK 200",
+        "",
+        "\u0662\u0660\u0660 OK",  # Arabic-Indic digits
+        "099 Low",
+        "200 OK\r\nSet-Cookie: x=1",
+        "200 O\0K",
+        "200 ☃",
+    ],
+)
+def test_status_code_raises_as_parse_status(status: str) -> None:
+    with pytest.raises(ValueError, match="status") as expected:
+        parse_status(status)
+    for _ in range(2):  # an invalid status is never remembered
+        with pytest.raises(ValueError, match="status") as got:
+            status_code(status)
+        assert str(got.value) == str(expected.value)
+
+
+def test_status_code_needs_str() -> None:
+    with pytest.raises(TypeError, match="must be a str"):
+        status_code(b"200 OK")  # type: ignore[arg-type]
+
+
+def test_status_code_remembers_only_exact_str(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(response, "_status_codes", {})
+    assert status_code(Text("201 Created")) == 201
+    assert response._status_codes == {}
+    assert status_code("201 Created") == 201
+    assert response._status_codes == {"201 Created": 201}
+
+
+def test_status_code_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(response, "_status_codes", {})
+    monkeypatch.setattr(response, "_STATUS_CACHE_LIMIT", 2)
+    statuses = [f"{code} Reason" for code in range(200, 210)]
+    assert [status_code(s) for s in statuses] == list(range(200, 210))
+    assert len(response._status_codes) == 2
+
+
+def general_path(headers: list[tuple[str, str]]) -> HeaderScan:
+    """What the general checks make of a header list without hop-by-hop headers:
+    ``validate_headers``, values stripped of spaces and tabs, ``content_length``."""
+    validate_headers(headers)
+    kept = [(name, value.strip(" \t")) for name, value in headers]
+    assert not any(is_hop_by_hop(name) for name, _ in kept)
+    length = content_length(v for n, v in kept if n.lower() == "content-length")
+    dates = sum(name.lower() == "date" for name, _ in kept)
+    server = any(name.lower() == "server" for name, _ in kept)
+    return kept, length, dates, server
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [],
+        [("Content-Type", "text/plain"), ("Content-Length", "14")],
+        [("X-Name", "café")],  # latin-1
+        [("X-Empty", "")],
+        [("X-Tab", "a\tb")],
+        [("X-Ctl", "google\x01analytics")],  # other controls pass, as in h11
+        [("X-Pad", " \tvalue \t")],  # stripped
+        [("X-Weird!#$%&'*+.^_`|~", "v")],  # every tchar
+        [("content-length", "00012")],
+        [("CONTENT-LENGTH", " 7 ")],
+        [("Content-Length", "9" * 20)],
+        [("Date", "a"), ("date", "b"), ("Server", "s")],
+        [("server", "")],
+        [("Set-Cookie", "a=1"), ("Set-Cookie", "b=2"), ("Vary", "Cookie")],
+    ],
+)
+def test_scan_headers_agrees_with_the_general_checks(
+    headers: list[tuple[str, str]],
+) -> None:
+    for _ in range(2):  # the second time, names and values come from the caches
+        scan = scan_headers(list(headers))
+        assert scan == general_path(headers)
+        assert scan is not None
+        assert all(type(pair) is tuple for pair in scan[0])
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        # Whatever validate_headers refuses...
+        (("A", "b"),),
+        {"A": "b"},
+        [["A", "b"]],
+        [("A", "b", "c")],
+        [("A",)],
+        [(b"A", "b")],
+        [("A", b"b")],
+        [("A", 1)],
+        [("", "b")],
+        [("A B", "b")],
+        [("Näme", "b")],
+        [("A", "b\r\nSet-Cookie: x=1")],
+        [("A", "b\0")],
+        [("A", "b\x0bc")],
+        [("A", "☃")],
+        [("Ok", "fine"), ("A", "\u20ac")],
+        [("Content-Length", "abc")],
+        [("Content-Length", "1"), ("Content-Length", "2")],
+        [("Content-Length", "\u0665")],  # isdigit() but not ASCII
+        [("Content-Length", "9" * 21)],
+        # ...and what it accepts but the general path must handle: hop-by-hop
+        # headers (dropped and logged), list forms of Content-Length, and anything
+        # that is not exactly a list of tuples of str.
+        [("Connection", "close")],
+        [("Keep-Alive", "5"), ("X-A", "b")],
+        [("Transfer-Encoding", "chunked")],
+        [("Content-Length", "4, 4")],
+        [("Content-Length", "4"), ("Content-Length", "4")],
+        [("Content-Length", "\x1c4")],  # str.strip() whitespace, for content_length
+        [(Text("X-A"), "b")],
+        [("X-A", Text("b"))],
+        [Pair(("X-A", "b"))],
+        HeaderList([("X-A", "b")]),
+    ],
+)
+def test_scan_headers_leaves_the_rest_to_the_general_path(headers: object) -> None:
+    assert scan_headers(headers) is None
+
+
+# Mostly valid names and values, so that many lists take the fast path, with some
+# of everything the fast path must refuse or treat specially.
+_NAMES = st.sampled_from(
+    ["Content-Type", "content-length", "Date", "SERVER", "Connection", "X A", "Näme"]
+) | st.text(alphabet="Aa-_", min_size=1, max_size=3)
+_VALUES = st.sampled_from(
+    ["", "5", " 5 ", "5, 5", "\u0665", "\x1c5", "0" * 21, "café", "☃", "a\r\nb"]
+) | st.text(alphabet=" \tab5,é\x01", max_size=4)
+
+
+@settings(derandomize=True, max_examples=500, deadline=None, database=None)
+@given(st.lists(st.tuples(_NAMES, _VALUES), max_size=5))
+def test_scan_headers_never_disagrees(headers: list[tuple[str, str]]) -> None:
+    scan = scan_headers(headers)
+    if scan is not None:
+        assert scan == general_path(headers)
+
+
+def test_scan_headers_caches_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(response, "_name_kinds", {})
+    monkeypatch.setattr(response, "_NAME_CACHE_LIMIT", 2)
+    monkeypatch.setattr(response, "_plain_values", set())
+    monkeypatch.setattr(response, "_VALUE_CACHE_LIMIT", 3)
+    for round_ in range(3):
+        headers = [(f"X-{i}", f"v{i}") for i in range(10)]
+        headers.append(("Content-Length", str(round_)))
+        scan = scan_headers(headers)
+        assert scan == general_path(headers)
+        assert len(response._name_kinds) <= 2
+        assert len(response._plain_values) <= 3
+
+
+def test_scan_headers_copies_the_list() -> None:
+    headers = [("X-A", "b")]
+    scan = scan_headers(headers)
+    assert scan is not None
+    assert scan[0] == headers
+    assert scan[0] is not headers
