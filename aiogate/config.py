@@ -33,10 +33,12 @@ class Config:
         "127.0.0.1", "Address to bind. Use 0.0.0.0 or :: to listen on all."
     )
     port: int = _opt(8000, "TCP port to bind; 0 picks a free one.")
-    # 2 cores here; measured in benchmarks/: hello world peaks at 4-8 threads, and a
-    # 10 ms-sleep app scales with the thread count. 8 serves both well; raise it for
-    # apps that wait on I/O (databases, HTTP calls).
-    threads: int = _opt(8, "Worker threads that run the WSGI app.")
+    # Measured with benchmarks/run.py on 2 cores (2026-11-22): hello world gives the
+    # same req/s, within noise, from 2 to 32 threads (the hand-off batches jobs), while
+    # an app that waits 10 ms serves threads x 100 req/s (91-97 % of that ideal). So
+    # threads cost little and waiting apps need them: 16, raise it for apps that wait
+    # on databases or HTTP calls. (gunicorn gthread defaults to 1, waitress to 4.)
+    threads: int = _opt(16, "Worker threads that run the WSGI app.")
     root_path: str = _opt(
         "", "Mount point of the app (SCRIPT_NAME), e.g. /api when behind a path prefix."
     )
