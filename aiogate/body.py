@@ -1,202 +1,114 @@
-"""The request body as the app sees it: ``wsgi.input``.
+"""The request body: collected on the event loop, handed to the app whole.
 
-Owns: ``RequestBody``, a bounded buffer between the event loop, which feeds it what the
-client sends, and the worker thread running the app, which reads it.
+Owns: ``BodyBuffer``, which gathers one request's body while the client sends it, and
+``EMPTY_BODY``, the ``wsgi.input`` of every request without one. The loop feeds a
+``BodyBuffer`` (``feed_data``); when the body is complete, ``finish`` turns it into the
+``wsgi.input`` stream, and from then on the worker thread running the app owns that
+stream and closes it.
 
 Theory of operation:
 
-1. Loop side (``feed_data``, ``feed_eof``, ``set_exception``) appends under a lock and
-   wakes a waiting reader. ``feed_data`` returns True once the buffer holds at least
-   ``high_water`` bytes; the protocol then pauses reading from the socket.
-2. Thread side (``read``, ``readline``, ``readlines``, iteration) waits on a
-   ``threading.Condition`` for data, end of body or an error, at most ``timeout`` seconds
-   without progress; then it raises ``ClientDisconnected`` (a ``ConnectionAbortedError``,
-   which the handler treats as the client having gone).
-3. When a read leaves fewer than ``low_water`` bytes after the loop paused, the reader asks
-   the loop to resume reading, once, through ``loop.call_soon_threadsafe``.
-4. The first read that needs bytes not yet here calls ``on_first_read`` once: that is how
-   ``Expect: 100-continue`` is answered only when the app wants the body (RFC 9110 §10.1.1).
-5. ``wsgi.input_terminated`` is true: ``read()`` with no size returns at the end of the
-   body, framed by Content-Length or chunked encoding, never waiting for more (PEP 3333).
+1. No thread is taken while a body arrives, so a slow uploader costs a buffer, never a
+   thread (waitress's design; gunicorn needs nginx in front for the same effect).
+2. A body stays in memory up to ``spill_size`` bytes (``--body-buffer-size``); past
+   that it moves to an anonymous temporary file (``tempfile.TemporaryFile``: unlinked
+   at once, so nothing is left on disk even if the process dies). So memory per
+   connection is bounded, whatever the client sends.
+3. ``limit`` (``--limit-request-body``) caps the whole body: ``feed_data`` raises
+   ``ProtocolError`` with status 413 once it would be exceeded, and the protocol
+   answers 413 and closes.
+4. ``wsgi.input`` is an ``io.BytesIO`` or the temporary file itself, both C-level
+   binary streams with exactly the ``read``/``readline``/``readlines``/iteration that
+   PEP 3333 asks for; ``read()`` returns at the end of the body
+   (``wsgi.input_terminated``).
+5. Ownership of the file: the loop until ``finish``; the thread after it (the request
+   cycle closes the stream when the app call is over). A body that never reaches the
+   app (client gone, limit exceeded, request shed) is closed by the loop (``discard``).
+
+Runs on the event loop, except the stream ``finish`` returns, which the worker thread
+reads.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
+import io
+import tempfile
+from typing import BinaryIO
 
-from .errors import ClientDisconnected
+from .errors import ProtocolError
 
-__all__ = ["EMPTY_BODY", "EmptyBody", "RequestBody"]
-
-# Buffer 64 KiB of body before pausing the socket, and resume under 16 KiB: large
-# enough that a streaming upload is read in big slices, small enough per connection.
-DEFAULT_HIGH_WATER = 64 * 1024
-DEFAULT_LOW_WATER = 16 * 1024
+__all__ = ["EMPTY_BODY", "BodyBuffer", "EmptyBody"]
 
 
-class RequestBody:
-    """``wsgi.input`` for one request. See the module docstring for the protocol."""
+class BodyBuffer:
+    """One request body while it arrives. Runs on the event loop."""
 
-    __slots__ = (
-        "_buffer",
-        "_cond",
-        "_eof",
-        "_exc",
-        "_high_water",
-        "_low_water",
-        "_on_first_read",
-        "_on_resume",
-        "_paused",
-        "_timeout",
-        "bytes_received",
-    )
+    __slots__ = ("_chunks", "_file", "_limit", "_spill_size", "size")
 
-    def __init__(
-        self,
-        *,
-        timeout: float,
-        high_water: int = DEFAULT_HIGH_WATER,
-        low_water: int = DEFAULT_LOW_WATER,
-        on_first_read: Callable[[], object] | None = None,
-        on_resume: Callable[[], object] | None = None,
-        cond: threading.Condition | None = None,
-    ) -> None:
-        self._buffer = bytearray()
-        # The server passes one condition per connection, shared with the response
-        # writer: both are waited on only by the one thread running the request, and
-        # making a Condition costs about 2 µs a request (measured in the inline
-        # profile, benchmarks/profile_inline.py).
-        self._cond = cond if cond is not None else threading.Condition(threading.Lock())
-        self._eof = False
-        self._exc: BaseException | None = None
-        self._timeout = timeout
-        self._high_water = high_water
-        self._low_water = low_water
-        self._on_first_read = on_first_read
-        self._on_resume = on_resume
-        self._paused = False
-        self.bytes_received = 0
+    def __init__(self, *, spill_size: int, limit: int) -> None:
+        self._chunks: list[bytes] = []
+        self._file: BinaryIO | None = None
+        self._spill_size = spill_size
+        self._limit = limit
+        #: Body bytes received so far.
+        self.size = 0
 
-    # -- loop side ---------------------------------------------------------------
+    @property
+    def spilled(self) -> bool:
+        """The body is (being) written to a temporary file."""
+        return self._file is not None
 
-    def feed_data(self, data: bytes) -> bool:
-        """Runs on the event loop. Returns True when reading should pause."""
-        with self._cond:
-            self._buffer += data
-            self.bytes_received += len(data)
-            self._cond.notify_all()
-            if len(self._buffer) >= self._high_water:
-                self._paused = True
-            return self._paused
+    def feed_data(self, data: bytes) -> None:
+        """Add received body bytes. Raises ``ProtocolError`` (413) past ``limit``."""
+        size = self.size + len(data)
+        if size > self._limit:
+            raise ProtocolError(
+                f"request body larger than {self._limit} bytes", status_hint=413
+            )
+        self.size = size
+        file = self._file
+        if file is not None:
+            file.write(data)
+        elif size > self._spill_size:
+            # One anonymous file per large body; writes land in the page cache, so
+            # they cost about what a memory copy does (waitress spills the same way).
+            # Not a with-block: the file outlives this call (see rule 5).
+            file = self._file = tempfile.TemporaryFile()  # noqa: SIM115
+            file.writelines(self._chunks)
+            file.write(data)
+            self._chunks.clear()
+        else:
+            self._chunks.append(data)
 
-    def feed_eof(self) -> None:
-        """Runs on the event loop: the whole body has arrived."""
-        with self._cond:
-            self._eof = True
-            self._on_first_read = None
-            self._cond.notify_all()
+    def finish(self) -> BinaryIO:
+        """The whole body has arrived: the ``wsgi.input`` stream over it, positioned
+        at the start. The caller (the thread running the app) must close it."""
+        file = self._file
+        if file is not None:
+            self._file = None
+            file.flush()
+            file.seek(0)
+            return file
+        chunks = self._chunks
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        return io.BytesIO(data)
 
-    def set_exception(self, exc: BaseException) -> None:
-        """Runs on the event loop: the body will never complete (client gone)."""
-        with self._cond:
-            if not self._eof:
-                self._exc = exc
-            self._cond.notify_all()
-
-    # -- thread side -------------------------------------------------------------
-
-    def _wait(self, satisfied: Callable[[], bool]) -> None:
-        """Runs in a worker thread, holding the lock: wait until ``satisfied()``, the
-        end of the body, or an error, with ``timeout`` seconds at most between wakeups
-        that bring data."""
-        if self._on_first_read is not None:
-            callback, self._on_first_read = self._on_first_read, None
-            callback()
-        while not satisfied() and not self._eof:
-            if self._exc is not None:
-                raise ClientDisconnected(str(self._exc) or "client disconnected")
-            if self._paused and self._on_resume is not None:
-                # A full buffer the reader is waiting on more than can never happen
-                # (reads take what is there); this covers a readline longer than
-                # high water, which must let the socket fill the buffer further.
-                self._paused = False
-                self._on_resume()
-            size = len(self._buffer)
-            if not self._cond.wait(self._timeout) and len(self._buffer) == size:
-                raise ClientDisconnected(
-                    f"no request body data for {self._timeout:g} seconds"
-                )
-
-    def _take(self, size: int) -> bytes:
-        """Runs in a worker thread, holding the lock: remove and return ``size`` bytes."""
-        data = bytes(self._buffer[:size])
-        del self._buffer[:size]
-        if self._paused and len(self._buffer) < self._low_water:
-            self._paused = False
-            if self._on_resume is not None:
-                self._on_resume()
-        return data
-
-    def read(self, size: int | None = -1) -> bytes:
-        """Runs in a worker thread. ``read()`` or ``read(-1)``: the rest of the body;
-        ``read(n)``: up to ``n`` bytes, fewer only at the end of the body."""
-        with self._cond:
-            if size is None or size < 0:
-                self._wait(lambda: False)
-                return self._take(len(self._buffer))
-            if size == 0:
-                return b""
-            self._wait(lambda: len(self._buffer) >= size)
-            return self._take(size)
-
-    def readline(self, size: int | None = -1) -> bytes:
-        """Runs in a worker thread. One line including its ``\\n``, at most ``size``
-        bytes when ``size`` is given and not negative."""
-        limit = -1 if size is None else size
-        if limit == 0:
-            return b""
-        with self._cond:
-
-            def line_ready() -> bool:
-                return b"\n" in self._buffer or 0 <= limit <= len(self._buffer)
-
-            self._wait(line_ready)
-            end = self._buffer.find(b"\n") + 1 or len(self._buffer)
-            if 0 <= limit < end:
-                end = limit
-            return self._take(end)
-
-    def readlines(self, hint: int | None = -1) -> list[bytes]:
-        """Runs in a worker thread. Lines until the end, or until ``hint`` bytes."""
-        lines: list[bytes] = []
-        total = 0
-        while line := self.readline():
-            lines.append(line)
-            total += len(line)
-            if hint is not None and 0 < hint <= total:
-                break
-        return lines
-
-    def __iter__(self) -> Iterator[bytes]:
-        return self
-
-    def __next__(self) -> bytes:
-        line = self.readline()
-        if not line:
-            raise StopIteration
-        return line
+    def discard(self) -> None:
+        """The body will never reach the app: free memory and close the file."""
+        self._chunks.clear()
+        file, self._file = self._file, None
+        if file is not None:
+            file.close()
 
 
 class EmptyBody:
     """``wsgi.input`` for a request without a body (no Content-Length, or 0, and not
     chunked): every read is at the end. One shared, stateless instance,
     ``EMPTY_BODY``, serves every such request; most requests are like this, and it
-    saves building a ``RequestBody`` for each."""
+    saves building a stream for each."""
 
     __slots__ = ()
-
-    bytes_received = 0
 
     def read(self, size: int | None = -1) -> bytes:
         return b""
@@ -207,15 +119,14 @@ class EmptyBody:
     def readlines(self, hint: int | None = -1) -> list[bytes]:
         return []
 
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(())
+    def __iter__(self) -> EmptyBody:
+        return self
 
-    # Loop side: the end of an empty body changes nothing.
-    def feed_eof(self) -> None:
-        pass
+    def __next__(self) -> bytes:
+        raise StopIteration
 
-    def set_exception(self, exc: BaseException) -> None:
-        pass
+    def close(self) -> None:
+        """Nothing to free; here so every ``wsgi.input`` can be closed alike."""
 
 
 EMPTY_BODY = EmptyBody()

@@ -9,6 +9,7 @@ variables and the README reference are all derived from these declarations. Buil
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -59,18 +60,72 @@ class Config:
     timeout_keep_alive: float = _opt(
         5.0, "Close a keep-alive connection idle for this many seconds."
     )
+    # Slowloris defence: a head is a few hundred bytes, which any live client sends in
+    # well under a second; 10 s leaves room for bad mobile links (nginx waits 60 s
+    # between reads, Apache's mod_reqtimeout 20-40 s for the whole head).
+    timeout_request_header: float = _opt(
+        10.0,
+        "The whole request head must arrive within this many seconds of its first "
+        "byte; otherwise 408 and close.",
+    )
+    # nginx's client_body_timeout is 60 s between reads; a stalled upload costs us a
+    # buffer and a connection slot, never a thread, so half that is still generous.
     timeout_request_body: float = _opt(
-        60.0,
-        "Fail the app's read of the request body when no body data arrives for this "
-        "many seconds; the connection is closed.",
+        30.0,
+        "Answer 408 and close when no request body data arrives for this many seconds.",
     )
     timeout_write: float = _opt(
         30.0,
         "Drop a client that has not read any of the response for this many seconds "
         "(the app's thread waits meanwhile).",
     )
+    # Off by default: a deadline that fires on a legitimately slow endpoint is worse
+    # than none; set it above the slowest request the app is meant to serve.
+    timeout_request: float = _opt(
+        0.0,
+        "Per-request deadline for the app call, in seconds (0: none). On overrun the "
+        "client gets a 503 (or the connection is aborted if the response began), the "
+        "stuck thread's stack is logged and a new thread takes its place.",
+    )
     timeout_graceful_shutdown: float = _opt(
         30.0, "On shutdown, wait this long for requests in flight, then close."
+    )
+    # For Kubernetes: endpoints are removed from Services asynchronously after the pod
+    # is told to stop, so new requests keep arriving for a few seconds.
+    shutdown_delay: float = _opt(
+        0.0,
+        "On SIGTERM, keep serving this many seconds (reporting not ready) before the "
+        "graceful shutdown begins.",
+    )
+    # Off by default, like uvicorn's limit_concurrency: shedding is a policy choice.
+    max_queue_wait: float = _opt(
+        0.0,
+        "Answer 503 with Retry-After, without calling the app, when a complete request "
+        "has waited this many seconds for a thread (0: wait as long as it takes).",
+    )
+    # gunicorn and uvicorn default to 2048 too; the kernel caps it at somaxconn.
+    backlog: int = _opt(2048, "Listen backlog: connections the kernel queues for us.")
+    # Each connection costs a few KiB idle and at most a head, body-buffer-size and the
+    # write buffers busy. waitress stops at 100 connections, a common complaint.
+    limit_connections: int = _opt(
+        2048,
+        "Most open connections; a new one beyond it gets a 503 with Retry-After and "
+        "is closed (0: no limit).",
+    )
+    limit_concurrency: int = _opt(
+        0,
+        "Most requests in flight (running in a thread or waiting for one); a request "
+        "beyond it gets a 503 with Retry-After (0: no limit).",
+    )
+    # waitress keeps 512 KiB of a body in memory before spilling to a temporary file,
+    # and its max_request_body_size is 1 GiB; both work well for us too.
+    body_buffer_size: int = _opt(
+        512 * 1024,
+        "Request bodies up to this many bytes are kept in memory; larger ones are "
+        "spooled to an anonymous temporary file (in TMPDIR).",
+    )
+    limit_request_body: int = _opt(
+        1024 * 1024 * 1024, "Largest request body, in bytes (413 beyond)."
     )
     # gunicorn allows 100 fields of 8190 bytes and a 4094-byte request line; we allow
     # 8190 for the line too, since long query strings are common behind APIs.
@@ -98,20 +153,33 @@ class Config:
             )
         for name in (
             "timeout_keep_alive",
+            "timeout_request_header",
             "timeout_request_body",
             "timeout_write",
             "timeout_graceful_shutdown",
         ):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be positive, not {getattr(self, name)}")
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):  # refuses NaN and inf too
+                raise ConfigError(f"{name} must be positive, not {value}")
+        for name in ("timeout_request", "shutdown_delay", "max_queue_wait"):
+            value = getattr(self, name)
+            if not (value >= 0 and math.isfinite(value)):
+                raise ConfigError(f"{name} must be 0 (off) or positive, not {value}")
         for name in (
             "limit_request_line",
             "limit_request_fields",
             "limit_request_field_size",
+            "backlog",
+            "limit_request_body",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(
                     f"{name} must be at least 1, not {getattr(self, name)}"
+                )
+        for name in ("limit_connections", "limit_concurrency", "body_buffer_size"):
+            if getattr(self, name) < 0:
+                raise ConfigError(
+                    f"{name} must be 0 or more, not {getattr(self, name)}"
                 )
         if self.log_level not in ("critical", "error", "warning", "info", "debug"):
             raise ConfigError(f"unknown log_level {self.log_level!r}")

@@ -11,9 +11,9 @@ from typing import Literal, Protocol
 
 __all__ = ["FlowControl", "PauseReason"]
 
-#: Why reading is paused: the request body buffer is full, a pipelined request is
-#: waiting behind the current one, or the server is shutting the connection down.
-PauseReason = Literal["body", "pipeline", "closing"]
+#: Why reading is paused: a pipelined request is waiting behind the current one.
+#: (Request bodies never pause reading: they are buffered, spilling to disk.)
+PauseReason = Literal["pipeline"]
 
 
 class _ReadTransport(Protocol):

@@ -361,6 +361,18 @@ class ServerConnection:
         return self._body != 0
 
     @property
+    def body_bytes_expected(self) -> int | None:
+        """Body bytes still to come by Content-Length (right after the ``Request``
+        event: the declared length), or None for a chunked body."""
+        return None if self._body == _CHUNKED else self._body
+
+    @property
+    def has_unparsed_data(self) -> bool:
+        """Bytes were received that no event has consumed yet: part of a request
+        head still arriving, or a pipelined request waiting its turn."""
+        return bool(self._buf)
+
+    @property
     def client_is_http10(self) -> bool:
         """The current (or last) request was HTTP/1.0."""
         return not self._http11
@@ -848,11 +860,14 @@ class ServerConnection:
         self._chunk = _SIZE_LINE
         self._line_start = self._lines = self._searched = 0
 
-    def error_response(self, status: int, reason: str) -> bytes:
+    def error_response(
+        self, status: int, reason: str, retry_after: int | None = None
+    ) -> bytes:
         """The complete bytes of a small ``text/plain`` error response that closes
         the connection, or ``b""`` if a response to this request has already begun
         (then the caller just closes). Marks our side of h11 ERROR: nothing more
-        can be sent on this connection. ``status`` must be 400-599."""
+        can be sent on this connection. ``status`` must be 400-599; ``retry_after``
+        (seconds) adds a ``Retry-After`` header (RFC 9110 §10.2.3), for 503s."""
         if not 400 <= status <= 599:
             raise ValueError(f"error status must be 400-599, not {status}")
         if self._our is not h11.IDLE and self._our is not h11.SEND_RESPONSE:
@@ -866,14 +881,16 @@ class ServerConnection:
             c if " " <= c <= "~" else "?" for c in reason[:_MAX_REASON_CHARS]
         )
         body = (text + "\n").encode("ascii")
-        allow = f"Allow: {_ALLOW}\r\n" if status == 405 else ""
+        extra = f"Allow: {_ALLOW}\r\n" if status == 405 else ""
+        if retry_after is not None:
+            extra += f"Retry-After: {int(retry_after)}\r\n"
         head = (
             f"HTTP/1.1 {status} {phrase}\r\n"
             # RFC 9110 §6.6.1: an origin server with a clock MUST send Date in 4xx.
             f"Date: {http_date()}\r\n"
             "Content-Type: text/plain; charset=utf-8\r\n"
             f"Content-Length: {len(body)}\r\n"
-            f"{allow}"
+            f"{extra}"
             "Connection: close\r\n\r\n"
         ).encode("ascii")
         # RFC 9110 §9.3.2: a response to HEAD has no content.

@@ -1,33 +1,41 @@
 """One HTTP/1.1 connection on the event loop, and the request cycles on it.
 
-Owns: ``H11Protocol`` (an ``asyncio.Protocol``, one per connection) and ``RequestCycle``
-(one per request). This is the only module where the transport, the h11 policy layer
-(``ServerConnection``), flow control, the request body, the response writer and the
-thread pool meet. Everything here runs on the event loop, except the ``job`` closure a
-``RequestCycle`` submits, which runs in a worker thread and touches only the handler,
-the body and the writer.
+Owns: ``H11Protocol`` (an ``asyncio.Protocol``, one per connection), ``RequestCycle``
+(one per request) and ``ServerState`` (what the connections of one server share). This
+is the only module where the transport, the h11 policy layer (``ServerConnection``),
+flow control, the request body, the response writer and the thread pool meet.
+Everything here runs on the event loop, except ``RequestCycle.job``, which runs in a
+worker thread and touches only the handler, the body stream and the writer.
 
 Theory of operation:
 
 1. Bytes from the transport go to ``ServerConnection``, which checks them before h11
    sees them and yields h11 events. A bad request gets ``error_response`` and a close;
    nothing after it is ever parsed.
-2. A ``Request`` starts a ``RequestCycle``: the handler is created and run in a worker
-   thread at once, while the body keeps arriving (``RequestBody`` buffers it, and pauses
-   reading when full). At most one cycle is active per connection; a pipelined request
-   behind it stays buffered and reading pauses (reason ``"pipeline"``) until the cycle
-   ends, so responses go out in order.
-3. The thread's response items come back through ``ResponseWriter`` and are turned into
-   h11 events here; one drain makes one ``transport.write``.
-4. A cycle ends when its response has ended (``END`` or ``ABORT``). Then: if the client
-   is still sending a body the app did not read, it is read and discarded (up to
-   ``MAX_DISCARD_BYTES``) so the connection can be reused; if h11 says the connection
-   must close, or the server is shutting down, it is closed gracefully (FIN after the
-   response, then a short linger that discards what the client still sends, so a
+2. A ``Request`` starts a ``RequestCycle``. Its body, if any, is collected on the loop
+   (``BodyBuffer``: memory, then a temporary file) and the app is dispatched to the
+   thread pool only once the request is complete, so a slow client never holds a
+   thread. ``Expect: 100-continue`` is answered as soon as the head passes the limits,
+   since the app cannot be asked before its body is here.
+3. At most one cycle is active per connection; a pipelined request behind it stays
+   buffered and reading pauses (reason ``"pipeline"``) until the cycle ends, so
+   responses go out in order and pipelining cannot grow memory.
+4. The thread's response items come back through ``ResponseWriter`` and are turned
+   into bytes here; one drain makes one ``transport.write``.
+5. A cycle ends when its response has ended (``END`` or ``ABORT``). Then, if h11 says
+   the connection must close or the server is draining, it is closed gracefully (FIN
+   after the response, then a linger that discards what the client still sends, so a
    client that has not finished sending sees our response rather than a reset);
    otherwise the next cycle starts and any buffered request is handled.
-5. ``connection_lost`` fails the body and the writer, so a thread blocked on either wakes
-   with ``ClientDisconnected`` and the app's iterable is closed.
+6. Each connection has one deadline at a time, checked by the server's ticker: idle
+   keep-alive, the whole request head, body progress, the wait for a thread
+   (``max_queue_wait``), the app call (``timeout_request``), and the linger. Each
+   phase of a cycle arms the one that applies.
+7. A job moves QUEUED -> RUNNING -> DONE in the thread, or QUEUED -> CANCELLED when the
+   loop sheds it first; both sides change the state under the connection's lock, so
+   a shed request's app is never called and a running one is never shed.
+8. ``connection_lost`` fails the writer, so a thread blocked writing wakes with
+   ``ClientDisconnected`` and the app's iterable is closed.
 """
 
 from __future__ import annotations
@@ -36,16 +44,18 @@ import asyncio
 import logging
 import sys
 import threading
+import time
+import traceback
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, Final, Protocol, cast
 
 import h11
 
 from ._types import ConnectionInfo
-from .body import EMPTY_BODY, EmptyBody, RequestBody
-from .errors import ClientDisconnected, ProtocolError
+from .body import EMPTY_BODY, BodyBuffer, EmptyBody
+from .errors import ProtocolError
 from .flow_control import FlowControl
 from .http11 import ServerConnection
 from .writer import ABORT, DATA, END, START, Item, ResponseWriter
@@ -58,12 +68,19 @@ __all__ = ["H11Protocol", "RequestCycle", "ServerState"]
 
 log = logging.getLogger("aiogate.error")
 
-# Read and drop up to 1 MiB of a body the app did not read before giving up on reusing
-# the connection (gunicorn and aiohttp drain a bounded amount for the same reason).
-MAX_DISCARD_BYTES = 1024 * 1024
 # After our FIN, wait this long for the client to close before closing ourselves
 # (Apache's lingering close waits up to 2 s for the same reason).
 LINGER_TIMEOUT = 2.0
+# Retry-After on a 503 for overload (limits and shedding): one second spreads
+# retries without making clients wait long once the burst has passed.
+RETRY_AFTER = 1
+
+# Job states (see rule 7 of the module docstring).
+RECEIVING: Final = "receiving"  # the body is still arriving; not submitted
+QUEUED: Final = "queued"  # submitted, waiting for a thread
+RUNNING: Final = "running"  # a thread is running the app
+DONE: Final = "done"  # the app call is over
+CANCELLED: Final = "cancelled"  # shed or dropped before a thread took it
 
 
 class HandlerFactory(Protocol):
@@ -71,7 +88,7 @@ class HandlerFactory(Protocol):
 
     def __call__(
         self,
-        stdin: RequestBody | EmptyBody,
+        stdin: BinaryIO | EmptyBody,
         sink: ResponseWriter,
         stderr: Any,
         request: h11.Request,
@@ -93,8 +110,23 @@ class ServerState:
     timeout_keep_alive: float
     timeout_request_body: float
     timeout_write: float
+    timeout_request_header: float = 10.0
+    timeout_request: float = 0.0  # 0: no deadline for the app call
+    max_queue_wait: float = 0.0  # 0: never shed
+    limit_connections: int = 0  # 0: no limit
+    limit_concurrency: int = 0  # 0: no limit
+    body_buffer_size: int = 512 * 1024
+    limit_request_body: int = 1024 * 1024 * 1024
     connections: set[H11Protocol] = field(default_factory=set)
+    #: Requests dispatched to the pool whose response has not ended.
+    in_flight: int = 0
+    #: Requests and connections turned away, by reason: ``bad_request``, ``limit``,
+    #: ``timeout``, ``shed`` (for logs and metrics).
+    rejections: Counter[str] = field(default_factory=Counter)
     shutting_down: bool = False
+    #: The clock of ``loop.time()``, readable from any thread (uvloop's ``time()``
+    #: updates the loop's cached clock, so threads must not call it).
+    clock: Callable[[], float] = time.monotonic
     #: Called on the loop each time a connection is gone (the server waits on it).
     on_connection_lost: Callable[[], None] = lambda: None
 
@@ -110,59 +142,89 @@ def _address(value: Any) -> Address | None:
     return None
 
 
+def _rejection_kind(status: int) -> str:
+    """The ``ServerState.rejections`` key of an error status we send."""
+    if status == 408:
+        return "timeout"
+    if status in (413, 414, 431, 503):
+        return "limit"
+    return "bad_request"
+
+
 class RequestCycle:
     """One request and its response. Loop-side, except ``job`` (worker thread)."""
 
     __slots__ = (
         "body",
-        "discarded",
+        "buffer",
+        "counted",
         "ended",
+        "job_state",
         "protocol",
+        "queue_wait",
+        "queued_at",
         "request",
         "started",
+        "started_at",
+        "thread",
         "writer",
     )
 
     def __init__(self, protocol: H11Protocol, request: h11.Request) -> None:
         state = protocol.state
-        loop = state.loop
         self.protocol = protocol
         self.request = request
         self.started = False  # response head sent
-        self.ended = False  # response ended (END or ABORT seen)
-        self.discarded = 0
-        cond = protocol.cond
-        conn = protocol.conn
-        self.body: RequestBody | EmptyBody = (
-            RequestBody(
-                timeout=state.timeout_request_body,
-                on_first_read=(
-                    protocol.send_100_continue_threadsafe
-                    if conn.they_are_waiting_for_100_continue
-                    else None
-                ),
-                on_resume=protocol.resume_body_threadsafe,
-                cond=cond,
+        self.ended = False  # response ended (END or ABORT seen, or rejected)
+        self.counted = False  # counted in ServerState.in_flight
+        self.job_state = RECEIVING
+        self.queued_at = 0.0  # loop.time() at dispatch
+        self.started_at = 0.0  # state.clock() when a thread took the job
+        #: Seconds the complete request waited for a thread (for the access log).
+        self.queue_wait = 0.0
+        self.thread: threading.Thread | None = None
+        self.buffer: BodyBuffer | None = (
+            BodyBuffer(
+                spill_size=state.body_buffer_size, limit=state.limit_request_body
             )
-            if conn.request_has_body
-            else EMPTY_BODY
+            if protocol.conn.request_has_body
+            else None
         )
+        self.body: BinaryIO | EmptyBody = EMPTY_BODY
         self.writer = ResponseWriter(
-            loop, self.deliver, timeout=state.timeout_write, cond=cond
+            state.loop, self.deliver, timeout=state.timeout_write, cond=protocol.cond
         )
         if protocol.flow.write_paused:
             self.writer.set_write_paused(True)
 
     def job(self) -> None:
         """Runs in a worker thread: build the handler and run the app."""
-        state = self.protocol.state
+        protocol = self.protocol
+        state = protocol.state
+        with protocol.cond:
+            if self.job_state is not QUEUED:
+                return  # shed or dropped on the loop before a thread was free
+            now = state.clock()
+            self.queue_wait = now - self.queued_at
+            if state.max_queue_wait and self.queue_wait > state.max_queue_wait:
+                self.job_state = CANCELLED
+            else:
+                self.job_state = RUNNING
+                self.started_at = now
+                self.thread = threading.current_thread()
+        if self.job_state is CANCELLED:
+            state.loop.call_soon_threadsafe(protocol.shed, self)
+            return
         writer = self.writer
         try:
             handler = state.make_handler(
-                self.body, writer, sys.stderr, self.request, self.protocol.info
+                self.body, writer, sys.stderr, self.request, protocol.info
             )
             handler.run(state.app)
         finally:
+            self.body.close()
+            with protocol.cond:
+                self.job_state = DONE
             if writer.ensure_ended():
                 log.debug("Handler returned without ending the response; aborted it")
 
@@ -182,14 +244,8 @@ class RequestCycle:
                 if kind is DATA:
                     out.append(conn.send_data(item[1]))  # type: ignore[arg-type]
                 elif kind is START:
-                    # Still waiting for 100 means the app answers without reading
-                    # the body: the client may or may not send it now, so the
-                    # connection cannot be reused (RFC 9110 §10.1.1 asks us to say
-                    # which; we close). Shutting down closes after this response too.
-                    close = (
-                        protocol.state.shutting_down
-                        or conn.they_are_waiting_for_100_continue
-                    )
+                    # Draining: this response says Connection: close, and is the last.
+                    close = protocol.state.shutting_down
                     out.append(conn.start_response(item[1], item[2], close=close))  # type: ignore[arg-type]
                     self.started = True
                 elif kind is END:
@@ -210,6 +266,12 @@ class RequestCycle:
             self.ended = True
             protocol.cycle_ended(self, aborted=end is ABORT)
 
+    def describe(self) -> str:
+        """``GET /path`` (the target without its query), for log messages."""
+        request = self.request
+        path = request.target.partition(b"?")[0][:200]
+        return f"{request.method.decode('latin-1')} {path.decode('latin-1')}"
+
 
 class H11Protocol(asyncio.Protocol):
     """One client connection. Every method runs on the event loop."""
@@ -222,10 +284,13 @@ class H11Protocol(asyncio.Protocol):
             limit_request_field_size=state.limit_request_field_size,
         )
         self.cycle: RequestCycle | None = None
-        # One deadline at a time, checked by the server's ticker (``check_deadline``):
-        # a call_later per request cost about 3 µs; setting two attributes costs ~0.
         self._closing = False  # FIN sent or close() called: ignore further requests
         self._client_eof = False  # the client has closed its sending side
+        # One deadline at a time, checked by the server's ticker (``check_deadline``):
+        # a call_later per request cost about 3 µs; setting two attributes costs ~0.
+        self._deadline = 0.0
+        self._on_deadline: Callable[[], object] | None = None
+        self._linger_buffered = -1  # write buffer size at the last linger check
 
     # -- asyncio callbacks -------------------------------------------------------
 
@@ -234,35 +299,41 @@ class H11Protocol(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         self.flow = FlowControl(self.transport)
         transport = self.transport
+        state = self.state
         self.info = ConnectionInfo(
             server=_address(transport.get_extra_info("sockname")),
             client=_address(transport.get_extra_info("peername")),
             url_scheme="https" if transport.get_extra_info("sslcontext") else "http",
         )
-        self._deadline = 0.0
-        self._on_deadline: Callable[[], object] | None = None
-        # Shared by the body and the writer of each request (see RequestBody).
+        # Shared by the writer of each request and the job state (rule 7).
         self.cond = threading.Condition(threading.Lock())
-        call_soon_threadsafe = self.state.loop.call_soon_threadsafe
-        self.send_100_continue_threadsafe = partial(
-            call_soon_threadsafe, self.send_100_continue
-        )
-        self.resume_body_threadsafe = partial(
-            call_soon_threadsafe, self.flow.resume_reading, "body"
-        )
-        self.state.connections.add(self)
-        if self.state.shutting_down:
+        # Every connection is tracked, even one refused below: its linger is ended
+        # by the server's ticker, and a draining server waits for it.
+        state.connections.add(self)
+        if state.shutting_down:
+            self.transport.close()
+            return
+        if state.limit_connections and len(state.connections) > state.limit_connections:
+            # Answered, not left in the backlog: the client learns at once, and
+            # Retry-After tells it when to come back (uvicorn answers 503 too).
+            state.rejections["limit"] += 1
+            log.warning(
+                "Connection limit (%d) reached; refusing %s",
+                state.limit_connections,
+                self.info.client,
+            )
+            self.transport.write(
+                self.conn.error_response(
+                    503, "too many connections", retry_after=RETRY_AFTER
+                )
+            )
             self._close()
             return
-        self._arm_timer(self.state.timeout_keep_alive, self._on_idle)
+        self._arm_timer(state.timeout_keep_alive, self._on_idle)
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return  # lingering: discard what the client still sends
-        if self.cycle is None:
-            # Between requests: the idle clock restarts with every byte. (A deadline
-            # for the whole head belongs to the slow-client limits.)
-            self._arm_timer(self.state.timeout_keep_alive, self._on_idle)
         self.conn.receive_data(data)
         self._handle_events()
 
@@ -280,8 +351,7 @@ class H11Protocol(asyncio.Protocol):
         self._cancel_timer()
         cycle = self.cycle
         if cycle is not None:
-            cycle.body.set_exception(ClientDisconnected("client disconnected"))
-            cycle.writer.close()
+            self._drop_cycle(cycle, "client disconnected")
         self.state.connections.discard(self)
         self.state.on_connection_lost()
 
@@ -306,6 +376,8 @@ class H11Protocol(asyncio.Protocol):
                 self._reject(exc.status_hint, str(exc))
                 return
             if event is h11.NEED_DATA:
+                if self.cycle is None:
+                    self._waiting_for_head()
                 return
             if event is h11.PAUSED:
                 # The next request is buffered while this one runs: stop reading
@@ -323,55 +395,93 @@ class H11Protocol(asyncio.Protocol):
                 self._client_closed()
                 return
 
+    def _waiting_for_head(self) -> None:
+        """No request yet: the keep-alive clock runs while nothing has arrived, and
+        once the first byte of a head is here, the whole head is due within
+        ``timeout_request_header`` (a trickle of bytes does not restart it)."""
+        if self.conn.has_unparsed_data:
+            if self._on_deadline != self._on_head_timeout:
+                self._arm_timer(
+                    self.state.timeout_request_header, self._on_head_timeout
+                )
+        elif self._on_deadline != self._on_idle:
+            self._arm_timer(self.state.timeout_keep_alive, self._on_idle)
+
     def _start_cycle(self, request: h11.Request) -> None:
-        self._cancel_timer()
         cycle = self.cycle = RequestCycle(self, request)
-        self.state.pool.submit(cycle.job)
+        if cycle.buffer is None:
+            self._dispatch(cycle)
+            return
+        conn = self.conn
+        expected = conn.body_bytes_expected
+        state = self.state
+        if expected is not None and expected > state.limit_request_body:
+            # Refused before a byte of it is read; with 100-continue, never sent.
+            self._reject(
+                413, f"request body larger than {state.limit_request_body} bytes"
+            )
+            return
+        if conn.they_are_waiting_for_100_continue:
+            # The app only runs once the body is here, so it cannot be asked first:
+            # the head passed every check, so tell the client to go on (nginx does the
+            # same when it buffers bodies). RFC 9110 §10.1.1.
+            self.transport.write(conn.send_100_continue())
+        self._arm_timer(state.timeout_request_body, self._on_body_timeout)
 
     def _body_data(self, data: bytes) -> None:
         cycle = self.cycle
         assert cycle is not None
-        if cycle.ended:  # the response is out; this is a body the app did not read
-            cycle.discarded += len(data)
-            if cycle.discarded > MAX_DISCARD_BYTES:
-                self._close()
+        assert cycle.buffer is not None
+        try:
+            cycle.buffer.feed_data(data)
+        except ProtocolError as exc:
+            self._reject(exc.status_hint, str(exc))
             return
-        body = cycle.body
-        assert isinstance(body, RequestBody)  # only requests with a body get Data
-        if body.feed_data(data):
-            self.flow.pause_reading("body")
+        # Body progress pushes the deadline on (an idle rule, like nginx's).
+        self._deadline = self.state.loop.time() + self.state.timeout_request_body
 
     def _body_end(self) -> None:
         cycle = self.cycle
         assert cycle is not None
-        cycle.body.feed_eof()
-        if cycle.ended:  # finished discarding an unread body
-            self._next_cycle()
+        buffer = cycle.buffer
+        if buffer is not None:
+            cycle.buffer = None
+            cycle.body = buffer.finish()
+            self._dispatch(cycle)
+
+    def _dispatch(self, cycle: RequestCycle) -> None:
+        """The request is complete: admit it and hand it to the thread pool."""
+        state = self.state
+        if state.limit_concurrency and state.in_flight >= state.limit_concurrency:
+            log.warning(
+                "Concurrency limit (%d) reached; 503 for %s",
+                state.limit_concurrency,
+                cycle.describe(),
+            )
+            self._reject(503, "server busy", retry_after=RETRY_AFTER)
+            return
+        state.in_flight += 1
+        cycle.counted = True
+        now = state.loop.time()
+        cycle.queued_at = now
+        cycle.job_state = QUEUED
+        state.pool.submit(cycle.job)
+        if state.max_queue_wait or state.timeout_request:
+            self._arm_timer(
+                state.max_queue_wait or state.timeout_request, self._on_job_deadline
+            )
+        else:
+            self._cancel_timer()
 
     def _client_closed(self) -> None:
-        """The client sent EOF. If we still owe a response, finish it first."""
-        cycle = self.cycle
-        if cycle is None:
+        """The client sent EOF after a complete request (or none). If we still owe a
+        response, it goes out first; ``cycle_ended`` closes after it."""
+        if self.cycle is None:
             self._close()
-        elif not cycle.ended:
-            # EOF before the body ended is a truncated request: the app's read fails.
-            cycle.body.set_exception(ClientDisconnected("client closed mid-request"))
-
-    def send_100_continue(self) -> None:
-        """The app is about to read the body: say ``100 Continue`` if still due.
-        (Callbacks from the thread run in order, so ``self.cycle`` is still the cycle
-        whose body is being read.)"""
-        cycle = self.cycle
-        if (
-            cycle is not None
-            and not cycle.started
-            and not self._closing
-            and self.conn.they_are_waiting_for_100_continue
-        ):
-            self.transport.write(self.conn.send_100_continue())
 
     def cycle_ended(self, cycle: RequestCycle, *, aborted: bool) -> None:
         """The response of ``cycle`` has ended, well or not."""
+        self._uncount(cycle)
         if aborted:
             self.conn.send_failed()
             self.transport.close()
@@ -379,10 +489,6 @@ class H11Protocol(asyncio.Protocol):
         conn = self.conn
         if conn.our_state is h11.MUST_CLOSE or self.state.shutting_down:
             self._close()
-        elif conn.their_state is h11.SEND_BODY:
-            # Read and discard the rest of the body, then reuse the connection.
-            self.flow.resume_reading("body")
-            self._arm_timer(self.state.timeout_keep_alive, self._close)
         elif conn.their_state is h11.DONE:
             self._next_cycle()
         else:  # the client closed its side: nothing more will come
@@ -391,25 +497,129 @@ class H11Protocol(asyncio.Protocol):
     def _next_cycle(self) -> None:
         self.conn.start_next_cycle()
         self.cycle = None
-        if self.state.shutting_down:
+        if self.state.shutting_down and not self.conn.has_unparsed_data:
             self._close()
             return
-        self.flow.resume_reading("body")
         self.flow.resume_reading("pipeline")
-        self._arm_timer(self.state.timeout_keep_alive, self._on_idle)
         self._handle_events()
+
+    def _uncount(self, cycle: RequestCycle) -> None:
+        if cycle.counted:
+            cycle.counted = False
+            self.state.in_flight -= 1
+
+    # -- shedding and deadlines ----------------------------------------------------
+
+    def shed(self, cycle: RequestCycle) -> None:
+        """A request waited longer than ``max_queue_wait`` for a thread (found by the
+        thread that finally took it, or by the deadline): 503, app not called."""
+        if cycle is not self.cycle or cycle.ended:
+            return
+        state = self.state
+        state.rejections["shed"] += 1
+        log.warning(
+            "Shed %s: waited %.3fs for a thread (max-queue-wait %gs)",
+            cycle.describe(),
+            state.loop.time() - cycle.queued_at,
+            state.max_queue_wait,
+        )
+        cycle.body.close()
+        self._reject(
+            503, "server busy, try again", retry_after=RETRY_AFTER, count=False
+        )
+
+    def _on_job_deadline(self) -> None:
+        """The queue-wait or app-call deadline of the current cycle came up."""
+        cycle = self.cycle
+        if cycle is None or cycle.ended:
+            return
+        state = self.state
+        now = state.loop.time()
+        with self.cond:
+            job_state = cycle.job_state
+            if (
+                job_state is QUEUED
+                and state.max_queue_wait
+                and now - cycle.queued_at >= state.max_queue_wait
+            ):
+                job_state = cycle.job_state = CANCELLED
+        if job_state is CANCELLED:
+            self.shed(cycle)
+        elif job_state is QUEUED:  # waiting, not yet overdue
+            due = now + state.timeout_request
+            if state.max_queue_wait:
+                due = cycle.queued_at + state.max_queue_wait
+            self._arm_timer(due - now, self._on_job_deadline)
+        elif job_state is RUNNING and state.timeout_request:
+            due = cycle.started_at + state.timeout_request
+            if now >= due:
+                self._request_timed_out(cycle)
+            else:
+                self._arm_timer(due - now, self._on_job_deadline)
+
+    def _request_timed_out(self, cycle: RequestCycle) -> None:
+        """The app call overran ``timeout_request``: answer for it, log where it is
+        stuck, and give the pool a thread in its place."""
+        state = self.state
+        state.rejections["timeout"] += 1
+        thread = cycle.thread
+        assert thread is not None
+        frame = sys._current_frames().get(thread.ident or -1)
+        stack = "".join(traceback.format_stack(frame)) if frame else "  (finished)\n"
+        log.error(
+            "Request %s exceeded the %gs request timeout; stack of %s:\n%s",
+            cycle.describe(),
+            state.timeout_request,
+            thread.name,
+            stack.rstrip("\n"),
+        )
+        state.pool.replace(thread)
+        if cycle.started:
+            # Part of the response is out: only a cut connection says it failed.
+            cycle.writer.close("request timed out")
+            cycle.ended = True
+            self._uncount(cycle)
+            self.conn.send_failed()
+            self.transport.abort()
+        else:
+            self._reject(503, "request timed out", count=False)
 
     # -- closing -------------------------------------------------------------------
 
-    def _reject(self, status: int, reason: str) -> None:
-        """A bad request: answer it if we still can, then close."""
-        log.debug("Bad request from %s: %d %s", self.info.client, status, reason)
+    def _drop_cycle(self, cycle: RequestCycle, reason: str) -> None:
+        """The cycle will get no (further) response: free what it holds and wake its
+        thread if one is writing."""
+        with self.cond:
+            if cycle.job_state is QUEUED or cycle.job_state is RECEIVING:
+                cycle.job_state = CANCELLED
+                cancelled = True
+            else:
+                cancelled = False
+        if cycle.buffer is not None:
+            cycle.buffer.discard()
+            cycle.buffer = None
+        if cancelled:
+            cycle.body.close()  # the thread will never see it
+        cycle.writer.close(reason)
+        cycle.ended = True
+        self._uncount(cycle)
+
+    def _reject(
+        self,
+        status: int,
+        reason: str,
+        *,
+        retry_after: int | None = None,
+        count: bool = True,
+    ) -> None:
+        """Answer with an error if we still can, then close."""
+        log.debug("%d for %s: %s", status, self.info.client, reason)
+        if count:
+            self.state.rejections[_rejection_kind(status)] += 1
         cycle = self.cycle
-        if cycle is not None:
-            cycle.body.set_exception(ClientDisconnected(f"bad request body: {reason}"))
-            cycle.writer.close("connection closed after a bad request")
-            cycle.ended = True
-        data = self.conn.error_response(status, reason)
+        if cycle is not None and not cycle.ended:
+            self._drop_cycle(cycle, f"connection closed: {reason}")
+        data = self.conn.error_response(status, reason, retry_after=retry_after)
         if data:
             self.transport.write(data)
             self._close()
@@ -426,15 +636,31 @@ class H11Protocol(asyncio.Protocol):
             return
         if transport.can_write_eof() and not self._client_eof:
             transport.write_eof()
-            self.flow.resume_reading("body")
             self.flow.resume_reading("pipeline")
-            self._arm_timer(LINGER_TIMEOUT, transport.close)
+            self._arm_timer(LINGER_TIMEOUT, self._end_linger)
         else:
             transport.close()
 
+    def _end_linger(self) -> None:
+        """The linger is over: close, once what we wrote has gone out. A client that
+        reads nothing of it for ``timeout_write`` seconds is cut off."""
+        transport = self.transport
+        buffered = transport.get_write_buffer_size()
+        if buffered == 0:
+            transport.close()
+        elif buffered == self._linger_buffered:
+            transport.abort()
+        else:
+            self._linger_buffered = buffered
+            self._arm_timer(self.state.timeout_write, self._end_linger)
+
     def shutdown(self) -> None:
-        """The server is stopping: close now if idle, else after this response."""
-        if self.cycle is None or self.cycle.ended:
+        """The server is draining: close now if idle; a request that is arriving or
+        running is served first, and its response closes the connection."""
+        if self.cycle is None:
+            if not self.conn.has_unparsed_data:
+                self._close()
+        elif self.cycle.ended:
             self._close()
 
     def abort(self) -> None:
@@ -444,6 +670,22 @@ class H11Protocol(asyncio.Protocol):
     def _on_idle(self) -> None:
         if self.cycle is None:
             self._close()
+
+    def _on_head_timeout(self) -> None:
+        if self.cycle is None:
+            self._reject(
+                408,
+                f"request head not received within "
+                f"{self.state.timeout_request_header:g} seconds",
+            )
+
+    def _on_body_timeout(self) -> None:
+        cycle = self.cycle
+        if cycle is not None and cycle.job_state is RECEIVING:
+            self._reject(
+                408,
+                f"no request body data for {self.state.timeout_request_body:g} seconds",
+            )
 
     # -- deadline ------------------------------------------------------------------
 

@@ -91,9 +91,21 @@ class Server:
         self._stopped: asyncio.Event | None = None
         self._all_closed: asyncio.Event | None = None
         self._ticker: asyncio.TimerHandle | None = None
-        # Deadlines (keep-alive, linger) are checked this often, so they fire up to
-        # one tick late; a quarter of the shortest timeout keeps that small.
-        self._tick_interval = min(0.5, config.timeout_keep_alive / 4)
+        self._shutdown_started = False
+        # Deadlines (keep-alive, head, body, queue wait, request, linger) are checked
+        # this often, so they fire up to one tick late; a quarter of the shortest
+        # timeout keeps that small.
+        timeouts = (
+            config.timeout_keep_alive,
+            config.timeout_request_header,
+            config.timeout_request_body,
+            config.timeout_request or 2.0,
+            config.max_queue_wait or 2.0,
+        )
+        self._tick_interval = max(0.01, min(timeouts) / 4)
+        #: False until listening, and again from the start of a shutdown (including
+        #: ``shutdown_delay``): what a readiness probe should report.
+        self.ready = False
 
     @property
     def sockets(self) -> list[socket.socket]:
@@ -133,6 +145,13 @@ class Server:
             timeout_keep_alive=config.timeout_keep_alive,
             timeout_request_body=config.timeout_request_body,
             timeout_write=config.timeout_write,
+            timeout_request_header=config.timeout_request_header,
+            timeout_request=config.timeout_request,
+            max_queue_wait=config.max_queue_wait,
+            limit_connections=config.limit_connections,
+            limit_concurrency=config.limit_concurrency,
+            body_buffer_size=config.body_buffer_size,
+            limit_request_body=config.limit_request_body,
             on_connection_lost=self._on_connection_lost,
         )
         self._state = state
@@ -143,7 +162,9 @@ class Server:
             if sockets:
                 for sock in sockets:
                     self._servers.append(
-                        await loop.create_server(factory, sock=sock, backlog=2048)
+                        await loop.create_server(
+                            factory, sock=sock, backlog=config.backlog
+                        )
                     )
             else:
                 self._servers.append(
@@ -152,7 +173,7 @@ class Server:
                         host=config.host,
                         port=config.port,
                         reuse_address=True,
-                        backlog=2048,
+                        backlog=config.backlog,
                     )
                 )
         except BaseException:
@@ -160,6 +181,7 @@ class Server:
             self._state = None
             raise
         self._ticker = loop.call_later(self._tick_interval, self._tick)
+        self.ready = True
         for sock in self.sockets:
             name = sock.getsockname()
             if isinstance(name, tuple):
@@ -176,18 +198,31 @@ class Server:
         assert self._stopped is not None
         await self._stopped.wait()
 
-    async def shutdown(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+    async def shutdown(
+        self,
+        timeout: float | None = None,  # noqa: ASYNC109
+        *,
+        delay: float | None = None,
+    ) -> None:
         # (A timeout argument, not asyncio.timeout around the call: the deadline
         # applies to waiting for connections, after which they are aborted.)
         """Stop gracefully: see the module docstring. ``timeout`` defaults to
-        ``timeout_graceful_shutdown``."""
+        ``timeout_graceful_shutdown``; ``delay`` (default ``shutdown_delay``) is how
+        long to keep serving, not ready, before the drain starts."""
         state = self._state
-        if state is None or state.shutting_down:
+        if state is None or self._shutdown_started:
             if self._stopped is not None:
                 await self._stopped.wait()
             return
+        self._shutdown_started = True
+        self.ready = False
         if timeout is None:
             timeout = self.config.timeout_graceful_shutdown
+        if delay is None:
+            delay = self.config.shutdown_delay
+        if delay > 0:
+            log.info("Not ready; serving %gs more before draining", delay)
+            await asyncio.sleep(delay)
         state.shutting_down = True
         for server in self._servers:
             server.close()
@@ -273,6 +308,41 @@ async def _serve_until_signalled(server: Server) -> None:
     log.info("Stopped")
 
 
+# Descriptors beyond the connections: listeners, body temp files, logs, the app's own.
+_SPARE_FILES = 256
+
+
+def _raise_open_file_limit(limit_connections: int) -> None:
+    """Raise the soft limit on open files so ``limit_connections`` can be reached
+    (many systems start processes at 1024, the hard limit is usually far higher;
+    nginx's worker_rlimit_nofile does the same). Warn when the hard limit is lower."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Windows
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if limit_connections == 0:
+        wanted = hard
+    else:
+        wanted = limit_connections + _SPARE_FILES
+        if hard != resource.RLIM_INFINITY and hard < wanted:
+            log.warning(
+                "Open-file limit %d is below limit_connections + %d; connections may "
+                "fail to be accepted before limit_connections (%d) is reached",
+                hard,
+                _SPARE_FILES,
+                limit_connections,
+            )
+            wanted = hard
+    if soft != resource.RLIM_INFINITY and (
+        wanted == resource.RLIM_INFINITY or soft < wanted
+    ):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError) as exc:  # pragma: no cover - platform quirk
+            log.debug("Could not raise the open-file limit: %s", exc)
+
+
 def run(
     app: WSGIApplication,
     config: Config | None = None,
@@ -285,6 +355,7 @@ def run(
     Takes the same options as ``Server``. Signal handlers are installed, so call it from
     the main thread (embedded programs use ``Server`` instead)."""
     server = Server(app, config, **options)
+    _raise_open_file_limit(server.config.limit_connections)
 
     async def main() -> None:
         await server.start(sockets)

@@ -1,7 +1,7 @@
 """The worker threads that run WSGI apps.
 
-Owns: ``ThreadPool``, a fixed set of daemon threads fed by a ``queue.SimpleQueue``. The
-event loop submits; worker threads run the jobs. Measured in the design study
+Owns: ``ThreadPool``, a set of daemon threads fed by a ``queue.SimpleQueue``. The event
+loop submits; worker threads run the jobs. Measured in the design study
 (ARCHITECTURE.md): ``loop.run_in_executor`` costs about 57 µs a request, as much as the
 rest of the server; a bare ``SimpleQueue.put`` costs almost nothing, and the job itself
 reports back with ``call_soon_threadsafe``, so no future is needed.
@@ -9,8 +9,14 @@ reports back with ``call_soon_threadsafe``, so no future is needed.
 Each job runs in a fresh copy of the submitter's ``contextvars`` context, so context
 variables set by one request never leak into the next request on the same thread.
 
-Threads are daemons: a thread stuck in app code cannot be killed, and must not keep the
-process alive after the graceful-shutdown deadline (waitress makes the same choice).
+A thread stuck in app code cannot be killed (Python has no way to stop a thread from
+outside). When the server gives up on such a request (``--timeout-request``), it calls
+``replace``: a new thread takes the stuck one's place, and the stuck one exits when its
+job finally returns, so the pool does not silently shrink. At most ``size`` threads can
+be replaced at once; past that the pool logs that it is running short.
+
+Threads are daemons: a stuck thread must not keep the process alive after the
+graceful-shutdown deadline (waitress makes the same choice).
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ _STOP = None
 
 
 class ThreadPool:
-    """A fixed pool of worker threads. ``submit`` runs on the event loop."""
+    """A pool of worker threads. ``submit`` and ``replace`` run on the event loop."""
 
     def __init__(self, size: int, name: str = "aiogate-worker") -> None:
         self.size = size
@@ -39,29 +45,70 @@ class ThreadPool:
             tuple[contextvars.Context, Callable[[], object]] | None
         ] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
+        #: Threads replaced while stuck in a job; each exits when its job returns.
+        self._retired: set[threading.Thread] = set()
         self._lock = threading.Lock()
         self._busy = 0
+        self._started = 0  # threads ever started, for their names
 
     def start(self) -> None:
-        for index in range(self.size):
-            thread = threading.Thread(
-                target=self._work, name=f"{self._name}-{index}", daemon=True
-            )
-            thread.start()
-            self._threads.append(thread)
+        for _ in range(self.size):
+            self._start_thread()
+
+    def _start_thread(self) -> None:
+        thread = threading.Thread(
+            target=self._work, name=f"{self._name}-{self._started}", daemon=True
+        )
+        self._started += 1
+        self._threads.append(thread)
+        thread.start()
 
     def submit(self, job: Callable[[], object]) -> None:
         """Queue ``job``; a free thread runs it in a copy of the current context."""
         self._queue.put((contextvars.copy_context(), job))
 
+    def replace(self, thread: threading.Thread) -> bool:
+        """``thread`` is stuck in a job the server gave up on: start another thread in
+        its place and let the stuck one exit when its job returns. Returns False (and
+        logs) when ``size`` threads are stuck already: the pool then runs short."""
+        with self._lock:
+            if thread in self._retired or thread not in self._threads:
+                return True
+            if len(self._retired) >= self.size:
+                log.warning(
+                    "Thread pool running short: %d of %d threads are stuck in app "
+                    "code; %s is not replaced",
+                    len(self._retired),
+                    self.size,
+                    thread.name,
+                )
+                return False
+            self._retired.add(thread)
+            self._start_thread()
+            stuck = len(self._retired)
+        if stuck > self.size // 2:
+            log.warning(
+                "%d threads are stuck in app code (replaced, up to %d)",
+                stuck,
+                self.size,
+            )
+        return True
+
     def statistics(self) -> dict[str, int]:
-        """Threads, how many are running a job, and jobs waiting for a thread."""
-        return {"threads": self.size, "busy": self._busy, "queued": self._queue.qsize()}
+        """Threads, how many are running a job, jobs waiting for a thread, and
+        threads stuck in a job the server gave up on."""
+        return {
+            "threads": self.size,
+            "busy": self._busy,
+            "queued": self._queue.qsize(),
+            "stuck": len(self._retired),
+        }
 
     def _work(self) -> None:
-        """Runs in a worker thread until it takes the stop marker."""
+        """Runs in a worker thread until it takes the stop marker or is retired."""
         get = self._queue.get
         lock = self._lock
+        me = threading.current_thread()
         while (entry := get()) is not None:
             context, job = entry
             with lock:
@@ -70,21 +117,27 @@ class ThreadPool:
                 context.run(job)
             except BaseException:  # a job must never kill its thread
                 log.exception("Unhandled error in a worker thread job")
-            finally:
-                with lock:
-                    self._busy -= 1
+            with lock:
+                self._busy -= 1
+                if me in self._retired:  # replaced while stuck: another took over
+                    self._retired.discard(me)
+                    self._threads.remove(me)
+                    return
 
     def shutdown(self, timeout: float | None = None) -> bool:
         """Stop the threads after the jobs already queued. Waits at most ``timeout``
         seconds in all; returns False if some thread was still busy then."""
-        for _ in self._threads:
+        with self._lock:
+            threads = list(self._threads)
+            working = [thread for thread in threads if thread not in self._retired]
+        for _ in working:
             self._queue.put(_STOP)
         deadline = None if timeout is None else time.monotonic() + timeout
-        for thread in self._threads:
+        for thread in threads:
             remaining = (
                 None if deadline is None else max(0.0, deadline - time.monotonic())
             )
             thread.join(remaining)
-        alive = [thread for thread in self._threads if thread.is_alive()]
-        self._threads = alive
-        return not alive
+        with self._lock:
+            self._threads = [thread for thread in self._threads if thread.is_alive()]
+            return not self._threads

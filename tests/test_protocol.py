@@ -4,6 +4,9 @@ are deterministic (the real-socket versions are in test_server.py)."""
 
 from __future__ import annotations
 
+import io
+import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -12,9 +15,9 @@ from typing import Any
 import h11
 import pytest
 
-from aiogate.body import EMPTY_BODY, RequestBody
+from aiogate.body import EMPTY_BODY
 from aiogate.handlers import ServerHandler
-from aiogate.protocol import MAX_DISCARD_BYTES, H11Protocol, ServerState
+from aiogate.protocol import LINGER_TIMEOUT, H11Protocol, ServerState
 
 Environ = dict[str, Any]
 
@@ -39,9 +42,14 @@ class FakeLoop:
 class FakePool:
     def __init__(self) -> None:
         self.jobs: list[Callable[[], object]] = []
+        self.replaced: list[threading.Thread] = []
 
     def submit(self, job: Callable[[], object]) -> None:
         self.jobs.append(job)
+
+    def replace(self, thread: threading.Thread) -> bool:
+        self.replaced.append(thread)
+        return True
 
 
 class FakeTransport:
@@ -51,6 +59,10 @@ class FakeTransport:
         self.closed = False
         self.aborted = False
         self.eof_written = False
+        self.buffered = 0  # what get_write_buffer_size reports
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
 
     def write(self, data: bytes) -> None:
         assert not self.closed
@@ -100,6 +112,7 @@ class Harness:
             "timeout_keep_alive": 5.0,
             "timeout_request_body": 5.0,
             "timeout_write": 5.0,
+            "clock": lambda: self.loop.now,
         }
         options.update(overrides)
         self.state = ServerState(**options)
@@ -109,6 +122,11 @@ class Harness:
 
     def receive(self, data: bytes) -> None:
         self.protocol.data_received(data)
+
+    def tick(self, seconds: float) -> None:
+        """Let ``seconds`` pass and run the deadline check, as the server's ticker."""
+        self.loop.now += seconds
+        self.protocol.check_deadline(self.loop.now)
 
     def run_jobs(self) -> int:
         """Run queued app calls (as worker threads would), then the loop callbacks."""
@@ -183,7 +201,7 @@ def test_bodyless_request_gets_the_shared_empty_body() -> None:
     h.receive(GET + b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx")
     h.run_jobs()
     assert seen[0] is EMPTY_BODY
-    assert isinstance(seen[1], RequestBody)
+    assert isinstance(seen[1], io.BytesIO)
 
 
 def test_pipelined_requests_wait_and_pause_reading() -> None:
@@ -196,23 +214,86 @@ def test_pipelined_requests_wait_and_pause_reading() -> None:
     assert h.transport.reading
 
 
-def test_body_high_water_pauses_reading_until_the_app_reads() -> None:
+def test_body_is_buffered_and_the_app_runs_only_once_it_is_complete() -> None:
     h = Harness(echo)
     size = 200_000
     h.receive(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
     h.receive(b"a" * 100_000)
-    assert not h.transport.reading  # above the body buffer's high water
-    # The app reads (in its thread): the buffer drains and reading resumes.
-    job = h.pool.jobs.pop()
-    body = h.protocol.cycle.body  # type: ignore[union-attr]
-    assert isinstance(body, RequestBody)
-    assert len(body.read(90_000)) == 90_000
-    h.loop.run_callbacks()
-    assert h.transport.reading
-    h.receive(b"a" * 100_000)
-    h.pool.jobs.append(job)
+    assert h.pool.jobs == []  # no thread is taken while the body arrives
+    assert h.transport.reading  # and reading never pauses for it
+    h.receive(b"b" * 100_000)
+    assert len(h.pool.jobs) == 1
     h.run_jobs()
-    assert h.responses() == [(200, b"a" * 110_000)]
+    assert h.responses() == [(200, b"a" * 100_000 + b"b" * 100_000)]
+
+
+def test_large_body_spills_to_a_temporary_file_closed_after_the_app() -> None:
+    seen: list[Any] = []
+
+    def app(environ: Environ, start_response: Any) -> list[bytes]:
+        stream = environ["wsgi.input"]
+        seen.append(stream)
+        start_response("200 OK", [])
+        return [str(len(stream.read())).encode(), str(stream.fileno() >= 0).encode()]
+
+    h = Harness(app, body_buffer_size=1000)
+    h.receive(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n")
+    for _ in range(5):
+        h.receive(b"z" * 1000)
+    h.run_jobs()
+    assert h.responses() == [(200, b"5000True")]
+    assert not isinstance(seen[0], io.BytesIO)  # a real file
+    assert seen[0].closed  # closed once the app call was over
+
+
+def test_chunked_body_is_buffered_whole() -> None:
+    h = Harness(echo)
+    h.receive(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+    h.receive(b"3\r\nabc\r\n")
+    assert h.pool.jobs == []
+    h.receive(b"2\r\nde\r\n0\r\n\r\n")
+    h.run_jobs()
+    assert h.responses() == [(200, b"abcde")]
+
+
+def test_100_continue_is_sent_as_soon_as_the_head_passes() -> None:
+    h = Harness(echo)
+    h.receive(
+        b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+        b"Content-Length: 3\r\n\r\n"
+    )
+    assert h.transport.written == b"HTTP/1.1 100 Continue\r\n\r\n"
+    del h.transport.written[:]
+    h.receive(b"abc")
+    h.run_jobs()
+    assert h.responses() == [(200, b"abc")]
+
+
+def test_declared_body_over_the_limit_is_413_without_100_continue() -> None:
+    h = Harness(echo, limit_request_body=10)
+    h.receive(
+        b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+        b"Content-Length: 11\r\n\r\n"
+    )
+    assert h.transport.written.startswith(b"HTTP/1.1 413 ")
+    assert b"100 Continue" not in h.transport.written
+    assert h.transport.eof_written
+    assert h.pool.jobs == []
+    assert h.state.rejections["limit"] == 1
+
+
+def test_chunked_body_over_the_limit_is_413_midway() -> None:
+    h = Harness(echo, limit_request_body=10, body_buffer_size=4)
+    h.receive(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+    h.receive(b"8\r\n12345678\r\n")
+    cycle = h.protocol.cycle
+    assert cycle is not None
+    assert cycle.buffer is not None
+    assert cycle.buffer.spilled
+    h.receive(b"8\r\n12345678\r\n")
+    assert h.transport.written.startswith(b"HTTP/1.1 413 ")
+    assert cycle.buffer is None  # discarded: the temporary file is closed
+    assert h.pool.jobs == []
 
 
 def test_write_pause_reaches_the_writer() -> None:
@@ -242,52 +323,74 @@ def test_bad_request_gets_error_response_and_close() -> None:
     assert h.pool.jobs == []
 
 
-def test_bad_chunk_during_the_app_fails_its_read_and_closes() -> None:
+def test_bad_chunk_is_rejected_before_the_app_runs() -> None:
     h = Harness(echo)
     h.receive(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
     h.receive(b"zz\r\n")
     assert h.transport.written.startswith(b"HTTP/1.1 400 ")
-    h.run_jobs()  # the app's read raises ClientDisconnected; nothing more is written
-    assert h.transport.written.count(b"HTTP/1.1") == 1
+    assert h.pool.jobs == []
+    assert h.state.rejections["bad_request"] == 1
 
 
-def test_connection_lost_fails_body_and_writer() -> None:
-    h = Harness(echo)
+def test_connection_lost_mid_body_never_takes_a_thread() -> None:
+    h = Harness(echo, body_buffer_size=2)
     h.receive(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+    cycle = h.protocol.cycle
+    assert cycle is not None
+    assert cycle.buffer is not None
+    assert cycle.buffer.spilled
     h.protocol.connection_lost(None)
-    closed: list[bool] = []
-
-    def app(environ: Environ, start_response: Any) -> Iterator[bytes]:
-        try:
-            environ["wsgi.input"].read()
-        finally:
-            closed.append(True)
-        yield b""
-
-    h.state.app = app
-    h.run_jobs()
-    assert closed == [True]
-    assert h.transport.written == b""
+    assert h.pool.jobs == []
+    assert cycle.buffer is None
     assert h.protocol not in h.state.connections
 
 
-def test_unread_body_is_discarded_and_connection_reused() -> None:
+def test_connection_lost_while_queued_cancels_the_job() -> None:
+    called: list[bool] = []
+
+    def app(environ: Environ, start_response: Any) -> list[bytes]:
+        called.append(True)
+        return hello(environ, start_response)
+
+    h = Harness(app)
+    h.receive(GET)
+    h.protocol.connection_lost(None)
+    h.run_jobs()
+    assert called == []
+    assert h.state.in_flight == 0
+
+
+def test_connection_lost_while_running_closes_iterable() -> None:
+    closed: list[bool] = []
+    h = Harness(hello)
+
+    def app(environ: Environ, start_response: Any) -> Iterator[bytes]:
+        h.protocol.connection_lost(None)  # the client goes while the app runs
+        try:
+            start_response("200 OK", [])
+            yield b"x"
+            yield b"y"
+        finally:
+            closed.append(True)
+
+    h.state.app = app
+    h.receive(GET)
+    h.run_jobs()
+    assert closed == [True]
+    assert h.transport.written == b""
+    assert h.state.in_flight == 0
+
+
+def test_app_that_ignores_the_body_keeps_the_connection() -> None:
     h = Harness(hello)
     h.receive(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nabc")
-    h.run_jobs()
     h.receive(b"def" + GET)
     h.run_jobs()
     assert h.responses() == [(200, b"hi"), (200, b"hi")]
     assert not h.transport.eof_written
 
 
-def test_too_much_unread_body_closes() -> None:
-    h = Harness(hello)
-    size = MAX_DISCARD_BYTES * 2
-    h.receive(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
-    h.run_jobs()
-    h.receive(b"x" * (MAX_DISCARD_BYTES + 1))
-    assert h.transport.eof_written
+# -- deadlines ---------------------------------------------------------------------
 
 
 def test_keep_alive_deadline_closes_idle_connection() -> None:
@@ -302,10 +405,219 @@ def test_keep_alive_deadline_closes_idle_connection() -> None:
     assert h.transport.eof_written
 
 
+def test_idle_connection_is_closed_without_a_408() -> None:
+    h = Harness(hello, timeout_keep_alive=5.0, timeout_request_header=2.0)
+    h.tick(5.1)
+    assert h.transport.eof_written
+    assert h.transport.written == b""
+
+
+def test_head_must_arrive_within_the_header_timeout_however_it_trickles() -> None:
+    h = Harness(hello, timeout_keep_alive=5.0, timeout_request_header=2.0)
+    h.tick(4.0)  # idle, within keep-alive
+    for byte in b"GET / HTTP/1.1\r\nHo":
+        h.receive(bytes([byte]))
+        h.tick(0.1)  # a byte every 100 ms does not restart the clock
+    assert h.transport.written == b""  # 1.8 s so far
+    h.tick(0.3)
+    assert h.transport.written.startswith(b"HTTP/1.1 408 ")
+    assert h.transport.eof_written
+    assert h.state.rejections["timeout"] == 1
+    assert h.pool.jobs == []
+
+
+def test_header_timeout_restarts_for_each_request() -> None:
+    h = Harness(hello, timeout_request_header=2.0)
+    h.receive(b"GET / HTTP/1.1\r\n")
+    h.tick(1.5)
+    h.receive(b"Host: x\r\n\r\n")
+    h.run_jobs()
+    h.receive(b"GET / HTTP/1.1\r\n")
+    h.tick(1.5)
+    h.receive(b"Host: x\r\n\r\n")
+    h.run_jobs()
+    assert h.responses() == [(200, b"hi"), (200, b"hi")]
+
+
+def test_body_must_keep_arriving() -> None:
+    h = Harness(echo, timeout_request_body=3.0)
+    h.receive(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+    for _ in range(5):
+        h.tick(2.0)
+        h.receive(b"a")  # slow, but progressing
+    assert h.transport.written == b""
+    h.tick(3.1)
+    assert h.transport.written.startswith(b"HTTP/1.1 408 ")
+    assert h.pool.jobs == []
+
+
+def test_concurrency_limit_answers_503_with_retry_after() -> None:
+    h = Harness(hello, limit_concurrency=1)
+    other = H11Protocol(h.state)
+    other_transport = FakeTransport()
+    other.connection_made(other_transport)  # type: ignore[arg-type]
+    h.receive(GET)
+    other.data_received(GET)
+    assert other_transport.written.startswith(b"HTTP/1.1 503 ")
+    assert b"Retry-After: 1\r\n" in other_transport.written
+    assert len(h.pool.jobs) == 1
+    h.run_jobs()
+    assert h.state.in_flight == 0
+    other2 = H11Protocol(h.state)
+    other2_transport = FakeTransport()
+    other2.connection_made(other2_transport)  # type: ignore[arg-type]
+    other2.data_received(GET)
+    assert h.pool.jobs  # admitted once the first finished
+
+
+def test_connection_limit_answers_503_and_closes() -> None:
+    h = Harness(hello, limit_connections=1)
+    extra = H11Protocol(h.state)
+    transport = FakeTransport()
+    extra.connection_made(transport)  # type: ignore[arg-type]
+    assert transport.written.startswith(b"HTTP/1.1 503 ")
+    assert b"Retry-After: 1\r\n" in transport.written
+    assert transport.eof_written
+    extra.data_received(GET)  # ignored while lingering
+    assert h.pool.jobs == []
+    h.receive(GET)  # the first connection is served
+    h.run_jobs()
+    assert h.responses() == [(200, b"hi")]
+
+
+def test_request_waiting_too_long_for_a_thread_is_shed_by_the_loop() -> None:
+    called: list[bool] = []
+
+    def app(environ: Environ, start_response: Any) -> list[bytes]:
+        called.append(True)
+        return hello(environ, start_response)
+
+    h = Harness(app, max_queue_wait=0.5)
+    h.receive(GET)
+    h.tick(0.4)
+    assert h.transport.written == b""
+    h.tick(0.2)
+    assert h.transport.written.startswith(b"HTTP/1.1 503 ")
+    assert b"Retry-After: 1\r\n" in h.transport.written
+    assert h.state.rejections["shed"] == 1
+    h.run_jobs()  # a thread finally takes the job: the app is not called
+    assert called == []
+    assert h.state.in_flight == 0
+
+
+def test_request_waiting_too_long_is_shed_by_the_thread_that_takes_it() -> None:
+    called: list[bool] = []
+
+    def app(environ: Environ, start_response: Any) -> list[bytes]:
+        called.append(True)
+        return hello(environ, start_response)
+
+    h = Harness(app, max_queue_wait=0.5)
+    h.receive(GET)
+    h.loop.now += 0.6  # the ticker has not run yet, but a thread is free
+    h.run_jobs()
+    assert called == []
+    assert h.transport.written.startswith(b"HTTP/1.1 503 ")
+    assert h.state.rejections["shed"] == 1
+
+
+def test_queue_wait_is_recorded() -> None:
+    h = Harness(hello, max_queue_wait=5.0)
+    h.receive(GET)
+    cycle = h.protocol.cycle
+    h.loop.now += 0.25
+    h.run_jobs()
+    assert cycle is not None
+    assert cycle.queue_wait == pytest.approx(0.25)
+    assert h.responses() == [(200, b"hi")]
+
+
+def test_stuck_app_gets_503_its_stack_logged_and_a_replacement_thread(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    h = Harness(hello, timeout_request=2.0)
+    checks: list[Any] = []
+
+    def stuck(environ: Environ, start_response: Any) -> list[bytes]:
+        # Runs "in the thread": the loop's deadline passes meanwhile.
+        h.tick(1.0)
+        checks.append(h.transport.written == b"")
+        h.tick(1.5)
+        checks.append(bytes(h.transport.written))
+        start_response("200 OK", [])
+        return [b"too late"]
+
+    h.state.app = stuck
+    h.receive(GET)
+    with caplog.at_level(logging.ERROR, "aiogate.error"):
+        h.run_jobs()
+    assert checks[0] is True
+    assert checks[1].startswith(b"HTTP/1.1 503 ")
+    assert b"too late" not in h.transport.written
+    assert h.pool.replaced == [threading.current_thread()]
+    assert h.state.rejections["timeout"] == 1
+    assert h.state.in_flight == 0
+    [record] = [r for r in caplog.records if "request timeout" in r.getMessage()]
+    assert "in stuck" in record.getMessage()  # the stuck frame is in the stack
+
+
+def test_app_overrunning_after_headers_gets_its_connection_aborted() -> None:
+    h = Harness(hello, timeout_request=2.0)
+
+    def slow_stream(environ: Environ, start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [])
+        yield b"first"
+        h.loop.run_callbacks()  # the first chunk goes out
+        h.tick(2.5)
+        yield b"second"
+
+    h.state.app = slow_stream
+    h.receive(GET)
+    h.run_jobs()
+    assert h.transport.aborted
+    assert b"first" in h.transport.written
+    assert b"second" not in h.transport.written
+
+
+def test_linger_waits_for_a_reading_client_and_cuts_a_stalled_one() -> None:
+    h = Harness(hello, timeout_write=5.0)
+    h.receive(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    h.transport.buffered = 1000  # the response is still in the write buffer
+    h.run_jobs()
+    assert h.transport.eof_written
+    h.tick(LINGER_TIMEOUT)
+    assert not h.transport.closed
+    h.transport.buffered = 500  # the client reads
+    h.tick(5.0)
+    assert not h.transport.closed
+    h.tick(5.0)  # then reads nothing for timeout_write
+    assert h.transport.aborted
+
+
+def test_linger_closes_once_the_buffer_is_empty() -> None:
+    h = Harness(hello)
+    h.receive(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    h.run_jobs()
+    h.tick(LINGER_TIMEOUT)
+    assert h.transport.closed
+    assert not h.transport.aborted
+
+
 def test_shutdown_closes_idle_now_and_busy_after_response() -> None:
     idle = Harness(hello)
     idle.protocol.shutdown()
     assert idle.transport.eof_written
+
+    arriving = Harness(hello)
+    arriving.receive(b"GET / HTTP/1.1\r\n")  # part of a head: served, not cut
+    arriving.state.shutting_down = True
+    arriving.protocol.shutdown()
+    assert not arriving.transport.eof_written
+    arriving.receive(b"Host: x\r\n\r\n")
+    arriving.run_jobs()
+    assert arriving.responses() == [(200, b"hi")]
+    assert b"Connection: close\r\n" in arriving.transport.written
+    assert arriving.transport.eof_written
 
     busy = Harness(hello)
     busy.receive(GET)
