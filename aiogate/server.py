@@ -226,6 +226,10 @@ class Server:
         state.shutting_down = True
         for server in self._servers:
             server.close()
+        # One more turn of the loop before idle connections are closed: a request
+        # that already sits in a socket's receive buffer is read and served (with
+        # Connection: close) instead of being dropped with the connection.
+        await asyncio.sleep(0)
         for protocol in list(state.connections):
             protocol.shutdown()
         assert self._all_closed is not None
