@@ -15,7 +15,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "aiogate"
 
 LEAF = {"errors", "_types", "_version"}
-SANS_IO = {"response", "environ"}
+SANS_IO = {"response", "environ", "proxy_headers"}
 ALLOWED: dict[str, set[str]] = {
     "_version": set(),
     "errors": set(),
@@ -23,6 +23,7 @@ ALLOWED: dict[str, set[str]] = {
     "config": {"errors", "_types"},
     "response": LEAF,
     "environ": LEAF,
+    "proxy_headers": LEAF,
     "http11": LEAF | {"response"},
     "body": LEAF,
     "writer": LEAF,
@@ -43,7 +44,15 @@ ALLOWED: dict[str, set[str]] = {
 FORBIDDEN: dict[str, set[str]] = {
     **{
         name: {"asyncio", "socket", "selectors", "threading", "logging", "uvloop"}
-        for name in ("response", "environ", "http11", "config", "errors", "_types")
+        for name in (
+            "response",
+            "environ",
+            "proxy_headers",
+            "http11",
+            "config",
+            "errors",
+            "_types",
+        )
     },
     **{
         name: {"asyncio", "uvloop", "h11", "socket"}

@@ -1,0 +1,686 @@
+"""Trusted proxy headers: who the client really is, and which scheme and host it used.
+
+Owns: the trust list (``parse_trusted`` → ``TrustedProxies``), the reading of
+``X-Forwarded-For/Proto/Host/Port/Prefix`` or of RFC 7239 ``Forwarded`` (``resolve`` →
+``ProxyResult``), and the list of environ keys a request from an untrusted peer must not
+carry (``PROXY_ENVIRON_KEYS``). Sans-IO and pure: strings in, a frozen record out; no
+I/O, no logging, no locks, no caches. ``parse_trusted`` runs once, when the
+configuration is read; ``resolve`` runs in a worker thread for every request, after
+``environ.build_environ``.
+
+How a caller uses it::
+
+    from aiogate import proxy_headers
+
+    # Once, at startup (ConfigError names a bad entry):
+    trusted = proxy_headers.parse_trusted(proxy_headers.DEFAULT_TRUSTED)
+
+    # Per request, in the worker thread, on the environ build_environ made:
+    result = proxy_headers.resolve(
+        trusted, "x-forwarded", conn.client, environ, conn.url_scheme,
+        environ.get("HTTP_HOST"),
+    )
+    if not result.trusted:
+        # A spoofed header from an untrusted client changes nothing and is not
+        # visible to the app.
+        for key in proxy_headers.PROXY_ENVIRON_KEYS:
+            environ.pop(key, None)
+    else:  # the consumed headers stay in the environ, as uvicorn and werkzeug do
+        if result.client is not None:
+            environ["REMOTE_ADDR"] = result.client[0]
+            if result.client[1] is None:
+                environ.pop("REMOTE_PORT", None)  # the proxy's port would be wrong
+            else:
+                environ["REMOTE_PORT"] = str(result.client[1])
+        if result.scheme is not None:
+            url_scheme = result.scheme  # wsgi.url_scheme (and HTTPS=on for "https")
+        if result.host is not None:
+            environ["HTTP_HOST"] = result.host
+        if result.server_name is not None:
+            environ["SERVER_NAME"] = result.server_name
+        if result.server_port is not None:
+            environ["SERVER_PORT"] = result.server_port
+        if result.script_name is not None:
+            environ["SCRIPT_NAME"] = result.script_name
+
+Every field of ``ProxyResult`` is ``None`` when it leaves the environ as it is; a
+result with nothing to change is one of the two constants ``UNTRUSTED`` and
+``UNCHANGED``, so ``result is UNCHANGED`` is a cheap test too.
+
+Decisions (uvicorn ``middleware/proxy_headers.py``, gunicorn ``forwarded_allow_ips``,
+werkzeug ``ProxyFix`` and hypercorn ``ProxyFixMiddleware`` were studied; the code is
+our own):
+
+- **Trust is by address**, like uvicorn and gunicorn, not by a count of hops like
+  werkzeug and hypercorn: the headers are read only when the direct peer is in the
+  trust list. The list takes IPv4/IPv6 addresses and CIDR networks (a network with
+  host bits set, ``10.0.0.1/8``, is an error rather than a guess), ``*`` (trust every
+  peer, UNIX and unknown ones included; must be written out) and ``unix``. Anything
+  else is a ``ConfigError`` naming the entry (uvicorn silently keeps unknown entries
+  as literals, so a typo just never matches). Empty entries are skipped, so ``""``
+  trusts no one. The default, ``DEFAULT_TRUSTED``, is loopback only, gunicorn's and
+  uvicorn's default.
+- **UNIX-socket peers** are trusted only when the list says ``unix`` (or ``*``).
+  gunicorn always honours proxy headers from a UNIX peer; uvicorn has no peer address
+  there and so trusts it only with ``*``. A socket file's permissions are easy to get
+  wrong, so we make it explicit rather than implied.
+- **IPv4-mapped IPv6** (``::ffff:127.0.0.1``, what a dual-stack ``::`` listener
+  reports for an IPv4 client) is the IPv4 address: ``127.0.0.1`` in the list trusts
+  both spellings, and a mapped entry or network in the list is stored as IPv4. An
+  address read from a header is given back normalized: IPv4 dotted, IPv6 compressed
+  and lowercase, a mapped address as plain IPv4.
+- **The fast path.** The peer's host string is looked up in a frozenset of exact
+  addresses (every spelling the socket layer can produce); only when the list has
+  networks is a miss parsed with ``ipaddress`` and checked against them. So with the
+  default list an untrusted peer costs one set lookup. The peer's string is compared
+  as the socket layer reports it (normalized); a header's addresses are always parsed,
+  then looked up the same way. Measured with ``timeit`` on a 2-core VM: ``resolve``
+  takes 0.15 µs for an untrusted peer with the default list, 2.8 µs when the list has
+  a network, 5-7 µs for a trusted peer and one hop (most of it in ``ipaddress``).
+- **The client is found by walking the list right to left** (each proxy appends the
+  address of its own peer): trusted addresses are skipped, and the first untrusted
+  one is the client; if every one is trusted, the leftmost is (uvicorn's rule). An
+  entry that is not an address (``unknown``, an obfuscated ``_identifier``, a missing
+  ``for=``, a malformed element, garbage) also ends the walk, because nothing to its
+  left can be checked; the client is then the nearest address to its right that we
+  could identify, or the peer itself when there is none (nginx ``real_ip_recursive``
+  does the same). An unidentifiable entry is never passed on as ``REMOTE_ADDR``, and
+  never skipped: skipping it would let the client's own forged entries further left
+  be believed. A port is kept when the entry has one (``[::1]:8080``,
+  ``1.2.3.4:8080``, as Azure sends); otherwise the client's port is ``None``.
+- **Scheme, host, port and prefix come from the hop the client was chosen at.** In
+  ``Forwarded`` that is the chosen element's ``proto=``/``host=`` (RFC 7239 keeps each
+  element's parameters together). In the ``X-Forwarded-*`` mode, a header with as
+  many comma-separated values as ``X-Forwarded-For`` is read at the same position
+  (every proxy appended to both; werkzeug also reads each header at a position
+  counted from the right); otherwise its
+  rightmost value is used, the one our trusted peer wrote or overwrote (what nginx's
+  ``proxy_set_header X-Forwarded-Proto $scheme`` produces). Either way the value was
+  written by a trusted proxy, never by the client. Only the chosen value is looked
+  at: when it is invalid the field stays unchanged, with no fallback to another one.
+- **Values are validated; an invalid one is ignored, never propagated.** A scheme is
+  ``http`` or ``https`` (any case, returned lowercase). A host is ``name[:port]`` with
+  ``name`` made of ASCII letters, digits and ``-._~`` or a bracketed IPv6 literal, so
+  no spaces, ``/``, ``@``, ``\\`` or commas reach ``HTTP_HOST``. A port is 1-65535 in
+  ASCII digits. A prefix starts with one ``/`` (``//evil.example`` would be read by
+  browsers as another host), has no ``.``/``..`` segment, no ``%`` (``%2e%2e``), no
+  ``\\``, ``?``, ``#``, space or control character; its trailing ``/`` is dropped, so
+  ``/`` gives ``SCRIPT_NAME == ""`` (werkzeug does the same).
+- **``X-Forwarded-Port``** replaces the port of the forwarded host, or of the request's
+  Host when there is no forwarded host (werkzeug's rule). **``X-Forwarded-Prefix``**
+  *replaces* ``SCRIPT_NAME`` (root_path included), as werkzeug does; ``PATH_INFO`` is
+  left as it is, since the proxy already stripped the prefix. ``Forwarded`` has neither.
+- **``SERVER_NAME``/``SERVER_PORT``** are derived again whenever the scheme, host or
+  port changes: from the new (or, for a scheme change alone, the current) host, with
+  the default port of the resulting scheme (``https`` with ``Host: example.com`` gives
+  ``443``). An IPv6 name keeps its brackets, as in ``environ``. Without a usable host
+  they stay as they are, except that a forwarded port still sets ``SERVER_PORT``.
+- **``Forwarded`` parsing** follows RFC 7239 §4: elements separated by ``,`` (repeated
+  header lines arrive joined with ``,``, which is the same list), pairs by ``;``,
+  case-insensitive parameter names, token or quoted-string values with ``\\`` escapes,
+  each parameter at most once per element. ``by=`` and extension parameters are
+  parsed and not used. Two deliberate deviations: the list is split at every ``,``
+  and ``;`` *before* quoted strings are read, so a quoted value containing either is
+  a malformed element (no ``for``/``by``/``host``/``proto`` value can contain one),
+  and an unterminated quote written by a client cannot swallow the elements our
+  trusted proxies appended after it. And unquoted values may contain ``:``, ``[`` and
+  ``]`` (``for=[::1]:80``, ``host=example.com:8080``), a common mistake that is
+  harmless because every value is validated afterwards.
+- **Empty list elements** (``, 1.2.3.4`` from a proxy appending to an empty header) are
+  dropped, as RFC 9110 §5.6.1 asks of list recipients; they do not end the walk.
+- **Headers are kept when the peer is trusted** (uvicorn and werkzeug keep them; werkzeug
+  also adds ``X-Original-*`` copies, which we don't), and the headers of the mode not
+  in use are left alone: a trusted proxy answers for everything it forwards. When the
+  peer is not trusted, every key of ``PROXY_ENVIRON_KEYS`` (both modes) must go.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, Literal, assert_never
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from ._types import Address
+
+__all__ = [
+    "DEFAULT_TRUSTED",
+    "PROXY_ENVIRON_KEYS",
+    "PROXY_MODES",
+    "UNCHANGED",
+    "UNTRUSTED",
+    "ProxyMode",
+    "ProxyResult",
+    "TrustedProxies",
+    "parse_trusted",
+    "resolve",
+]
+
+#: Which headers to read: ``X-Forwarded-*`` or RFC 7239 ``Forwarded``.
+ProxyMode = Literal["x-forwarded", "forwarded"]
+PROXY_MODES: Final[tuple[ProxyMode, ...]] = ("x-forwarded", "forwarded")
+
+#: The trust list to use when none is configured: loopback only (gunicorn's
+#: ``forwarded_allow_ips`` default; uvicorn's is ``127.0.0.1``).
+DEFAULT_TRUSTED: Final = "127.0.0.1,::1"
+
+#: The environ keys of every header ``resolve`` reads, in either mode. A request whose
+#: peer is not trusted must not carry them to the app.
+PROXY_ENVIRON_KEYS: Final = (
+    "HTTP_FORWARDED",
+    "HTTP_X_FORWARDED_FOR",
+    "HTTP_X_FORWARDED_HOST",
+    "HTTP_X_FORWARDED_PORT",
+    "HTTP_X_FORWARDED_PREFIX",
+    "HTTP_X_FORWARDED_PROTO",
+)
+
+_IP = ipaddress.IPv4Address | ipaddress.IPv6Address
+# An address read from a header: its normalized text, the address, and the port.
+_Node = tuple[str, _IP, int | None]
+
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+# The network that holds the IPv4-mapped IPv6 addresses (RFC 4291 §2.5.5.2).
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+# Characters of a host name: RFC 3986 "unreserved" (the sub-delims it also allows never
+# occur in real host names, and "%" escapes are left out so nothing needs decoding).
+_NAME_CHARS = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~"
+)
+# RFC 9110 §5.6.2 tchar: parameter names and unquoted values are tokens.
+_TOKEN_CHARS = _NAME_CHARS | frozenset("!#$%&'*+^`|")
+# Unquoted values may also hold ":[]", for the IPv6 literals and ports of careless
+# proxies (see the module docstring); every value is validated afterwards.
+_VALUE_CHARS = _TOKEN_CHARS | frozenset(":[]")
+_OBFUSCATED_CHARS = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
+)
+# Not in a prefix: "%" (so "%2e%2e" cannot stand for ".."), "\\" (browsers read it as
+# "/"), "?" and "#" (they end a path), and space, DEL and the C0 controls below.
+_PREFIX_FORBIDDEN = frozenset("%\\?# \x7f") | frozenset(map(chr, range(0x20)))
+
+
+@dataclass(frozen=True, slots=True)
+class TrustedProxies:
+    """The peers whose proxy headers are believed. Build it with ``parse_trusted``."""
+
+    #: Every spelling of a trusted address a socket reports: ``str(ip)`` (IPv4-mapped
+    #: entries as IPv4), plus the ``::ffff:a.b.c.d`` form of each IPv4 one. So the
+    #: peer, and a normalized address from a header, cost one set lookup.
+    addresses: frozenset[str] = frozenset()
+    networks_v4: tuple[ipaddress.IPv4Network, ...] = ()
+    networks_v6: tuple[ipaddress.IPv6Network, ...] = ()
+    #: ``unix``: peers on a UNIX socket are trusted.
+    unix: bool = False
+    #: ``*``: every peer is trusted.
+    everything: bool = False
+
+    def is_trusted(self, peer: Address | None) -> bool:
+        """Whether the direct peer may set proxy headers.
+
+        ``peer`` is ``ConnectionInfo.client``: a ``(host, port, ...)`` tuple for TCP, a
+        string (the socket name, often ``""``) for a UNIX socket, ``None`` if unknown.
+        """
+        if self.everything:
+            return True
+        if isinstance(peer, tuple):
+            host = peer[0]
+            if host in self.addresses:
+                return True
+            if not (self.networks_v4 or self.networks_v6):
+                return False
+            parsed = _parse_ip(host)
+            return parsed is not None and self._trusts(*parsed)
+        if isinstance(peer, str):
+            return self.unix
+        return False
+
+    def _trusts(self, text: str, ip: _IP) -> bool:
+        """Whether the address ``ip``, normalized as ``text`` by ``_parse_ip``, is
+        trusted."""
+        if self.everything or text in self.addresses:
+            return True
+        return bool(self.networks_v4 or self.networks_v6) and self._in_networks(ip)
+
+    def _in_networks(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        """``ip`` (IPv4-mapped ones already made IPv4) is in a trusted network."""
+        if isinstance(ip, ipaddress.IPv4Address):
+            return any(ip in network for network in self.networks_v4)
+        return any(ip in network for network in self.networks_v6)
+
+
+def parse_trusted(value: str) -> TrustedProxies:
+    """Parse a comma-separated trust list: addresses, CIDR networks, ``*``, ``unix``.
+
+    ``"127.0.0.1, ::1, 10.0.0.0/8, unix"``. Raises ``ConfigError`` naming the first
+    entry that is none of those. See the module docstring for what each entry means.
+    """
+    addresses: set[str] = set()
+    networks_v4: list[ipaddress.IPv4Network] = []
+    networks_v6: list[ipaddress.IPv6Network] = []
+    unix = everything = False
+    for raw in value.split(","):
+        entry = raw.strip()
+        if not entry:
+            continue
+        if entry == "*":
+            everything = True
+        elif entry.lower() == "unix":
+            unix = True
+        elif "/" in entry:
+            network = _parse_network(entry)
+            if network.num_addresses == 1:
+                _add_address(network.network_address, addresses)
+            elif isinstance(network, ipaddress.IPv4Network):
+                networks_v4.append(network)
+            else:
+                networks_v6.append(network)
+        else:
+            try:
+                ip = ipaddress.ip_address(entry)
+            except ValueError:
+                raise ConfigError(
+                    f"trusted proxies: {entry!r} is not an IP address, a CIDR network "
+                    "(10.0.0.0/8), '*' or 'unix'"
+                ) from None
+            _add_address(ip, addresses)
+    return TrustedProxies(
+        addresses=frozenset(addresses),
+        networks_v4=tuple(networks_v4),
+        networks_v6=tuple(networks_v6),
+        unix=unix,
+        everything=everything,
+    )
+
+
+def _parse_network(entry: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """A CIDR entry of the trust list, an IPv4-mapped IPv6 one made IPv4."""
+    try:
+        network = ipaddress.ip_network(entry)
+    except ValueError:
+        try:
+            loose = ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"trusted proxies: {entry!r} is not a CIDR network (10.0.0.0/8)"
+            ) from None
+        raise ConfigError(
+            f"trusted proxies: {entry!r} has host bits set; did you mean {loose}?"
+        ) from None
+    if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(_MAPPED):
+        low_bits = int(network.network_address) & 0xFFFFFFFF
+        return ipaddress.IPv4Network((low_bits, network.prefixlen - 96))
+    return network
+
+
+def _add_address(ip: _IP, addresses: set[str]) -> None:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    addresses.add(str(ip))
+    if isinstance(ip, ipaddress.IPv4Address):
+        # What a dual-stack socket reports (inet_ntop's spelling; Python before 3.13
+        # writes str() of a mapped address in hex, ::ffff:7f00:1, which no socket does).
+        addresses.add("::ffff:" + str(ip))
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyResult:
+    """What the proxy headers of one request change. ``None`` means "leave it"."""
+
+    #: The peer is trusted: the values below were read, and the headers stay. When
+    #: False, the caller removes every key of ``PROXY_ENVIRON_KEYS`` from the environ.
+    trusted: bool
+    #: The real client: a normalized IP address and its port, or None if the entry
+    #: had none (then ``REMOTE_PORT`` should go, not keep the proxy's port).
+    client: tuple[str, int | None] | None = None
+    #: ``"http"`` or ``"https"``: the new ``wsgi.url_scheme``.
+    scheme: str | None = None
+    #: The new ``HTTP_HOST``, ``name[:port]``.
+    host: str | None = None
+    #: The new ``SERVER_NAME`` and ``SERVER_PORT`` (strings, as in the environ).
+    server_name: str | None = None
+    server_port: str | None = None
+    #: The new ``SCRIPT_NAME`` (``""`` for an app mounted at ``/``).
+    script_name: str | None = None
+
+
+#: The peer is not trusted: nothing changes, and the proxy headers must be removed.
+UNTRUSTED: Final = ProxyResult(trusted=False)
+#: The peer is trusted but its headers change nothing.
+UNCHANGED: Final = ProxyResult(trusted=True)
+
+
+def resolve(
+    trusted: TrustedProxies,
+    mode: ProxyMode,
+    peer: Address | None,
+    headers: Mapping[str, Any],
+    scheme: str,
+    host: str | None,
+) -> ProxyResult:
+    """What the proxy headers of one request say, if the peer may set them.
+
+    ``peer`` is ``ConnectionInfo.client``; ``headers`` maps environ keys
+    (``HTTP_X_FORWARDED_FOR``, ``HTTP_FORWARDED`` ...) to their values, repeated
+    fields joined with ``","``, which is what the environ itself holds; ``scheme`` is
+    the connection's URL scheme and ``host`` the request's ``HTTP_HOST`` (or None).
+    Returns ``UNTRUSTED`` when the peer is not trusted (one set lookup with the
+    default list), ``UNCHANGED`` when nothing usable was sent. Runs in a worker thread.
+    """
+    if not trusted.is_trusted(peer):
+        return UNTRUSTED
+    if mode == "x-forwarded":
+        return _resolve_x_forwarded(trusted, headers, scheme, host)
+    if mode == "forwarded":
+        return _resolve_forwarded(trusted, headers, scheme, host)
+    assert_never(mode)
+
+
+def _resolve_x_forwarded(
+    trusted: TrustedProxies, headers: Mapping[str, Any], scheme: str, host: str | None
+) -> ProxyResult:
+    nodes = [
+        _parse_node(item) for item in _split_list(headers.get("HTTP_X_FORWARDED_FOR"))
+    ]
+    index, client = _walk(trusted, nodes)
+
+    def pick(key: str) -> str | None:
+        values = _split_list(headers.get(key))
+        if not values:
+            return None
+        if len(values) == len(nodes):
+            return values[index]
+        return values[-1]
+
+    proto = pick("HTTP_X_FORWARDED_PROTO")
+    forwarded_host = pick("HTTP_X_FORWARDED_HOST")
+    port = pick("HTTP_X_FORWARDED_PORT")
+    prefix = pick("HTTP_X_FORWARDED_PREFIX")
+    return _result(
+        client,
+        _valid_proto(proto) if proto is not None else None,
+        _split_host(forwarded_host) if forwarded_host is not None else None,
+        _valid_port(port) if port is not None else None,
+        _valid_prefix(prefix) if prefix is not None else None,
+        scheme,
+        host,
+    )
+
+
+def _resolve_forwarded(
+    trusted: TrustedProxies, headers: Mapping[str, Any], scheme: str, host: str | None
+) -> ProxyResult:
+    elements = [
+        _parse_element(item) for item in _split_list(headers.get("HTTP_FORWARDED"))
+    ]
+    nodes = [
+        _parse_node(element["for"])
+        if element is not None and "for" in element
+        else None
+        for element in elements
+    ]
+    index, client = _walk(trusted, nodes)
+    element = elements[index] if elements else None
+    if element is None:
+        return _result(client, None, None, None, None, scheme, host)
+    proto = element.get("proto")
+    forwarded_host = element.get("host")
+    return _result(
+        client,
+        _valid_proto(proto) if proto is not None else None,
+        _split_host(forwarded_host) if forwarded_host is not None else None,
+        None,
+        None,
+        scheme,
+        host,
+    )
+
+
+def _walk(
+    trusted: TrustedProxies, nodes: list[_Node | None]
+) -> tuple[int, tuple[str, int | None] | None]:
+    """The index of the hop the client was found at, and the client address.
+
+    ``nodes`` are the for-chain's entries, left to right; None is an entry that is not
+    an address. The address is None when no entry could be identified (keep the peer).
+    """
+    identified: tuple[str, int | None] | None = None
+    for index in range(len(nodes) - 1, -1, -1):
+        node = nodes[index]
+        if node is None:
+            return index, identified
+        text, ip, port = node
+        identified = (text, port)
+        if index == 0 or not trusted._trusts(text, ip):
+            return index, identified
+    return -1, None
+
+
+def _result(
+    client: tuple[str, int | None] | None,
+    proto: str | None,
+    forwarded_host: tuple[str, str | None] | None,
+    port: str | None,
+    prefix: str | None,
+    scheme: str,
+    host: str | None,
+) -> ProxyResult:
+    """Put the validated values together, with SERVER_NAME/SERVER_PORT derived again."""
+    if proto is None and forwarded_host is None and port is None and prefix is None:
+        return UNCHANGED if client is None else ProxyResult(trusted=True, client=client)
+    new_scheme = proto if proto is not None and proto != scheme else None
+    current: tuple[str, str | None] | None = None
+    target = forwarded_host
+    if port is not None:
+        if target is None and host is not None:
+            target = current = _split_host(host)
+        if target is not None:
+            target = (target[0], port)
+    new_host: str | None = None
+    if target is not None:
+        name, target_port = target
+        joined = name if target_port is None else name + ":" + target_port
+        if joined != host:
+            new_host = joined
+    server_name = server_port = None
+    if new_scheme is not None or new_host is not None:
+        effective = target
+        if effective is None and host is not None:
+            effective = current or _split_host(host)
+        if effective is not None:
+            server_name = effective[0]
+            server_port = effective[1] or _DEFAULT_PORTS.get(proto or scheme, "80")
+    if target is None and port is not None:
+        server_port = port  # no usable host to carry it: SERVER_PORT alone
+    if (
+        client is None
+        and new_scheme is None
+        and new_host is None
+        and server_name is None
+        and server_port is None
+        and prefix is None
+    ):
+        return UNCHANGED
+    return ProxyResult(
+        trusted=True,
+        client=client,
+        scheme=new_scheme,
+        host=new_host,
+        server_name=server_name,
+        server_port=server_port,
+        script_name=prefix,
+    )
+
+
+def _split_list(value: object) -> list[str]:
+    """The non-empty, trimmed elements of a comma-separated header value."""
+    if not isinstance(value, str) or not value:
+        return []
+    return [item for item in (part.strip(" \t") for part in value.split(",")) if item]
+
+
+def _parse_element(text: str) -> dict[str, str] | None:
+    """One ``Forwarded`` element as {lowercased name: value}, or None if malformed."""
+    params: dict[str, str] = {}
+    for raw in text.split(";"):
+        pair = raw.strip(" \t")
+        if not pair:
+            continue  # RFC 7239 §4: forwarded-pair is optional between the ";"s
+        name, sep, value = pair.partition("=")
+        if not sep or not name or not _TOKEN_CHARS.issuperset(name):
+            return None
+        name = name.lower()
+        if name in params:
+            return None  # §4: "MUST NOT occur more than once per forwarded-element"
+        if value[:1] == '"':
+            unquoted = _unquote(value)
+            if unquoted is None:
+                return None
+            value = unquoted
+        elif not value or not _VALUE_CHARS.issuperset(value):
+            return None
+        params[name] = value
+    return params
+
+
+def _unquote(value: str) -> str | None:
+    """The content of an RFC 9110 §5.6.4 quoted-string, or None if it is not one."""
+    if len(value) < 2 or value[-1] != '"':
+        return None
+    out: list[str] = []
+    escaped = False
+    for char in value[1:-1]:
+        if (ord(char) < 0x20 and char != "\t") or char == "\x7f":
+            return None
+        if escaped:
+            out.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == '"':
+            return None
+        else:
+            out.append(char)
+    if escaped:
+        return None  # the closing quote was escaped: unterminated
+    return "".join(out)
+
+
+def _parse_ip(text: str) -> tuple[str, _IP] | None:
+    """An address written in a header or by a socket: its normalized text (IPv4
+    dotted, IPv6 compressed and lowercase, IPv4-mapped IPv6 as IPv4) and the address
+    (mapped ones as IPv4); None if it is not one.
+
+    Zone ids (``fe80::1%eth0``) are refused: they mean nothing to another host.
+    """
+    try:
+        if ":" not in text:
+            # ipaddress accepts only the canonical dotted quad (no leading zeros, no
+            # shorthand), so the text is already normalized; str() would cost 1 µs.
+            return text, ipaddress.IPv4Address(text)
+        if "%" in text:
+            return None
+        ip = ipaddress.IPv6Address(text)
+    except ValueError:
+        return None
+    mapped = ip.ipv4_mapped
+    if mapped is not None:
+        return str(mapped), mapped
+    return str(ip), ip
+
+
+def _parse_node(text: str) -> _Node | None:
+    """An entry of the for-chain: ``1.2.3.4``, ``1.2.3.4:80``, ``::1``, ``[::1]``,
+    ``[::1]:80``; an RFC 7239 obfuscated port (``_abc``) is dropped. None when the
+    entry is not an address (``unknown``, ``_hidden``, anything malformed)."""
+    port_text: str | None = None
+    if text[:1] == "[":
+        end = text.find("]")
+        if end < 0:
+            return None
+        address, rest = text[1:end], text[end + 1 :]
+        if rest:
+            if rest[0] != ":":
+                return None
+            port_text = rest[1:]
+        if ":" not in address:
+            return None  # brackets are for IPv6 only
+    elif text.count(":") == 1:
+        address, _, port_text = text.partition(":")
+    else:
+        address = text
+    parsed = _parse_ip(address)
+    if parsed is None:
+        return None
+    port: int | None = None
+    if port_text is not None and not _is_obfuscated(port_text):
+        valid = _valid_port(port_text)
+        if valid is None:
+            return None
+        port = int(valid)
+    return parsed[0], parsed[1], port
+
+
+def _is_obfuscated(text: str) -> bool:
+    """RFC 7239 §6.3 obfnode / §6.4 obfport: ``_`` then letters, digits, ``._-``."""
+    return len(text) > 1 and text[0] == "_" and _OBFUSCATED_CHARS.issuperset(text)
+
+
+def _valid_proto(value: str) -> str | None:
+    proto = value.lower()
+    return proto if proto in _DEFAULT_PORTS else None
+
+
+def _valid_port(value: str) -> str | None:
+    """``"443"`` → ``"443"``; None unless 1-65535 in ASCII digits."""
+    if not (0 < len(value) <= 5 and value.isascii() and value.isdigit()):
+        return None
+    port = int(value)
+    return str(port) if 0 < port <= 65535 else None
+
+
+def _split_host(value: str) -> tuple[str, str | None] | None:
+    """``"example.com:8080"`` → ``("example.com", "8080")``; None if not a valid host.
+
+    The name is ASCII letters, digits and ``-._~``, or a bracketed IPv6 literal.
+    """
+    if value[:1] == "[":
+        end = value.find("]")
+        if end < 0:
+            return None
+        name, rest = value[: end + 1], value[end + 1 :]
+        literal = name[1:-1]
+        if ":" not in literal or "%" in literal:
+            return None
+        try:
+            ipaddress.IPv6Address(literal)
+        except ValueError:
+            return None
+        if not rest:
+            return name, None
+        if rest[0] != ":":
+            return None
+        port_text = rest[1:]
+    else:
+        name, sep, port_text = value.partition(":")
+        if not name or not _NAME_CHARS.issuperset(name):
+            return None
+        if not sep:
+            return name, None
+    port = _valid_port(port_text)
+    return None if port is None else (name, port)
+
+
+def _valid_prefix(value: str) -> str | None:
+    """``"/app/"`` → ``"/app"``, ``"/"`` → ``""``; None if not a safe path prefix."""
+    if value[:1] != "/" or value[:2] == "//" or not _PREFIX_FORBIDDEN.isdisjoint(value):
+        return None
+    for segment in value.split("/"):
+        if segment in (".", ".."):
+            return None
+    return value.rstrip("/")
