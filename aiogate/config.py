@@ -15,10 +15,11 @@ from typing import Any, Literal
 
 from .errors import ConfigError
 
-__all__ = ["Config", "LogLevel", "LoopName", "option_fields"]
+__all__ = ["Config", "LogLevel", "LoopName", "ProxyHeaders", "option_fields"]
 
 LoopName = Literal["auto", "uvloop", "asyncio"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+ProxyHeaders = Literal["x-forwarded", "forwarded", "off"]
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
@@ -136,6 +137,18 @@ class Config:
     limit_request_field_size: int = _opt(
         8190, "Longest header field line, in bytes (431 beyond)."
     )
+    # gunicorn's and uvicorn's default: only a proxy on this machine is believed.
+    forwarded_allow_ips: str = _opt(
+        "127.0.0.1,::1",
+        "Peers trusted to set proxy headers: comma-separated addresses and CIDR "
+        "networks, 'unix' for UNIX-socket peers, or '*' for everyone. Proxy headers "
+        "from any other peer are removed.",
+    )
+    proxy_headers: ProxyHeaders = _opt(
+        "x-forwarded",
+        "Which proxy headers trusted peers may use: X-Forwarded-For/-Proto/-Host/"
+        "-Port/-Prefix, RFC 7239 Forwarded, or none (all are then removed).",
+    )
     expose_tracebacks: bool = _opt(
         False, "Send the traceback of an app error to the client (development only)."
     )
@@ -183,6 +196,8 @@ class Config:
                 )
         if self.log_level not in ("critical", "error", "warning", "info", "debug"):
             raise ConfigError(f"unknown log_level {self.log_level!r}")
+        if self.proxy_headers not in ("x-forwarded", "forwarded", "off"):
+            raise ConfigError(f"unknown proxy_headers {self.proxy_headers!r}")
         if self.loop not in ("auto", "uvloop", "asyncio"):
             raise ConfigError(f"unknown loop {self.loop!r}")
         if self.server_header is not None and any(

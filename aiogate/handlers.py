@@ -38,6 +38,7 @@ from wsgiref.util import FileWrapper, guess_scheme
 from ._version import __version__
 from .environ import build_environ
 from .errors import ClientDisconnected
+from .proxy_headers import PROXY_ENVIRON_KEYS, ProxyMode, TrustedProxies, resolve
 from .response import (
     body_forbidden,
     content_length,
@@ -635,7 +636,10 @@ class ServerHandler(BaseHandler):
         "_known_list",
         "_known_server",
         "_path",
+        "_proxy_mode",
+        "_scheme",
         "_started",
+        "_trusted_proxies",
         "conn",
         "method",
         "request",
@@ -684,6 +688,8 @@ class ServerHandler(BaseHandler):
         multiprocess: bool = False,
         server_software: str | None = None,
         expose_tracebacks: bool = False,
+        trusted_proxies: TrustedProxies | None = None,
+        proxy_mode: ProxyMode = "x-forwarded",
     ) -> None:
         self.stdin = stdin
         self.sink = sink
@@ -696,6 +702,10 @@ class ServerHandler(BaseHandler):
         if server_software is not None:
             self.server_software = server_software
         self.expose_tracebacks = expose_tracebacks
+        # Peers whose proxy headers are believed (None: nobody's), and which headers.
+        self._trusted_proxies = trusted_proxies
+        self._proxy_mode = proxy_mode
+        self._scheme = conn.url_scheme
         # For the body rules and log messages; they outlive close().
         self.method = request.method.decode("latin-1")
         self._path: str | None = None  # see path
@@ -735,13 +745,21 @@ class ServerHandler(BaseHandler):
         return self.stderr
 
     def get_scheme(self) -> str:
-        """The connection's scheme (``"https"`` on TLS), not a guess from HTTPS."""
-        return self.conn.url_scheme
+        """The connection's scheme (``"https"`` on TLS), or the one a trusted proxy
+        reported (``add_cgi_vars``); never a guess from ``HTTPS``."""
+        return self._scheme
 
     def add_cgi_vars(self) -> None:
-        """Add the CGI and ``HTTP_*`` variables of the request (``build_environ``)."""
+        """Add the CGI and ``HTTP_*`` variables of the request (``build_environ``),
+        then apply or strip the proxy headers (``apply_proxy_headers``)."""
         request = self.request
-        self.environ.update(build_environ(request, self.conn, self.root_path))
+        env = self.environ
+        env.update(build_environ(request, self.conn, self.root_path))
+        # Most requests carry no proxy header: six dict lookups, and done.
+        for key in PROXY_ENVIRON_KEYS:
+            if key in env:
+                self.apply_proxy_headers(env)
+                break
         if log.isEnabledFor(logging.DEBUG):
             # build_environ drops them (HTTP_X_A would be ambiguous between X-A and
             # X_A, a header-spoofing risk); say so, since it surprises people.
@@ -753,6 +771,46 @@ class ServerHandler(BaseHandler):
                     self.path,
                     b", ".join(dropped).decode("latin-1"),
                 )
+
+    def apply_proxy_headers(self, env: MutableMapping[str, object]) -> None:
+        """The request carries proxy headers: from a trusted peer (``--forwarded-allow-
+        ips``), let them set ``REMOTE_ADDR``/``REMOTE_PORT``, the URL scheme, the host
+        and ``SERVER_NAME``/``SERVER_PORT``, and ``SCRIPT_NAME`` (a prefix, before
+        ``--root-path``); from any other peer, remove them all, so a spoofed header
+        changes nothing and the app never sees it."""
+        trusted = self._trusted_proxies
+        result = (
+            resolve(
+                trusted,
+                self._proxy_mode,
+                self.conn.client,
+                env,
+                self._scheme,
+                env.get("HTTP_HOST"),  # type: ignore[arg-type]
+            )
+            if trusted is not None
+            else None
+        )
+        if result is None or not result.trusted:
+            for key in PROXY_ENVIRON_KEYS:
+                env.pop(key, None)
+            return
+        if result.client is not None:
+            env["REMOTE_ADDR"] = result.client[0]
+            if result.client[1] is None:
+                env.pop("REMOTE_PORT", None)  # the proxy's own port would mislead
+            else:
+                env["REMOTE_PORT"] = str(result.client[1])
+        if result.scheme is not None:
+            self._scheme = result.scheme
+        if result.host is not None:
+            env["HTTP_HOST"] = result.host
+        if result.server_name is not None:
+            env["SERVER_NAME"] = result.server_name
+        if result.server_port is not None:
+            env["SERVER_PORT"] = result.server_port
+        if result.script_name is not None:
+            env["SCRIPT_NAME"] = result.script_name + self.root_path
 
     def setup_environ(self) -> None:
         """wsgiref's environ plus ``wsgi.input_terminated`` (the server delivers

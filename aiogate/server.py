@@ -30,6 +30,7 @@ from .config import Config
 from .errors import ConfigError
 from .handlers import ServerHandler
 from .protocol import H11Protocol, ServerState
+from .proxy_headers import parse_trusted
 from .thread_pool import ThreadPool
 
 if TYPE_CHECKING:
@@ -85,6 +86,12 @@ class Server:
         self.app = app
         self.config = config
         self._handler_class = _handler_class(config.handler_class)
+        # Parsed here, once: a bad entry is a ConfigError before anything is bound.
+        self._trusted_proxies = (
+            None
+            if config.proxy_headers == "off"
+            else parse_trusted(config.forwarded_allow_ips)
+        )
         self._servers: list[asyncio.Server] = []
         self._state: ServerState | None = None
         self._pool: ThreadPool | None = None
@@ -133,6 +140,10 @@ class Server:
             multiprocess=False,
             server_software=config.server_header,
             expose_tracebacks=config.expose_tracebacks,
+            trusted_proxies=self._trusted_proxies,
+            proxy_mode="forwarded"
+            if config.proxy_headers == "forwarded"
+            else "x-forwarded",
         )
         state = ServerState(
             loop=loop,

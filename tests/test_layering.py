@@ -32,7 +32,7 @@ ALLOWED: dict[str, set[str]] = {
     "flow_control": LEAF,
     "protocol": LEAF
     | {"http11", "handlers", "body", "writer", "flow_control", "config", "thread_pool"},
-    "server": LEAF | {"protocol", "config", "handlers", "thread_pool"},
+    "server": LEAF | {"protocol", "config", "handlers", "thread_pool", "proxy_headers"},
     "importer": LEAF | {"config", "handlers"},
     "logs": LEAF | {"config"},
     "demo": LEAF,

@@ -1,5 +1,6 @@
-"""Limits, timeouts, load shedding and the drain, over real loopback sockets: what a
-hostile, slow or overloading client sees, and that the server keeps serving others.
+"""Limits, timeouts, load shedding, the drain and proxy headers, over real loopback
+sockets: what a hostile, slow, spoofing or overloading client sees, and that the
+server keeps serving others.
 
 Each test runs on the stdlib loop and on uvloop (see conftest.py). Timeouts are set
 short here; every wait is bounded.
@@ -8,6 +9,7 @@ short here; every wait is bounded.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 from typing import Any
@@ -16,6 +18,7 @@ import h11
 import pytest
 
 from aiogate import Server
+from aiogate.errors import ConfigError
 from tests.client import Client
 from tests.test_server import hello, serving
 
@@ -225,3 +228,94 @@ async def test_drain_serves_a_request_already_in_the_socket_buffer() -> None:
     assert await client.closed_by_server()
     async with asyncio.timeout(WAIT):
         await shutdown
+
+
+# -- proxy headers ----------------------------------------------------------------------
+
+
+def environ_json(environ: Environ, start_response: Any) -> list[bytes]:
+    keys = (
+        "REMOTE_ADDR",
+        "REMOTE_PORT",
+        "wsgi.url_scheme",
+        "HTTP_HOST",
+        "SERVER_NAME",
+        "SERVER_PORT",
+        "SCRIPT_NAME",
+        "HTTP_X_FORWARDED_FOR",
+        "HTTP_X_FORWARDED_PROTO",
+        "HTTP_FORWARDED",
+    )
+    body = json.dumps({key: environ.get(key) for key in keys}).encode()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [body]
+
+
+SPOOFED = (
+    b"GET / HTTP/1.1\r\nHost: example.com\r\nX-Forwarded-For: 6.6.6.6\r\n"
+    b"X-Forwarded-Proto: https\r\nX-Forwarded-Host: evil.test\r\n"
+    b"Forwarded: for=7.7.7.7;proto=https\r\n\r\n"
+)
+
+
+async def test_spoofed_proxy_headers_from_an_untrusted_peer_change_nothing() -> None:
+    async with serving(environ_json, forwarded_allow_ips="10.0.0.1") as (_, port):
+        client = await Client.connect(port)
+        await client.send(SPOOFED)
+        seen = json.loads((await client.response()).body)
+        await client.close()
+    assert seen["REMOTE_ADDR"] == "127.0.0.1"
+    assert seen["wsgi.url_scheme"] == "http"
+    assert (seen["HTTP_HOST"], seen["SERVER_NAME"]) == ("example.com", "example.com")
+    # Removed, so an app or middleware cannot be fooled by them either.
+    assert seen["HTTP_X_FORWARDED_FOR"] is None
+    assert seen["HTTP_FORWARDED"] is None
+
+
+async def test_a_trusted_proxy_sets_client_scheme_and_host() -> None:
+    async with serving(environ_json, root_path="/app") as (_, port):  # loopback trusted
+        client = await Client.connect(port)
+        await client.send(
+            b"GET / HTTP/1.1\r\nHost: internal:8000\r\n"
+            b"X-Forwarded-For: 203.0.113.7, 127.0.0.1\r\nX-Forwarded-Proto: https\r\n"
+            b"X-Forwarded-Host: shop.example\r\nX-Forwarded-Prefix: /store\r\n\r\n"
+        )
+        seen = json.loads((await client.response()).body)
+        await client.close()
+    assert seen["REMOTE_ADDR"] == "203.0.113.7"
+    assert seen["REMOTE_PORT"] is None  # the proxy's own port would mislead
+    assert seen["wsgi.url_scheme"] == "https"
+    assert (seen["HTTP_HOST"], seen["SERVER_NAME"], seen["SERVER_PORT"]) == (
+        "shop.example",
+        "shop.example",
+        "443",
+    )
+    assert seen["SCRIPT_NAME"] == "/store/app"
+    assert seen["HTTP_X_FORWARDED_FOR"] == "203.0.113.7, 127.0.0.1"  # kept, as uvicorn
+
+
+async def test_rfc7239_forwarded_mode() -> None:
+    async with serving(environ_json, proxy_headers="forwarded") as (_, port):
+        client = await Client.connect(port)
+        await client.send(SPOOFED)  # from a trusted peer this time
+        seen = json.loads((await client.response()).body)
+        await client.close()
+    assert seen["REMOTE_ADDR"] == "7.7.7.7"  # Forwarded, not X-Forwarded-For
+    assert seen["wsgi.url_scheme"] == "https"
+    assert seen["HTTP_HOST"] == "example.com"
+
+
+async def test_proxy_headers_off_removes_them() -> None:
+    async with serving(environ_json, proxy_headers="off") as (_, port):
+        client = await Client.connect(port)
+        await client.send(SPOOFED)
+        seen = json.loads((await client.response()).body)
+        await client.close()
+    assert seen["REMOTE_ADDR"] == "127.0.0.1"
+    assert seen["HTTP_X_FORWARDED_FOR"] is None
+    assert seen["HTTP_FORWARDED"] is None
+
+
+def test_a_bad_trust_list_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="not-an-ip"):
+        Server(hello, forwarded_allow_ips="127.0.0.1,not-an-ip")
