@@ -52,5 +52,8 @@ def run(
         config = Config(**options)
         options = {}
     if not (logging.getLogger().handlers or logging.getLogger("aiogate").handlers):
-        configure_logging(options.get("log_level", config.log_level))
+        configure_logging(
+            options.get("log_level", config.log_level),
+            options.get("log_config", config.log_config),
+        )
     _server.run(app, config, sockets=sockets, **options)

@@ -295,7 +295,10 @@ def _serve(args: argparse.Namespace) -> int:
         config = Config(**settings)
     except ConfigError as exc:
         return _error(exc, EXIT_USAGE)
-    configure_logging(config.log_level)
+    try:
+        configure_logging(config.log_level, config.log_config)
+    except ConfigError as exc:
+        return _error(exc, EXIT_USAGE)
 
     try:
         app = import_app(target, factory=factory, app_dir=app_dir)

@@ -17,6 +17,11 @@ from .errors import ConfigError
 
 __all__ = ["Config", "LogLevel", "LoopName", "ProxyHeaders", "option_fields"]
 
+#: gunicorn's default access_log_format, so gunicorn users see the same lines.
+DEFAULT_ACCESS_LOG_FORMAT = (
+    '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
+)
+
 LoopName = Literal["auto", "uvloop", "asyncio"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 ProxyHeaders = Literal["x-forwarded", "forwarded", "off"]
@@ -149,6 +154,37 @@ class Config:
         "Which proxy headers trusted peers may use: X-Forwarded-For/-Proto/-Host/"
         "-Port/-Prefix, RFC 7239 Forwarded, or none (all are then removed).",
     )
+    # Off by default, like gunicorn's: a line per request costs CPU and disk, and the
+    # peers we are measured against log nothing by default either.
+    access_log: bool = _opt(
+        False, "Log one line per request to stdout (logger aiogate.access)."
+    )
+    access_log_format: str = _opt(
+        DEFAULT_ACCESS_LOG_FORMAT,
+        "Access line format, with gunicorn's atoms (%(h)s %(r)s %(s)s ... plus %(w)s, "
+        "seconds waited for a thread), or 'json' for JSON lines.",
+    )
+    log_config: str | None = _opt(
+        None,
+        "A logging configuration file (dictConfig .json, or fileConfig INI) used "
+        "instead of aiogate's own setup.",
+    )
+    # Off by default; the Docker image and the Kubernetes manifest turn them on.
+    liveness_path: str = _opt(
+        "",
+        "Answer GET on this path (e.g. /livez) from the event loop: 200 while the "
+        "server runs and not every thread is stuck. Empty: off.",
+    )
+    readiness_path: str = _opt(
+        "",
+        "Answer GET on this path (e.g. /readyz) from the event loop: 200 when "
+        "serving, 503 while starting, draining, or within 1 s of shedding load.",
+    )
+    metrics_path: str = _opt(
+        "",
+        "Serve Prometheus metrics on this path (e.g. /metrics) from the event loop. "
+        "Empty: off.",
+    )
     expose_tracebacks: bool = _opt(
         False, "Send the traceback of an app error to the client (development only)."
     )
@@ -196,6 +232,17 @@ class Config:
                 )
         if self.log_level not in ("critical", "error", "warning", "info", "debug"):
             raise ConfigError(f"unknown log_level {self.log_level!r}")
+        paths = [self.liveness_path, self.readiness_path, self.metrics_path]
+        for name, path in zip(
+            ("liveness_path", "readiness_path", "metrics_path"), paths, strict=True
+        ):
+            if path and (not path.startswith("/") or "?" in path or " " in path):
+                raise ConfigError(f"{name} must be a path starting with /: {path!r}")
+        used = [path for path in paths if path]
+        if len(set(used)) != len(used):
+            raise ConfigError(
+                "liveness_path, readiness_path and metrics_path must differ"
+            )
         if self.proxy_headers not in ("x-forwarded", "forwarded", "off"):
             raise ConfigError(f"unknown proxy_headers {self.proxy_headers!r}")
         if self.loop not in ("auto", "uvloop", "asyncio"):

@@ -1,7 +1,8 @@
 """Logging setup for the command line and ``aiogate.run()``: gunicorn-style lines.
 
-Owns: the logger names (``aiogate.error`` for server events, ``aiogate.access`` for one
-line per request, the uvicorn and gunicorn split) and ``configure_logging``. Runs in
+Owns: the logger names (``aiogate.error`` for server events on stderr,
+``aiogate.access`` for one line per request on stdout, the uvicorn and gunicorn split)
+and ``configure_logging`` (aiogate's setup, or a ``--log-config`` file). Runs in
 the main thread at startup. Importing aiogate installs no handlers; only ``cli.py`` and
 ``aiogate.run()`` call ``configure_logging``, and embedding programs configure the
 ``aiogate`` loggers themselves, like any library's.
@@ -9,8 +10,11 @@ the main thread at startup. Importing aiogate installs no handlers; only ``cli.p
 
 from __future__ import annotations
 
+import json
 import logging.config
 from typing import Any
+
+from .errors import ConfigError
 
 __all__ = ["ACCESS_LOGGER", "ERROR_LOGGER", "configure_logging", "logging_config"]
 
@@ -38,12 +42,20 @@ def logging_config(level: str) -> dict[str, Any]:
         "disable_existing_loggers": False,
         "formatters": {
             "aiogate": {"format": LOG_FORMAT, "datefmt": DATE_FORMAT},
+            "access": {"format": "%(message)s"},
         },
         "handlers": {
             "aiogate_stderr": {
                 "class": "logging.StreamHandler",
                 "formatter": "aiogate",
                 "stream": "ext://sys.stderr",
+            },
+            # Access lines carry their own time and fields: the message alone, on
+            # stdout, where container platforms and log shippers expect requests.
+            "aiogate_access": {
+                "class": "logging.StreamHandler",
+                "formatter": "access",
+                "stream": "ext://sys.stdout",
             },
         },
         "loggers": {
@@ -55,16 +67,36 @@ def logging_config(level: str) -> dict[str, Any]:
                 "propagate": False,
             },
             ERROR_LOGGER: {"level": "NOTSET"},
-            ACCESS_LOGGER: {"level": "NOTSET"},
+            # INFO whatever --log-level says: --access-log alone turns it on or off.
+            ACCESS_LOGGER: {
+                "level": "INFO",
+                "handlers": ["aiogate_access"],
+                "propagate": False,
+            },
         },
     }
 
 
-def configure_logging(level: str) -> None:
-    """Send the ``aiogate`` loggers to stderr at ``level`` (``"info"``, ``"debug"``...).
+def configure_logging(level: str, log_config: str | None = None) -> None:
+    """Send ``aiogate.error`` to stderr at ``level`` (``"info"``, ``"debug"``...) and
+    ``aiogate.access`` to stdout; or, with ``log_config``, load that file instead: a
+    ``dictConfig`` schema in JSON (``.json``) or a ``fileConfig`` INI file.
 
     Idempotent: calling it again replaces the handler instead of adding a second one.
     Note that ``dictConfig`` also flushes and closes the handlers other code has
-    created (it leaves them attached), so call this once, at startup.
+    created (it leaves them attached), so call this once, at startup. Raises
+    ``ConfigError`` for a log configuration file that cannot be read or used.
     """
-    logging.config.dictConfig(logging_config(level))
+    if log_config is None:
+        logging.config.dictConfig(logging_config(level))
+        return
+    try:
+        if log_config.endswith(".json"):
+            with open(log_config, encoding="utf-8") as file:
+                schema = json.load(file)
+            schema.setdefault("disable_existing_loggers", False)
+            logging.config.dictConfig(schema)
+        else:
+            logging.config.fileConfig(log_config, disable_existing_loggers=False)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise ConfigError(f"log_config {log_config!r}: {exc}") from None

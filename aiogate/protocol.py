@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 import threading
 import time
@@ -54,10 +55,12 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Final, Protocol, cast
 import h11
 
 from ._types import ConnectionInfo
+from .access_log import AccessRecord
 from .body import EMPTY_BODY, BodyBuffer, EmptyBody
 from .errors import ProtocolError
 from .flow_control import FlowControl
 from .http11 import ServerConnection
+from .metrics import Metrics
 from .writer import ABORT, DATA, END, START, Item, ResponseWriter
 
 if TYPE_CHECKING:
@@ -74,6 +77,15 @@ LINGER_TIMEOUT = 2.0
 # Retry-After on a 503 for overload (limits and shedding): one second spreads
 # retries without making clients wait long once the burst has passed.
 RETRY_AFTER = 1
+PID = os.getpid()  # for the access log; updated in a forked worker process
+
+
+def _reset_pid() -> None:
+    global PID
+    PID = os.getpid()
+
+
+os.register_at_fork(after_in_child=_reset_pid)
 
 # Job states (see rule 7 of the module docstring).
 RECEIVING: Final = "receiving"  # the body is still arriving; not submitted
@@ -124,6 +136,18 @@ class ServerState:
     #: ``timeout``, ``shed`` (for logs and metrics).
     rejections: Counter[str] = field(default_factory=Counter)
     shutting_down: bool = False
+    #: Listening and not draining: what the readiness endpoint reports (with load).
+    ready: bool = False
+    #: ``loop.time()`` of the last request or connection refused for overload.
+    last_overload: float = float("-inf")
+    #: Counters and histograms, when the metrics endpoint is on (else None).
+    metrics: Metrics | None = None
+    #: Takes one ``AccessRecord`` per finished request, when the access log is on.
+    access_log: Callable[[AccessRecord], None] | None = None
+    #: Paths answered on the loop (health, metrics): path -> (status, type, body).
+    endpoints: dict[bytes, Callable[[], tuple[int, str, bytes]]] = field(
+        default_factory=dict
+    )
     #: The clock of ``loop.time()``, readable from any thread (uvloop's ``time()``
     #: updates the loop's cached clock, so threads must not call it).
     clock: Callable[[], float] = time.monotonic
@@ -155,8 +179,10 @@ class RequestCycle:
     """One request and its response. Loop-side, except ``job`` (worker thread)."""
 
     __slots__ = (
+        "arrived_at",
         "body",
         "buffer",
+        "bytes_sent",
         "counted",
         "ended",
         "job_state",
@@ -164,8 +190,10 @@ class RequestCycle:
         "queue_wait",
         "queued_at",
         "request",
+        "response_headers",
         "started",
         "started_at",
+        "status",
         "thread",
         "writer",
     )
@@ -183,6 +211,11 @@ class RequestCycle:
         #: Seconds the complete request waited for a thread (for the access log).
         self.queue_wait = 0.0
         self.thread: threading.Thread | None = None
+        # What the access log and metrics record (only filled when either is on).
+        self.arrived_at = 0.0  # loop.time() when the head was parsed
+        self.status = 0
+        self.response_headers: list[tuple[str, str]] = []
+        self.bytes_sent = 0
         self.buffer: BodyBuffer | None = (
             BodyBuffer(
                 spill_size=state.body_buffer_size, limit=state.limit_request_body
@@ -236,6 +269,8 @@ class RequestCycle:
         if self.ended or protocol.transport.is_closing():
             return
         conn = protocol.conn
+        state = protocol.state
+        observe = state.metrics is not None or state.access_log is not None
         out: list[bytes] = []
         end: object = None
         try:
@@ -243,11 +278,17 @@ class RequestCycle:
                 kind = item[0]
                 if kind is DATA:
                     out.append(conn.send_data(item[1]))  # type: ignore[arg-type]
+                    if observe:
+                        self.bytes_sent += len(item[1])  # type: ignore[arg-type]
                 elif kind is START:
                     # Draining: this response says Connection: close, and is the last.
-                    close = protocol.state.shutting_down
+                    close = state.shutting_down
                     out.append(conn.start_response(item[1], item[2], close=close))  # type: ignore[arg-type]
                     self.started = True
+                    if observe:
+                        status = item[1]
+                        self.status = int(status[:3])  # type: ignore[index]
+                        self.response_headers = item[2]  # type: ignore[assignment]
                 elif kind is END:
                     out.append(conn.end_response())
                     end = END
@@ -265,6 +306,35 @@ class RequestCycle:
         if end is not None:
             self.ended = True
             protocol.cycle_ended(self, aborted=end is ABORT)
+
+    def record(self, now: float, status: int) -> None:
+        """Runs on the event loop when the request is over: feed the metrics and the
+        access log (only called when one of them is on)."""
+        state = self.protocol.state
+        duration = now - self.arrived_at
+        if state.metrics is not None:
+            state.metrics.observe_request(
+                status, duration, self.queue_wait, self.bytes_sent
+            )
+        if state.access_log is not None:
+            request = self.request
+            client = self.protocol.info.client
+            state.access_log(
+                AccessRecord(
+                    client=client[0] if isinstance(client, tuple) else "-",
+                    method=request.method,
+                    target=request.target,
+                    http_version=request.http_version,
+                    status=status,
+                    bytes_sent=self.bytes_sent,
+                    request_headers=list(request.headers),
+                    response_headers=self.response_headers,
+                    started=time.time() - duration,
+                    duration=duration,
+                    queue_wait=self.queue_wait,
+                    pid=PID,
+                )
+            )
 
     def describe(self) -> str:
         """``GET /path`` (the target without its query), for log messages."""
@@ -310,6 +380,8 @@ class H11Protocol(asyncio.Protocol):
         # Every connection is tracked, even one refused below: its linger is ended
         # by the server's ticker, and a draining server waits for it.
         state.connections.add(self)
+        if state.metrics is not None:
+            state.metrics.connections_accepted += 1
         if state.shutting_down:
             self.transport.close()
             return
@@ -317,6 +389,7 @@ class H11Protocol(asyncio.Protocol):
             # Answered, not left in the backlog: the client learns at once, and
             # Retry-After tells it when to come back (uvicorn answers 503 too).
             state.rejections["limit"] += 1
+            state.last_overload = state.loop.time()
             log.warning(
                 "Connection limit (%d) reached; refusing %s",
                 state.limit_connections,
@@ -334,6 +407,9 @@ class H11Protocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return  # lingering: discard what the client still sends
+        metrics = self.state.metrics
+        if metrics is not None:
+            metrics.bytes_received += len(data)
         self.conn.receive_data(data)
         self._handle_events()
 
@@ -350,8 +426,14 @@ class H11Protocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
         cycle = self.cycle
-        if cycle is not None:
+        if cycle is not None and not cycle.ended:
+            dispatched = cycle.job_state is not RECEIVING
             self._drop_cycle(cycle, "client disconnected")
+            state = self.state
+            if dispatched and (
+                state.metrics is not None or state.access_log is not None
+            ):
+                cycle.record(state.loop.time(), 0)  # the client left before the end
         self.state.connections.discard(self)
         self.state.on_connection_lost()
 
@@ -408,13 +490,24 @@ class H11Protocol(asyncio.Protocol):
             self._arm_timer(self.state.timeout_keep_alive, self._on_idle)
 
     def _start_cycle(self, request: h11.Request) -> None:
+        state = self.state
+        if (
+            state.endpoints
+            and request.method in (b"GET", b"HEAD")
+            and not self.conn.request_has_body
+        ):
+            endpoint = state.endpoints.get(request.target.partition(b"?")[0])
+            if endpoint is not None:
+                self._answer_on_loop(*endpoint())
+                return
         cycle = self.cycle = RequestCycle(self, request)
+        if state.metrics is not None or state.access_log is not None:
+            cycle.arrived_at = state.loop.time()
         if cycle.buffer is None:
             self._dispatch(cycle)
             return
         conn = self.conn
         expected = conn.body_bytes_expected
-        state = self.state
         if expected is not None and expected > state.limit_request_body:
             # Refused before a byte of it is read; with 100-continue, never sent.
             self._reject(
@@ -427,6 +520,28 @@ class H11Protocol(asyncio.Protocol):
             # same when it buffers bodies). RFC 9110 §10.1.1.
             self.transport.write(conn.send_100_continue())
         self._arm_timer(state.timeout_request_body, self._on_body_timeout)
+
+    def _answer_on_loop(self, status: int, content_type: str, body: bytes) -> None:
+        """Answer a health or metrics request here, without a thread: it works while
+        every thread is busy. Not counted in the metrics or the access log."""
+        self._cancel_timer()
+        conn = self.conn
+        close = self.state.shutting_down
+        phrase = "OK" if status == 200 else "Service Unavailable"
+        headers = [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+        ]
+        self.transport.write(
+            conn.start_response(f"{status} {phrase}", headers, close=close)
+            + conn.send_data(body)
+            + conn.end_response()
+        )
+        if conn.our_state is h11.MUST_CLOSE or close:
+            self._close()
+        else:
+            conn.start_next_cycle()  # _handle_events goes on with what is buffered
 
     def _body_data(self, data: bytes) -> None:
         cycle = self.cycle
@@ -458,6 +573,7 @@ class H11Protocol(asyncio.Protocol):
                 state.limit_concurrency,
                 cycle.describe(),
             )
+            state.last_overload = state.loop.time()
             self._reject(503, "server busy", retry_after=RETRY_AFTER)
             return
         state.in_flight += 1
@@ -482,6 +598,9 @@ class H11Protocol(asyncio.Protocol):
     def cycle_ended(self, cycle: RequestCycle, *, aborted: bool) -> None:
         """The response of ``cycle`` has ended, well or not."""
         self._uncount(cycle)
+        state = self.state
+        if state.metrics is not None or state.access_log is not None:
+            cycle.record(state.loop.time(), 0 if aborted else cycle.status)
         if aborted:
             self.conn.send_failed()
             self.transport.close()
@@ -517,6 +636,7 @@ class H11Protocol(asyncio.Protocol):
             return
         state = self.state
         state.rejections["shed"] += 1
+        state.last_overload = state.loop.time()
         log.warning(
             "Shed %s: waited %.3fs for a thread (max-queue-wait %gs)",
             cycle.describe(),
@@ -579,6 +699,8 @@ class H11Protocol(asyncio.Protocol):
             cycle.writer.close("request timed out")
             cycle.ended = True
             self._uncount(cycle)
+            if state.metrics is not None or state.access_log is not None:
+                cycle.record(state.loop.time(), 0)
             self.conn.send_failed()
             self.transport.abort()
         else:
@@ -616,9 +738,15 @@ class H11Protocol(asyncio.Protocol):
         log.debug("%d for %s: %s", status, self.info.client, reason)
         if count:
             self.state.rejections[_rejection_kind(status)] += 1
+            if status == 503:
+                self.state.last_overload = self.state.loop.time()
         cycle = self.cycle
+        state = self.state
         if cycle is not None and not cycle.ended:
             self._drop_cycle(cycle, f"connection closed: {reason}")
+            if state.metrics is not None or state.access_log is not None:
+                # A request refused or given up on still shows in logs and metrics.
+                cycle.record(state.loop.time(), 0 if cycle.started else status)
         data = self.conn.error_response(status, reason, retry_after=retry_after)
         if data:
             self.transport.write(data)

@@ -26,9 +26,12 @@ from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from .access_log import compile_format
 from .config import Config
 from .errors import ConfigError
 from .handlers import ServerHandler
+from .log_writer import AccessLogWriter
+from .metrics import Metrics, render
 from .protocol import H11Protocol, ServerState
 from .proxy_headers import parse_trusted
 from .thread_pool import ThreadPool
@@ -86,6 +89,11 @@ class Server:
         self.app = app
         self.config = config
         self._handler_class = _handler_class(config.handler_class)
+        try:
+            self._access_line = compile_format(config.access_log_format)
+        except ValueError as exc:
+            raise ConfigError(f"access_log_format: {exc}") from None
+        self._access_writer: AccessLogWriter | None = None
         # Parsed here, once: a bad entry is a ConfigError before anything is bound.
         self._trusted_proxies = (
             None
@@ -110,14 +118,17 @@ class Server:
             config.max_queue_wait or 2.0,
         )
         self._tick_interval = max(0.01, min(timeouts) / 4)
-        #: False until listening, and again from the start of a shutdown (including
-        #: ``shutdown_delay``): what a readiness probe should report.
-        self.ready = False
 
     @property
     def sockets(self) -> list[socket.socket]:
         """The listening sockets (``getsockname()`` gives the real port)."""
         return [sock for server in self._servers for sock in server.sockets]
+
+    @property
+    def ready(self) -> bool:
+        """False until listening, and again from the start of a shutdown (including
+        ``shutdown_delay``): what the readiness endpoint reports, load aside."""
+        return self._state is not None and self._state.ready
 
     @property
     def started(self) -> bool:
@@ -165,6 +176,18 @@ class Server:
             limit_request_body=config.limit_request_body,
             on_connection_lost=self._on_connection_lost,
         )
+        if config.metrics_path:
+            state.metrics = Metrics()
+        if config.access_log:
+            self._access_writer = AccessLogWriter(self._access_line)
+            state.access_log = self._access_writer.submit
+        for path, endpoint in (
+            (config.liveness_path, self._liveness),
+            (config.readiness_path, self._readiness),
+            (config.metrics_path, self._metrics),
+        ):
+            if path:
+                state.endpoints[path.encode("latin-1")] = endpoint
         self._state = state
         self._stopped = asyncio.Event()
         self._all_closed = asyncio.Event()
@@ -189,10 +212,12 @@ class Server:
                 )
         except BaseException:
             pool.shutdown(0)
+            if self._access_writer is not None:
+                self._access_writer.close()
             self._state = None
             raise
         self._ticker = loop.call_later(self._tick_interval, self._tick)
-        self.ready = True
+        state.ready = True
         for sock in self.sockets:
             name = sock.getsockname()
             if isinstance(name, tuple):
@@ -226,7 +251,7 @@ class Server:
                 await self._stopped.wait()
             return
         self._shutdown_started = True
-        self.ready = False
+        state.ready = False
         if timeout is None:
             timeout = self.config.timeout_graceful_shutdown
         if delay is None:
@@ -262,11 +287,67 @@ class Server:
         # Jobs of aborted connections end at their next read or write; a thread stuck
         # in app code cannot be stopped, so do not wait for it on the loop.
         pool = self._pool
-        await asyncio.get_running_loop().run_in_executor(None, pool.shutdown, 1.0)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, pool.shutdown, 1.0)
+        if self._access_writer is not None:  # after the pool: every line is queued
+            await loop.run_in_executor(None, self._access_writer.close)
         if self._ticker is not None:
             self._ticker.cancel()
         assert self._stopped is not None
         self._stopped.set()
+
+    # -- endpoints answered on the event loop ----------------------------------------
+
+    def _liveness(self) -> tuple[int, str, bytes]:
+        """200 while the loop runs (it is answering) and not every thread is stuck."""
+        assert self._pool is not None
+        stats = self._pool.statistics()
+        if stats["stuck"] >= stats["threads"]:
+            return 503, "text/plain; charset=utf-8", b"every thread is stuck\n"
+        return 200, "text/plain; charset=utf-8", b"ok\n"
+
+    def _readiness(self) -> tuple[int, str, bytes]:
+        """200 when serving; 503 while starting or draining, and for a second after
+        any request or connection was refused for overload."""
+        state = self._state
+        assert state is not None
+        if not state.ready:
+            return 503, "text/plain; charset=utf-8", b"not ready\n"
+        if state.loop.time() - state.last_overload < 1.0:
+            return 503, "text/plain; charset=utf-8", b"overloaded\n"
+        return 200, "text/plain; charset=utf-8", b"ready\n"
+
+    def _metrics(self) -> tuple[int, str, bytes]:
+        state, pool = self._state, self._pool
+        assert state is not None
+        assert state.metrics is not None
+        assert pool is not None
+        stats = pool.statistics()
+        idle = sum(1 for protocol in state.connections if protocol.cycle is None)
+        gauges = {
+            "requests_in_flight": (
+                "Requests running or waiting for a thread.",
+                state.in_flight,
+            ),
+            "queue_depth": ("Complete requests waiting for a thread.", stats["queued"]),
+            "threads": ("Threads that run the app.", stats["threads"]),
+            "threads_busy": ("Threads running the app now.", stats["busy"]),
+            "threads_stuck": (
+                "Threads replaced after the request timeout.",
+                stats["stuck"],
+            ),
+            "connections_open": ("Open client connections.", len(state.connections)),
+            "connections_idle": (
+                "Open connections between requests (keep-alive).",
+                idle,
+            ),
+            "ready": (
+                "1 when the readiness endpoint would say ready.",
+                self._readiness()[0] == 200,
+            ),
+        }
+        text = render(state.metrics, rejections=state.rejections, gauges=gauges)
+        return 200, "text/plain; version=0.0.4; charset=utf-8", text.encode()
 
     def _tick(self) -> None:
         """Runs on the event loop every ``_tick_interval``: fire due deadlines."""

@@ -15,7 +15,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "aiogate"
 
 LEAF = {"errors", "_types", "_version"}
-SANS_IO = {"response", "environ", "proxy_headers"}
+SANS_IO = {"response", "environ", "proxy_headers", "access_log", "metrics"}
 ALLOWED: dict[str, set[str]] = {
     "_version": set(),
     "errors": set(),
@@ -24,6 +24,9 @@ ALLOWED: dict[str, set[str]] = {
     "response": LEAF,
     "environ": LEAF,
     "proxy_headers": LEAF,
+    "access_log": LEAF,
+    "metrics": LEAF,
+    "log_writer": LEAF | {"access_log"},
     "http11": LEAF | {"response"},
     "body": LEAF,
     "writer": LEAF,
@@ -31,8 +34,28 @@ ALLOWED: dict[str, set[str]] = {
     "handlers": LEAF | SANS_IO | {"body", "writer", "config"},
     "flow_control": LEAF,
     "protocol": LEAF
-    | {"http11", "handlers", "body", "writer", "flow_control", "config", "thread_pool"},
-    "server": LEAF | {"protocol", "config", "handlers", "thread_pool", "proxy_headers"},
+    | {
+        "http11",
+        "handlers",
+        "body",
+        "writer",
+        "flow_control",
+        "config",
+        "thread_pool",
+        "access_log",
+        "metrics",
+    },
+    "server": LEAF
+    | {
+        "protocol",
+        "config",
+        "handlers",
+        "thread_pool",
+        "proxy_headers",
+        "access_log",
+        "metrics",
+        "log_writer",
+    },
     "importer": LEAF | {"config", "handlers"},
     "logs": LEAF | {"config"},
     "demo": LEAF,
@@ -48,6 +71,8 @@ FORBIDDEN: dict[str, set[str]] = {
             "response",
             "environ",
             "proxy_headers",
+            "access_log",
+            "metrics",
             "http11",
             "config",
             "errors",

@@ -1,0 +1,184 @@
+"""Access log, metrics and health endpoints over real sockets: the JSON access line of
+a hostile client parses back intact, and health and metrics answer from the event loop
+while every thread is blocked."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from aiogate import Server
+from tests.client import Client
+from tests.test_access_log import HOSTILE_AGENT
+from tests.test_limits import Gate
+from tests.test_server import hello, serving
+
+GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+ENDPOINTS = {
+    "liveness_path": "/livez",
+    "readiness_path": "/readyz",
+    "metrics_path": "/metrics",
+}
+
+
+class Lines(logging.Handler):
+    """Collects access lines; ``wait(n)`` returns once n lines arrived (bounded)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+        self.arrived = threading.Semaphore(0)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+        self.arrived.release()
+
+    def wait(self, count: int) -> list[str]:
+        for _ in range(count):
+            assert self.arrived.acquire(timeout=10)
+        return self.lines
+
+
+@pytest.fixture
+def access_lines() -> Iterator[Lines]:
+    logger = logging.getLogger("aiogate.access")
+    handler = Lines()
+    old_level, old_propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    yield handler
+    logger.removeHandler(handler)
+    logger.setLevel(old_level)
+    logger.propagate = old_propagate
+
+
+async def get(port: int, path: str, **headers: str) -> Any:
+    client = await Client.connect(port)
+    extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    await client.send(f"GET {path} HTTP/1.1\r\nHost: x\r\n{extra}\r\n".encode())
+    response = await client.response()
+    await client.close()
+    return response
+
+
+async def test_json_access_log_keeps_a_hostile_user_agent_intact(
+    access_lines: Lines,
+) -> None:
+    async with serving(hello, access_log=True, access_log_format="json") as (_, port):
+        client = await Client.connect(port)
+        await client.send(
+            b"GET /who?q=1 HTTP/1.1\r\nHost: x\r\nUser-Agent: "
+            + HOSTILE_AGENT.replace(b"\r\n", b" ").replace(b"\x00", b"")
+            + b"\r\n\r\n"
+        )
+        assert (await client.response()).status == 200
+        await client.close()
+        [line] = access_lines.wait(1)
+    assert "\n" not in line
+    data = json.loads(line)
+    assert data["user_agent"].encode("latin-1") == (
+        HOSTILE_AGENT.replace(b"\r\n", b" ").replace(b"\x00", b"")
+    )
+    assert (data["method"], data["path"], data["query"], data["status"]) == (
+        "GET",
+        "/who",
+        "q=1",
+        200,
+    )
+    assert data["bytes"] == len(b"Hello, /who")
+    assert data["client"] == "127.0.0.1"
+    assert data["duration_s"] >= 0
+    assert data["queue_wait_s"] >= 0
+
+
+async def test_default_access_line_and_rejected_requests_are_logged(
+    access_lines: Lines,
+) -> None:
+    async with serving(hello, access_log=True, limit_request_body=10) as (_, port):
+        assert (await get(port, "/a", Referer="https://r/")).status == 200
+        client = await Client.connect(port)
+        await client.send(
+            b"POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n"
+        )
+        assert (await client.response(b"POST")).status == 413
+        await client.close()
+        lines = access_lines.wait(2)
+    assert re.fullmatch(
+        r'127\.0\.0\.1 - - \[[^]]+\] "GET /a HTTP/1\.1" 200 9 "https://r/" "-"',
+        lines[0],
+    )
+    assert '"POST /big HTTP/1.1" 413' in lines[1]
+
+
+async def test_health_and_metrics_answer_while_every_thread_is_blocked() -> None:
+    gate = Gate()
+    async with serving(gate, threads=2, **ENDPOINTS) as (_, port):
+        busy = [await Client.connect(port) for _ in range(3)]
+        for client in busy:
+            await client.send(GET)
+        await gate.wait_entered()
+        await gate.wait_entered()  # both threads blocked, one request queued
+        live = await get(port, "/livez")
+        ready = await get(port, "/readyz")
+        metrics = await get(port, "/metrics")
+        assert (live.status, live.body) == (200, b"ok\n")
+        assert (ready.status, ready.body) == (200, b"ready\n")
+        assert metrics.status == 200
+        assert metrics.header(b"content-type").startswith(b"text/plain; version=0.0.4")
+        text = metrics.body.decode()
+        assert "aiogate_threads_busy 2\n" in text
+        assert "aiogate_queue_depth 1\n" in text
+        assert "aiogate_requests_in_flight 3\n" in text
+        gate.release.set()
+        for client in busy:
+            assert (await client.response()).status == 200
+            await client.close()
+        after = (await get(port, "/metrics")).body.decode()
+    assert 'aiogate_requests_total{status="200"} 3\n' in after
+    assert "aiogate_request_duration_seconds_count 3\n" in after
+    assert 'aiogate_request_duration_seconds_bucket{le="+Inf"} 3\n' in after
+    assert "aiogate_sent_bytes_total 12\n" in after  # 3 x "done"
+    # Probes themselves are not counted as requests.
+    assert 'aiogate_requests_total{status="200"} 3\n' in after
+
+
+async def test_readiness_follows_overload_and_the_drain() -> None:
+    gate = Gate()
+    server = Server(gate, port=0, threads=1, limit_concurrency=1, **ENDPOINTS)
+    await server.start()
+    port = server.sockets[0].getsockname()[1]
+    first = await Client.connect(port)
+    await first.send(GET)
+    await gate.wait_entered()
+    second = await Client.connect(port)
+    await second.send(GET)
+    assert (await second.response()).status == 503  # over the concurrency limit
+    assert await second.closed_by_server()
+    overloaded = await get(port, "/readyz")
+    assert (overloaded.status, overloaded.body) == (503, b"overloaded\n")
+    metrics = (await get(port, "/metrics")).body.decode()
+    assert 'aiogate_rejections_total{reason="limit"} 1\n' in metrics
+    assert "aiogate_ready 0\n" in metrics
+    gate.release.set()
+    assert (await first.response()).status == 200
+    await first.close()
+    shutdown = asyncio.create_task(server.shutdown(timeout=5, delay=0.5))
+    await asyncio.sleep(0)
+    draining = await get(port, "/readyz")  # still served during the delay
+    assert (draining.status, draining.body) == (503, b"not ready\n")
+    assert (await get(port, "/livez")).status == 200
+    async with asyncio.timeout(10):
+        await shutdown
+
+
+async def test_endpoints_are_off_by_default_and_go_to_the_app() -> None:
+    async with serving(hello) as (_, port):
+        assert (await get(port, "/metrics")).body == b"Hello, /metrics"
