@@ -1,0 +1,1 @@
+"""An example Django project served by aiogate."""

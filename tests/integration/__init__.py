@@ -1,0 +1,2 @@
+"""Integration tests: real frameworks and real HTTP clients against aiogate over
+loopback sockets."""
