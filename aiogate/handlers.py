@@ -25,7 +25,9 @@ bytes as wsgiref's (tests/test_handlers.py runs both and compares).
 
 from __future__ import annotations
 
+import io
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Callable, Iterable, MutableMapping
@@ -568,6 +570,20 @@ class IISCGIHandler(BaseCGIHandler):
         )
 
 
+def _stream_length(stream: object) -> int | None:
+    """The size of a buffered request body: an ``io.BytesIO`` or a file (None for
+    anything else, whose length we cannot know without reading it)."""
+    if isinstance(stream, io.BytesIO):
+        return len(stream.getbuffer())
+    fileno = getattr(stream, "fileno", None)
+    if fileno is not None:
+        try:
+            return os.fstat(fileno()).st_size
+        except (OSError, ValueError):
+            return None
+    return None
+
+
 class ServerHandler(BaseHandler):
     """aiogate's handler for one request: a SimpleHandler-style origin server whose
     response goes to a ``ResponseSink`` (the status and headers to ``sink.start``, body
@@ -755,6 +771,15 @@ class ServerHandler(BaseHandler):
         request = self.request
         env = self.environ
         env.update(build_environ(request, self.conn, self.root_path))
+        if "HTTP_TRANSFER_ENCODING" in env:
+            # A chunked body was decoded and buffered whole before the app was called,
+            # so its length is known: say it as CONTENT_LENGTH, as waitress does.
+            # Django, Falcon and Bottle read only CONTENT_LENGTH (Bottle would even
+            # try to decode the chunks again), so they now see chunked uploads too.
+            length = _stream_length(self.stdin)
+            if length is not None:
+                del env["HTTP_TRANSFER_ENCODING"]
+                env["CONTENT_LENGTH"] = str(length)
         # Most requests carry no proxy header: six dict lookups, and done.
         for key in PROXY_ENVIRON_KEYS:
             if key in env:

@@ -256,6 +256,25 @@ def test_chunked_body_is_buffered_whole() -> None:
     assert h.responses() == [(200, b"abcde")]
 
 
+def test_chunked_body_is_given_its_decoded_length() -> None:
+    seen: list[Environ] = []
+
+    def app(environ: Environ, start_response: Any) -> list[bytes]:
+        seen.append(environ)
+        return echo(environ, start_response)
+
+    h = Harness(app, body_buffer_size=3)  # in a file: its length comes from fstat
+    h.receive(
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    )
+    h.run_jobs()
+    assert h.responses() == [(200, b"abcde"), (200, b"")]
+    assert [env["CONTENT_LENGTH"] for env in seen] == ["5", "0"]
+    assert all("HTTP_TRANSFER_ENCODING" not in env for env in seen)
+
+
 def test_100_continue_is_sent_as_soon_as_the_head_passes() -> None:
     h = Harness(echo)
     h.receive(

@@ -59,6 +59,24 @@ def test_request_body(server: Running, session: requests.Session) -> None:
     assert response.json() == {"received": document, "method": "POST"}
 
 
+def test_chunked_upload_reaches_request_body(
+    server: Running, session: requests.Session
+) -> None:
+    # Django reads only CONTENT_LENGTH (WSGIRequest), so a chunked upload is an empty
+    # body under servers that pass it through; aiogate buffers and decodes it first.
+    payload = os.urandom(300_000)
+    pieces = (payload[i : i + 50_000] for i in range(0, len(payload), 50_000))
+    response = session.post(
+        server.url("/echo"),
+        data=pieces,
+        headers={"Content-Type": "application/octet-stream"},
+        timeout=TIMEOUT,
+    )
+    assert response.request.headers["Transfer-Encoding"] == "chunked"
+    assert response.status_code == 200
+    assert response.content == payload
+
+
 def test_file_uploads(server: Running, session: requests.Session) -> None:
     big = os.urandom(300_000)
     small = "résumé text\n".encode()

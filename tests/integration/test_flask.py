@@ -347,8 +347,9 @@ def test_chunked_upload_is_read_to_the_end(
     body = response.json()
     assert body["size"] == len(expected)
     assert body["sha256"] == hashlib.sha256(expected).hexdigest()
-    assert body["content_length"] is None  # Flask had no length to go by...
-    assert body["input_terminated"] is True  # ...and read to EOF because of this
+    # Decoded and buffered before the app ran, so Flask is told the length.
+    assert body["content_length"] == len(expected)
+    assert body["input_terminated"] is True
 
 
 def test_chunked_multipart_upload(server: Running, session: requests.Session) -> None:
