@@ -7,7 +7,7 @@ and the sans-IO core be tested with fakes. No behaviour; any thread may use thes
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -50,6 +50,8 @@ class ConnectionInfo:
     client: Address | None
     #: ``"http"`` or ``"https"``.
     url_scheme: str = "http"
+    #: On TLS connections, the environ variables it adds (``HTTPS``, ``SSL_*``).
+    tls: Mapping[str, str] | None = None
 
 
 class RequestHead(Protocol):

@@ -25,6 +25,8 @@ DEFAULT_ACCESS_LOG_FORMAT = (
 LoopName = Literal["auto", "uvloop", "asyncio"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 ProxyHeaders = Literal["x-forwarded", "forwarded", "off"]
+CertReqs = Literal["none", "optional", "required"]
+TLSVersion = Literal["TLSv1.2", "TLSv1.3"]
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
@@ -154,6 +156,27 @@ class Config:
         "Which proxy headers trusted peers may use: X-Forwarded-For/-Proto/-Host/"
         "-Port/-Prefix, RFC 7239 Forwarded, or none (all are then removed).",
     )
+    ssl_certfile: str | None = _opt(
+        None, "Serve HTTPS with this certificate (chain) file, PEM."
+    )
+    ssl_keyfile: str | None = _opt(
+        None, "The private key file (PEM), if not in ssl_certfile."
+    )
+    ssl_keyfile_password: str | None = _opt(
+        None, "Password of an encrypted private key."
+    )
+    ssl_ca_certs: str | None = _opt(
+        None, "CA certificates (PEM) that client certificates are checked against."
+    )
+    ssl_cert_reqs: CertReqs = _opt(
+        "none",
+        "Client certificates: not asked for, optional (checked if given), or required.",
+    )
+    ssl_ciphers: str = _opt(
+        "", "OpenSSL cipher list for TLS 1.2 (empty: Python's secure defaults)."
+    )
+    # TLS 1.0 and 1.1 are deprecated by RFC 8996.
+    ssl_minimum_version: TLSVersion = _opt("TLSv1.2", "Oldest TLS version accepted.")
     # Off by default, like gunicorn's: a line per request costs CPU and disk, and the
     # peers we are measured against log nothing by default either.
     access_log: bool = _opt(
@@ -232,6 +255,21 @@ class Config:
                 )
         if self.log_level not in ("critical", "error", "warning", "info", "debug"):
             raise ConfigError(f"unknown log_level {self.log_level!r}")
+        if self.ssl_certfile is None and (
+            self.ssl_keyfile or self.ssl_ca_certs or self.ssl_cert_reqs != "none"
+        ):
+            raise ConfigError("the ssl_* settings need ssl_certfile")
+        if self.ssl_cert_reqs != "none" and not self.ssl_ca_certs:
+            raise ConfigError(
+                f"ssl_cert_reqs {self.ssl_cert_reqs!r} needs ssl_ca_certs to check "
+                "client certificates against"
+            )
+        if self.ssl_cert_reqs not in ("none", "optional", "required"):
+            raise ConfigError(f"unknown ssl_cert_reqs {self.ssl_cert_reqs!r}")
+        if self.ssl_minimum_version not in ("TLSv1.2", "TLSv1.3"):
+            raise ConfigError(
+                f"unknown ssl_minimum_version {self.ssl_minimum_version!r}"
+            )
         paths = [self.liveness_path, self.readiness_path, self.metrics_path]
         for name, path in zip(
             ("liveness_path", "readiness_path", "metrics_path"), paths, strict=True

@@ -770,7 +770,10 @@ class ServerHandler(BaseHandler):
         then apply or strip the proxy headers (``apply_proxy_headers``)."""
         request = self.request
         env = self.environ
-        env.update(build_environ(request, self.conn, self.root_path))
+        conn = self.conn
+        env.update(build_environ(request, conn, self.root_path))
+        if conn.tls is not None:
+            env.update(conn.tls)  # HTTPS, SSL_PROTOCOL, SSL_CLIENT_CERT ...
         if "HTTP_TRANSFER_ENCODING" in env:
             # A chunked body was decoded and buffered whole before the app was called,
             # so its length is known: say it as CONTENT_LENGTH, as waitress does.

@@ -61,6 +61,7 @@ from .errors import ProtocolError
 from .flow_control import FlowControl
 from .http11 import ServerConnection
 from .metrics import Metrics
+from .tls import tls_environ
 from .writer import ABORT, DATA, END, START, Item, ResponseWriter
 
 if TYPE_CHECKING:
@@ -370,10 +371,16 @@ class H11Protocol(asyncio.Protocol):
         self.flow = FlowControl(self.transport)
         transport = self.transport
         state = self.state
+        tls = (
+            tls_environ(transport.get_extra_info("ssl_object"))
+            if transport.get_extra_info("sslcontext")
+            else None
+        )
         self.info = ConnectionInfo(
             server=_address(transport.get_extra_info("sockname")),
             client=_address(transport.get_extra_info("peername")),
-            url_scheme="https" if transport.get_extra_info("sslcontext") else "http",
+            url_scheme="http" if tls is None else "https",
+            tls=tls,
         )
         # Shared by the writer of each request and the job state (rule 7).
         self.cond = threading.Condition(threading.Lock())

@@ -35,6 +35,7 @@ from .metrics import Metrics, render
 from .protocol import H11Protocol, ServerState
 from .proxy_headers import parse_trusted
 from .thread_pool import ThreadPool
+from .tls import make_ssl_context
 
 if TYPE_CHECKING:
     from ._types import WSGIApplication
@@ -94,6 +95,19 @@ class Server:
         except ValueError as exc:
             raise ConfigError(f"access_log_format: {exc}") from None
         self._access_writer: AccessLogWriter | None = None
+        self._ssl_context = (
+            None
+            if config.ssl_certfile is None
+            else make_ssl_context(
+                certfile=config.ssl_certfile,
+                keyfile=config.ssl_keyfile,
+                password=config.ssl_keyfile_password,
+                ca_certs=config.ssl_ca_certs,
+                cert_reqs=config.ssl_cert_reqs,
+                ciphers=config.ssl_ciphers,
+                minimum_version=config.ssl_minimum_version,
+            )
+        )
         # Parsed here, once: a bad entry is a ConfigError before anything is bound.
         self._trusted_proxies = (
             None
@@ -192,12 +206,22 @@ class Server:
         self._stopped = asyncio.Event()
         self._all_closed = asyncio.Event()
         factory = partial(H11Protocol, state)
+        # The handshake counts against the head's deadline: a client that opens a
+        # TLS connection and stalls is a slowloris too.
+        tls: dict[str, Any] = (
+            {}
+            if self._ssl_context is None
+            else {
+                "ssl": self._ssl_context,
+                "ssl_handshake_timeout": config.timeout_request_header,
+            }
+        )
         try:
             if sockets:
                 for sock in sockets:
                     self._servers.append(
                         await loop.create_server(
-                            factory, sock=sock, backlog=config.backlog
+                            factory, sock=sock, backlog=config.backlog, **tls
                         )
                     )
             else:
@@ -208,6 +232,7 @@ class Server:
                         port=config.port,
                         reuse_address=True,
                         backlog=config.backlog,
+                        **tls,
                     )
                 )
         except BaseException:
@@ -223,7 +248,10 @@ class Server:
             if isinstance(name, tuple):
                 host, port = name[0], name[1]
                 shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-                log.info("Listening on http://%s (%d threads)", shown, config.threads)
+                scheme = "http" if self._ssl_context is None else "https"
+                log.info(
+                    "Listening on %s://%s (%d threads)", scheme, shown, config.threads
+                )
             else:
                 log.info("Listening on %s (%d threads)", name, config.threads)
 

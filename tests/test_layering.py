@@ -33,6 +33,7 @@ ALLOWED: dict[str, set[str]] = {
     "thread_pool": LEAF,
     "handlers": LEAF | SANS_IO | {"body", "writer", "config"},
     "flow_control": LEAF,
+    "tls": LEAF | {"config"},
     "protocol": LEAF
     | {
         "http11",
@@ -44,6 +45,7 @@ ALLOWED: dict[str, set[str]] = {
         "thread_pool",
         "access_log",
         "metrics",
+        "tls",
     },
     "server": LEAF
     | {
@@ -55,6 +57,7 @@ ALLOWED: dict[str, set[str]] = {
         "access_log",
         "metrics",
         "log_writer",
+        "tls",
     },
     "importer": LEAF | {"config", "handlers"},
     "logs": LEAF | {"config"},
