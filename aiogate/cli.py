@@ -28,10 +28,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
+from pathlib import Path
 from typing import Any, Literal
 
 from ._version import __version__
 from .config import Config, option_fields
+from .config_file import load_file_settings, toml_value
 from .errors import AiogateError, AppImportError, ConfigError
 from .importer import import_app, import_object
 from .logs import configure_logging
@@ -153,6 +155,18 @@ def app_options() -> tuple[Option, ...]:
             is_config=False,
             metavar="DIR",
         ),
+        Option(
+            dest="config",
+            flag="--config",
+            envvar=ENV_PREFIX + "CONFIG",
+            help="A TOML file of settings (its [tool.aiogate] table, or its top "
+            "level). Without it, [tool.aiogate] of ./pyproject.toml is read if present. "
+            "Flags and AIOGATE_* variables win over the file.",
+            default=None,
+            parse=str,
+            is_config=False,
+            metavar="FILE",
+        ),
     )
 
 
@@ -229,6 +243,19 @@ def build_parser() -> argparse.ArgumentParser:
         _add_option(serve, option)
     for option in config_options():
         _add_option(serve, option)
+    checks = serve.add_mutually_exclusive_group()
+    checks.add_argument(
+        "--print-config",
+        action="store_true",
+        help="Print the settings in effect (as TOML, with where each came from) and "
+        "exit.",
+    )
+    checks.add_argument(
+        "--check-config",
+        action="store_true",
+        help="Check the settings, import the app and load the TLS files, then exit: "
+        "0 if all is well, 2 for a bad setting, 3 if the app cannot be imported.",
+    )
     serve.set_defaults(run_command=_serve, command_parser=serve)
 
     cgi = commands.add_parser(
@@ -247,8 +274,65 @@ class _UsageError(Exception):
     """A bad value found after argparse is done (environment, missing TARGET)."""
 
 
+def _file_key(option: Option) -> str:
+    """The option's key in a settings file: its name, ``app`` for the target."""
+    return "app" if option.dest == "target" else option.dest
+
+
+def _source(args: argparse.Namespace, option: Option) -> str:
+    """Where the option's value comes from: flag, env, file or default."""
+    if option.flag == "TARGET":
+        if args.target is not None:
+            return "flag"
+    elif hasattr(args, option.dest):
+        return "flag"
+    if option.envvar in os.environ:
+        return "env"
+    if _file_key(option) in getattr(args, "file_settings", {}):
+        return "file"
+    return "default"
+
+
+def _from_file(args: argparse.Namespace, option: Option) -> Any:
+    """A file's value for ``option``, checked against the option's type."""
+    value = args.file_settings[_file_key(option)]
+    where = f"{args.file_source}: {_file_key(option)} = {value!r}"
+    if option.is_bool:
+        valid = isinstance(value, bool)
+    elif option.parse is int:
+        valid = isinstance(value, int) and not isinstance(value, bool)
+    elif option.parse is float:
+        valid = isinstance(value, int | float) and not isinstance(value, bool)
+        value = float(value) if valid else value
+    elif option.parse is str:
+        valid = isinstance(value, str)
+    else:  # an option with its own parser takes the text (a list: joined by commas)
+        if isinstance(value, list) and all(isinstance(item, str) for item in value):
+            value = ",".join(value)
+        valid = isinstance(value, str)
+        if valid:
+            try:
+                value = option.parse(value)
+            except (TypeError, ValueError) as exc:
+                raise _UsageError(f"{where}: {exc}") from None
+    if not valid:
+        raise _UsageError(f"{where}: expected {_type_name(option)}")
+    if option.choices is not None and value not in option.choices:
+        raise _UsageError(f"{where}: expected one of {', '.join(option.choices)}")
+    return value
+
+
+def _type_name(option: Option) -> str:
+    if option.is_bool:
+        return "true or false"
+    if option.parse is int:
+        return "an integer"
+    return "a number" if option.parse is float else "a string"
+
+
 def _value(args: argparse.Namespace, option: Option) -> Any:
-    """Flag > ``AIOGATE_*`` variable > default; ``_UsageError`` for a bad variable."""
+    """Flag > ``AIOGATE_*`` variable > settings file > default; ``_UsageError`` for a
+    bad variable or file value."""
     if option.flag == "TARGET":
         if args.target is not None:
             return args.target
@@ -256,6 +340,8 @@ def _value(args: argparse.Namespace, option: Option) -> Any:
         return getattr(args, option.dest)
     text = os.environ.get(option.envvar)
     if text is None:
+        if _file_key(option) in getattr(args, "file_settings", {}):
+            return _from_file(args, option)
         return option.default
     try:
         value = option.parse(text)
@@ -271,9 +357,26 @@ def _value(args: argparse.Namespace, option: Option) -> Any:
     return value
 
 
+def _read_settings_file(args: argparse.Namespace) -> None:
+    """Load ``--config`` or ``[tool.aiogate]`` into ``args`` (``file_settings``,
+    ``file_source``); unknown keys are a usage error."""
+    config_option = next(o for o in app_options() if o.dest == "config")
+    try:
+        settings, source = load_file_settings(_value(args, config_option), Path.cwd())
+    except ConfigError as exc:
+        raise _UsageError(str(exc)) from None
+    known = {_file_key(o) for o in (*app_options(), *config_options())} - {"config"}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise _UsageError(f"{source}: unknown setting(s) {', '.join(unknown)}")
+    args.file_settings, args.file_source = settings, source
+
+
 def _app_source(args: argparse.Namespace) -> tuple[str, bool, str]:
-    """(target, factory, app_dir) from the flags and the environment."""
-    target, factory, app_dir = (_value(args, option) for option in app_options())
+    """(target, factory, app_dir) from the flags, the environment and the file."""
+    target, factory, app_dir = (
+        _value(args, option) for option in app_options() if option.dest != "config"
+    )
     if not target:
         raise _UsageError(f"no app given: pass TARGET or set {ENV_PREFIX}APP")
     return target, factory, app_dir
@@ -284,12 +387,32 @@ def _error(message: object, code: int) -> int:
     return code
 
 
+def _print_config(args: argparse.Namespace) -> int:
+    """``--print-config``: every setting in effect, as a ``[tool.aiogate]`` table."""
+    source = args.file_source or "no settings file"
+    print(f"# aiogate {__version__}: flag > AIOGATE_* variable > {source} > default")
+    print("[tool.aiogate]")
+    for option in (*app_options(), *config_options()):
+        if option.dest == "config":
+            continue
+        value = _value(args, option)
+        key, origin = _file_key(option), _source(args, option)
+        if value is None:
+            print(f"# {key} = (unset)  # {origin}")
+        else:
+            print(f"{key} = {toml_value(value)}  # {origin}")
+    return EXIT_OK
+
+
 def _serve(args: argparse.Namespace) -> int:
+    _read_settings_file(args)
+    if args.print_config:
+        return _print_config(args)
     target, factory, app_dir = _app_source(args)
     settings = {
         option.dest: _value(args, option)
         for option in config_options()
-        if hasattr(args, option.dest) or option.envvar in os.environ
+        if _source(args, option) != "default"
     }
     try:
         config = Config(**settings)
@@ -313,6 +436,13 @@ def _serve(args: argparse.Namespace) -> int:
     # tests replace ``aiogate.server.run`` with a fake.
     from . import server
 
+    if args.check_config:
+        try:
+            server.Server(app, config)  # checks TLS files, trust list, log format
+        except ConfigError as exc:
+            return _error(exc, EXIT_USAGE)
+        print(f"Configuration OK: {target} with {len(settings)} setting(s) changed")
+        return EXIT_OK
     try:
         server.run(app, config)
     except ConfigError as exc:
@@ -323,6 +453,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _cgi(args: argparse.Namespace) -> int:
+    _read_settings_file(args)
     target, factory, app_dir = _app_source(args)
     try:
         app = import_app(target, factory=factory, app_dir=app_dir)

@@ -25,7 +25,7 @@ import aiogate.cli
 import aiogate.importer
 import aiogate.server
 from aiogate import demo
-from aiogate.cli import config_options, main, usage_table_markdown
+from aiogate.cli import app_options, config_options, main, usage_table_markdown
 from aiogate.config import Config, option_fields
 from aiogate.errors import AppImportError
 from aiogate.handlers import ServerHandler
@@ -474,7 +474,7 @@ def test_usage_table_markdown() -> None:
     table = usage_table_markdown()
     lines = table.splitlines()
     assert lines[0] == "| Option | Environment variable | Default | Description |"
-    assert len(lines) == 2 + 3 + len(option_fields())
+    assert len(lines) == 2 + len(app_options()) + len(option_fields())
     assert lines[1] == "|---|---|---|---|"
     assert all(line.startswith("| ") and line.endswith(" |") for line in lines[2:])
     assert "| `--port PORT` | `AIOGATE_PORT` | `8000` |" in table

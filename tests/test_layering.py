@@ -61,8 +61,9 @@ ALLOWED: dict[str, set[str]] = {
     },
     "importer": LEAF | {"config", "handlers"},
     "logs": LEAF | {"config"},
+    "config_file": LEAF,
     "demo": LEAF,
-    "cli": LEAF | {"server", "importer", "logs", "config", "handlers"},
+    "cli": LEAF | {"server", "importer", "logs", "config", "config_file", "handlers"},
     "__main__": {"cli"},
     "__init__": LEAF | {"server", "config", "handlers", "logs"},
 }
