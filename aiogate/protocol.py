@@ -362,6 +362,7 @@ class H11Protocol(asyncio.Protocol):
         self._deadline = 0.0
         self._on_deadline: Callable[[], object] | None = None
         self._linger_buffered = -1  # write buffer size at the last linger check
+        self._answered_on_loop = False  # a probe was answered; its end is due
 
     # -- asyncio callbacks -------------------------------------------------------
 
@@ -548,7 +549,9 @@ class H11Protocol(asyncio.Protocol):
         if conn.our_state is h11.MUST_CLOSE or close:
             self._close()
         else:
-            conn.start_next_cycle()  # _handle_events goes on with what is buffered
+            # The next cycle starts at this request's EndOfMessage (_body_end), which
+            # _handle_events reads next: h11 has not seen the end of it yet.
+            self._answered_on_loop = True
 
     def _body_data(self, data: bytes) -> None:
         cycle = self.cycle
@@ -564,7 +567,11 @@ class H11Protocol(asyncio.Protocol):
 
     def _body_end(self) -> None:
         cycle = self.cycle
-        assert cycle is not None
+        if cycle is None:  # the end of a request answered on the loop
+            assert self._answered_on_loop
+            self._answered_on_loop = False
+            self.conn.start_next_cycle()  # and _handle_events reads on
+            return
         buffer = cycle.buffer
         if buffer is not None:
             cycle.buffer = None
