@@ -422,6 +422,21 @@ def _serve(args: argparse.Namespace) -> int:
         configure_logging(config.log_level, config.log_config)
     except ConfigError as exc:
         return _error(exc, EXIT_USAGE)
+    if config.reload and not args.check_config:
+        # The watcher never imports the app; each child process does.
+        from .reloader import run_with_reload
+
+        argv: list[str] = args.argv
+        try:
+            return run_with_reload(
+                argv[argv.index("serve") + 1 :],
+                config.reload_dirs,
+                config.reload_include,
+                config.reload_exclude,
+                app_dir,
+            )
+        except ConfigError as exc:
+            return _error(exc, EXIT_USAGE)
 
     try:
         app = import_app(target, factory=factory, app_dir=app_dir)
@@ -475,6 +490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     command: Callable[[argparse.Namespace], int] = args.run_command
     try:
         return command(args)

@@ -208,6 +208,23 @@ class Config:
         "Serve Prometheus metrics on this path (e.g. /metrics) from the event loop. "
         "Empty: off.",
     )
+    # Development only, like uvicorn's --reload: a watcher process restarts the
+    # server on every change; needs the optional watchfiles (aiogate[reload]).
+    reload: bool = _opt(
+        False,
+        "Restart the server when a watched file changes (development; needs "
+        "pip install 'aiogate[reload]').",
+    )
+    reload_dirs: str = _opt(
+        "", "Comma-separated directories to watch (default: --app-dir)."
+    )
+    reload_include: str = _opt(
+        "*.py", "Comma-separated glob patterns of the files that trigger a reload."
+    )
+    reload_exclude: str = _opt(
+        ".*,*~,*.py[cod],__pycache__",
+        "Comma-separated glob patterns of files and directories never watched.",
+    )
     expose_tracebacks: bool = _opt(
         False, "Send the traceback of an app error to the client (development only)."
     )

@@ -62,8 +62,10 @@ ALLOWED: dict[str, set[str]] = {
     "importer": LEAF | {"config", "handlers"},
     "logs": LEAF | {"config"},
     "config_file": LEAF,
+    "reloader": LEAF,
     "demo": LEAF,
-    "cli": LEAF | {"server", "importer", "logs", "config", "config_file", "handlers"},
+    "cli": LEAF
+    | {"server", "importer", "logs", "config", "config_file", "handlers", "reloader"},
     "__main__": {"cli"},
     "__init__": LEAF | {"server", "config", "handlers", "logs"},
 }
