@@ -266,6 +266,7 @@ class ServerConnection:
         "_chunk",
         "_chunk_left",
         "_continue_sent",
+        "_deferred_error",
         "_eof",
         "_error",
         "_h11",
@@ -314,6 +315,8 @@ class ServerConnection:
         self._buf = bytearray()  # received, not yet given to h11
         self._eof = False
         self._error: ProtocolError | None = None
+        # A body error found after units that are still to come out as Data.
+        self._deferred_error: ProtocolError | None = None
         self._method: bytes | None = None
         self._body = 0  # remaining Content-Length, or _CHUNKED
         self._chunk = _SIZE_LINE
@@ -435,11 +438,14 @@ class ServerConnection:
             return event
         if state is h11.SEND_BODY:
             # Feed first: one h11 call per event, not an extra one for NEED_DATA.
-            if self._buf:
+            if self._buf and self._deferred_error is None:
                 self._feed_body()
             event = conn.next_event()
-            if event is h11.NEED_DATA and self._eof:
-                raise _error("client closed the connection inside a request body")
+            if event is h11.NEED_DATA:
+                if self._deferred_error is not None:
+                    raise self._deferred_error
+                if self._eof:
+                    raise _error("client closed the connection inside a request body")
             return event
         # DONE, MUST_CLOSE, MIGHT_SWITCH_PROTOCOL, CLOSED. Bytes after the message wait
         # for start_next_cycle (DONE) or are never parsed (MUST_CLOSE: h11 would raise
@@ -638,56 +644,65 @@ class ServerConnection:
         pos = 0  # end of what is checked
         fed = 0  # end of what is already in ``out``
         out: list[bytes] = []
-        while pos < size:
-            state = self._chunk
-            if state == _DATA:
-                count = min(self._chunk_left, size - pos)
-                pos += count
-                self._chunk_left -= count
-                if self._chunk_left == 0:
-                    self._chunk = _DATA_CRLF
-            elif state == _DATA_CRLF:
-                # chunk = chunk-size [ chunk-ext ] CRLF chunk-data CRLF, exactly.
-                if buf[pos] != _CR or (size - pos > 1 and buf[pos + 1] != _LF):
-                    raise _error("chunk data not followed by CRLF")
-                if size - pos < 2:
-                    break
-                pos += 2
-                self._chunk = _SIZE_LINE
-            elif state == _SIZE_LINE:
-                match = _PLAIN_CHUNK_LINE_RE.match(buf, pos)
-                if match is not None:  # the usual line: only the size
-                    chunk_size = int(match[1], 16)
-                    pos = match.end()
-                else:
-                    newline = buf.find(b"\n", pos)
-                    end = size if newline == -1 else newline
-                    checked = self._check_chunk_line(pos, end, complete=newline != -1)
-                    if checked is None:
+        try:
+            while pos < size:
+                state = self._chunk
+                if state == _DATA:
+                    count = min(self._chunk_left, size - pos)
+                    pos += count
+                    self._chunk_left -= count
+                    if self._chunk_left == 0:
+                        self._chunk = _DATA_CRLF
+                elif state == _DATA_CRLF:
+                    # chunk = chunk-size [ chunk-ext ] CRLF chunk-data CRLF, exactly.
+                    if buf[pos] != _CR or (size - pos > 1 and buf[pos + 1] != _LF):
+                        raise _error("chunk data not followed by CRLF")
+                    if size - pos < 2:
                         break
-                    chunk_size = checked
-                    out.append(bytes(buf[fed:pos]))
-                    out.append(b"%x\r\n" % chunk_size)
-                    pos = fed = newline + 1
-                if chunk_size:
-                    self._chunk = _DATA
-                    self._chunk_left = chunk_size
-                else:  # last-chunk; the trailer section follows (RFC 9112 §7.1.2)
-                    self._chunk = _TRAILER
-                    self._lines = 1
-            elif state == _TRAILER:
-                newline = buf.find(b"\n", pos)
-                if newline == -1:
-                    self._check_line(pos, size, self._lines, complete=False)
+                    pos += 2
+                    self._chunk = _SIZE_LINE
+                elif state == _SIZE_LINE:
+                    match = _PLAIN_CHUNK_LINE_RE.match(buf, pos)
+                    if match is not None:  # the usual line: only the size
+                        chunk_size = int(match[1], 16)
+                        pos = match.end()
+                    else:
+                        newline = buf.find(b"\n", pos)
+                        end = size if newline == -1 else newline
+                        checked = self._check_chunk_line(
+                            pos, end, complete=newline != -1
+                        )
+                        if checked is None:
+                            break
+                        chunk_size = checked
+                        out.append(bytes(buf[fed:pos]))
+                        out.append(b"%x\r\n" % chunk_size)
+                        pos = fed = newline + 1
+                    if chunk_size:
+                        self._chunk = _DATA
+                        self._chunk_left = chunk_size
+                    else:  # last-chunk; the trailer section follows (RFC 9112 §7.1.2)
+                        self._chunk = _TRAILER
+                        self._lines = 1
+                elif state == _TRAILER:
+                    newline = buf.find(b"\n", pos)
+                    if newline == -1:
+                        self._check_line(pos, size, self._lines, complete=False)
+                        break
+                    self._check_line(pos, newline, self._lines, complete=True)
+                    self._lines += 1
+                    if newline - pos == 1:  # the empty line that ends the message
+                        self._chunk = _END
+                        self._lines = 0
+                    pos = newline + 1
+                else:  # _END: the rest belongs to the next request
                     break
-                self._check_line(pos, newline, self._lines, complete=True)
-                self._lines += 1
-                if newline - pos == 1:  # the empty line that ends the message
-                    self._chunk = _END
-                    self._lines = 0
-                pos = newline + 1
-            else:  # _END: the rest belongs to the next request
-                break
+        except ProtocolError as exc:
+            # Each branch raises before it moves ``pos``, so what is before ``pos``
+            # was checked: it still goes to h11, and the error is raised once its
+            # Data is out (``_next_event``). So the events are the same whether the
+            # bad byte came in this read or a later one.
+            self._deferred_error = exc
         if pos:
             if fed < pos:
                 out.append(bytes(buf[fed:pos]))
