@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import atexit
+import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -54,7 +56,10 @@ application = WSGIHandler()
 
 STREAM_CHUNK = 64 * 1024
 FILE_SIZE = 500_000
-DATA_FILE = Path(tempfile.mkdtemp(prefix="aiogate-django-")) / "report.bin"
+_DATA_DIR = tempfile.mkdtemp(prefix="aiogate-django-")
+# Removed when the test process ends, so runs leave nothing behind in TMPDIR.
+atexit.register(shutil.rmtree, _DATA_DIR, ignore_errors=True)
+DATA_FILE = Path(_DATA_DIR) / "report.bin"
 DATA_FILE.write_bytes(
     bytes(range(256)) * (FILE_SIZE // 256) + b"\xff" * (FILE_SIZE % 256)
 )
