@@ -9,9 +9,9 @@ server calls ``close()`` on the response iterable.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
-import atexit
 import shutil
 import tempfile
 import threading
