@@ -8,40 +8,11 @@ I/O, no logging, no locks, no caches. ``parse_trusted`` runs once, when the
 configuration is read; ``resolve`` runs in a worker thread for every request, after
 ``environ.build_environ``.
 
-How a caller uses it::
-
-    from aiogate import proxy_headers
-
-    # Once, at startup (ConfigError names a bad entry):
-    trusted = proxy_headers.parse_trusted(proxy_headers.DEFAULT_TRUSTED)
-
-    # Per request, in the worker thread, on the environ build_environ made:
-    result = proxy_headers.resolve(
-        trusted, "x-forwarded", conn.client, environ, conn.url_scheme,
-        environ.get("HTTP_HOST"),
-    )
-    if not result.trusted:
-        # A spoofed header from an untrusted client changes nothing and is not
-        # visible to the app.
-        for key in proxy_headers.PROXY_ENVIRON_KEYS:
-            environ.pop(key, None)
-    else:  # the consumed headers stay in the environ, as uvicorn and werkzeug do
-        if result.client is not None:
-            environ["REMOTE_ADDR"] = result.client[0]
-            if result.client[1] is None:
-                environ.pop("REMOTE_PORT", None)  # the proxy's port would be wrong
-            else:
-                environ["REMOTE_PORT"] = str(result.client[1])
-        if result.scheme is not None:
-            url_scheme = result.scheme  # wsgi.url_scheme (and HTTPS=on for "https")
-        if result.host is not None:
-            environ["HTTP_HOST"] = result.host
-        if result.server_name is not None:
-            environ["SERVER_NAME"] = result.server_name
-        if result.server_port is not None:
-            environ["SERVER_PORT"] = result.server_port
-        if result.script_name is not None:
-            environ["SCRIPT_NAME"] = result.script_name
+How a caller uses it: ``parse_trusted`` once at startup (``Server``), then for each
+request that carries a proxy header, ``resolve`` on the environ ``build_environ`` made,
+and either remove ``PROXY_ENVIRON_KEYS`` (untrusted peer) or write the result's fields
+into the environ: ``ServerHandler.apply_proxy_headers`` in ``handlers.py`` does exactly
+that.
 
 Every field of ``ProxyResult`` is ``None`` when it leaves the environ as it is; a
 result with nothing to change is one of the two constants ``UNTRUSTED`` and
