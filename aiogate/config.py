@@ -39,9 +39,22 @@ class Config:
     """Every setting of one server. Field order is the order of ``aiogate --help``."""
 
     host: str = _opt(
-        "127.0.0.1", "Address to bind. Use 0.0.0.0 or :: to listen on all."
+        "127.0.0.1",
+        "Address(es) to bind, comma-separated (e.g. 127.0.0.1,::1). 0.0.0.0 or :: "
+        "listens on all of one family.",
     )
     port: int = _opt(8000, "TCP port to bind; 0 picks a free one.")
+    uds: str | None = _opt(
+        None,
+        "Listen on this UNIX socket path instead of TCP (a stale one is replaced).",
+    )
+    # Owner and group: nginx running in the socket's group can connect, others not.
+    uds_mode: str = _opt("0660", "Permissions of the UNIX socket, in octal.")
+    fd: int | None = _opt(
+        None,
+        "Listen on this inherited socket descriptor instead of TCP. (systemd socket "
+        "activation, LISTEN_FDS/LISTEN_PID, is used automatically.)",
+    )
     # Measured with benchmarks/run.py on 2 cores (2026-11-22): hello world gives the
     # same req/s, within noise, from 2 to 32 threads (the hand-off batches jobs), while
     # an app that waits 10 ms serves threads x 100 req/s (91-97 % of that ideal). So
@@ -232,6 +245,15 @@ class Config:
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be 0-65535, not {self.port}")
+        try:
+            if not 0 <= int(self.uds_mode, 8) <= 0o777:
+                raise ValueError
+        except ValueError:
+            raise ConfigError(
+                f"uds_mode must be octal, e.g. 0660: {self.uds_mode!r}"
+            ) from None
+        if self.fd is not None and self.fd < 0:
+            raise ConfigError(f"fd must be a descriptor number, not {self.fd}")
         if self.threads < 1:
             raise ConfigError(f"threads must be at least 1, not {self.threads}")
         if self.root_path and (

@@ -34,6 +34,7 @@ from .log_writer import AccessLogWriter
 from .metrics import Metrics, render
 from .protocol import H11Protocol, ServerState
 from .proxy_headers import parse_trusted
+from .sockets import bind_sockets
 from .thread_pool import ThreadPool
 from .tls import make_ssl_context
 
@@ -217,22 +218,12 @@ class Server:
             }
         )
         try:
-            if sockets:
-                for sock in sockets:
-                    self._servers.append(
-                        await loop.create_server(
-                            factory, sock=sock, backlog=config.backlog, **tls
-                        )
-                    )
-            else:
+            if not sockets:
+                sockets = bind_sockets(config)
+            for sock in sockets:
                 self._servers.append(
                     await loop.create_server(
-                        factory,
-                        host=config.host,
-                        port=config.port,
-                        reuse_address=True,
-                        backlog=config.backlog,
-                        **tls,
+                        factory, sock=sock, backlog=config.backlog, **tls
                     )
                 )
         except BaseException:
@@ -253,7 +244,7 @@ class Server:
                     "Listening on %s://%s (%d threads)", scheme, shown, config.threads
                 )
             else:
-                log.info("Listening on %s (%d threads)", name, config.threads)
+                log.info("Listening on unix:%s (%d threads)", name, config.threads)
 
     async def serve_forever(self) -> None:
         """Start if needed, then wait until ``shutdown`` has finished."""

@@ -34,6 +34,7 @@ ALLOWED: dict[str, set[str]] = {
     "handlers": LEAF | SANS_IO | {"body", "writer", "config"},
     "flow_control": LEAF,
     "tls": LEAF | {"config"},
+    "sockets": LEAF | {"config"},
     "protocol": LEAF
     | {
         "http11",
@@ -58,6 +59,7 @@ ALLOWED: dict[str, set[str]] = {
         "metrics",
         "log_writer",
         "tls",
+        "sockets",
     },
     "importer": LEAF | {"config", "handlers"},
     "logs": LEAF | {"config"},

@@ -1,0 +1,121 @@
+"""The listening sockets: TCP on each host, a UNIX socket, an inherited descriptor,
+or the sockets systemd passes (socket activation).
+
+Owns: ``bind_sockets(config)``. Synchronous, run once at startup in the main thread,
+before the event loop serves; ``Server.start`` hands the sockets to
+``loop.create_server``. Which binds:
+
+1. systemd socket activation (``LISTEN_PID`` is this process, ``LISTEN_FDS`` > 0): the
+   descriptors from 3 on, and nothing else;
+2. otherwise ``--fd N`` and/or ``--uds PATH``, if given;
+3. otherwise TCP on every address in ``--host`` (comma-separated, e.g.
+   ``127.0.0.1,::1``) at ``--port``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import stat
+from collections.abc import Mapping
+
+from .config import Config
+from .errors import ConfigError
+
+__all__ = ["SD_LISTEN_FDS_START", "bind_sockets", "systemd_sockets"]
+
+#: The first descriptor systemd passes (sd_listen_fds(3)).
+SD_LISTEN_FDS_START = 3
+
+
+def systemd_sockets(environ: Mapping[str, str] | None = None) -> list[socket.socket]:
+    """The listening sockets systemd passed to this process, or ``[]``."""
+    environ = os.environ if environ is None else environ
+    if environ.get("LISTEN_PID") != str(os.getpid()):
+        return []
+    try:
+        count = int(environ.get("LISTEN_FDS", "0"))
+    except ValueError:
+        raise ConfigError(
+            f"LISTEN_FDS is not a number: {environ['LISTEN_FDS']!r}"
+        ) from None
+    return [
+        _inherited(fd) for fd in range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + count)
+    ]
+
+
+def _inherited(fd: int) -> socket.socket:
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        raise ConfigError(
+            f"file descriptor {fd} is not a socket: {exc.strerror}"
+        ) from None
+    if sock.type != socket.SOCK_STREAM:
+        raise ConfigError(f"file descriptor {fd} is not a stream socket")
+    sock.setblocking(False)
+    return sock
+
+
+def _unix_socket(path: str, mode: str, backlog: int) -> socket.socket:
+    with contextlib.suppress(FileNotFoundError):
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            raise ConfigError(
+                f"uds: {path!r} exists and is not a socket; not replacing it"
+            )
+        os.unlink(path)  # a stale socket from an earlier run
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        os.chmod(path, int(mode, 8))
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"uds: cannot listen on {path!r}: {exc.strerror}") from None
+    sock.setblocking(False)
+    return sock
+
+
+def _tcp_socket(host: str, port: int, backlog: int) -> socket.socket:
+    try:
+        infos = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise ConfigError(f"host {host!r}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            # "::" means IPv6 only, so that "0.0.0.0,::" binds both families.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise  # e.g. the address is in use: a startup failure (exit 3), not a config one
+    sock.setblocking(False)
+    return sock
+
+
+def bind_sockets(config: Config) -> list[socket.socket]:
+    """The listening sockets for ``config`` (see the module docstring)."""
+    activated = systemd_sockets()
+    if activated:
+        return activated
+    sockets: list[socket.socket] = []
+    try:
+        if config.fd is not None:
+            sockets.append(_inherited(config.fd))
+        if config.uds:
+            sockets.append(_unix_socket(config.uds, config.uds_mode, config.backlog))
+        if not sockets:
+            for host in config.host.split(","):
+                sockets.append(_tcp_socket(host.strip(), config.port, config.backlog))
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets

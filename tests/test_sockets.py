@@ -1,0 +1,172 @@
+"""Binds: several TCP addresses at once (IPv4 and IPv6), a UNIX socket with its
+permissions, an inherited descriptor, systemd socket activation, and readable errors
+for bad binds. Real sockets; the CLI cases run the real command in a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from aiogate import Server
+from aiogate.config import Config
+from aiogate.errors import ConfigError
+from aiogate.sockets import bind_sockets, systemd_sockets
+from tests.test_end_to_end import SERVE, ServerProcess
+from tests.test_server import hello
+
+GET = b"GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+
+def has_ipv6_loopback() -> bool:
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+async def fetch(family: int, address: object) -> bytes:
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        async with asyncio.timeout(10):
+            await loop.sock_connect(sock, address)
+            await loop.sock_sendall(sock, GET)
+            chunks = []
+            while data := await loop.sock_recv(sock, 65536):
+                chunks.append(data)
+    finally:
+        sock.close()
+    return b"".join(chunks)
+
+
+async def test_unix_socket_with_permissions(tmp_path: Path) -> None:
+    path = tmp_path / "app.sock"
+    path.write_bytes(b"")  # not a socket: refused, never replaced
+    with pytest.raises(ConfigError, match="not a socket"):
+        bind_sockets(Config(uds=str(path)))
+    path.unlink()
+    async with Server(hello, uds=str(path), uds_mode="0600") as server:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        raw = await fetch(socket.AF_UNIX, str(path))
+        assert raw.startswith(b"HTTP/1.1 200 ")
+        assert raw.endswith(b"Hello, /x")
+        assert server.sockets[0].family == socket.AF_UNIX
+    # A stale socket file left behind is replaced at the next start.
+    async with Server(hello, uds=str(path)):
+        assert (await fetch(socket.AF_UNIX, str(path))).endswith(b"Hello, /x")
+
+
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback on this machine")
+async def test_ipv4_and_ipv6_at_once() -> None:
+    async with Server(hello, host="127.0.0.1,::1", port=0) as server:
+        by_family = {sock.family: sock.getsockname() for sock in server.sockets}
+        assert set(by_family) == {socket.AF_INET, socket.AF_INET6}
+        v4 = await fetch(socket.AF_INET, by_family[socket.AF_INET][:2])
+        v6 = await fetch(socket.AF_INET6, by_family[socket.AF_INET6][:2])
+        assert v4.endswith(b"Hello, /x")
+        assert v6.endswith(b"Hello, /x")
+
+
+async def test_inherited_descriptor() -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    fd = os.dup(listener.fileno())
+    listener.close()
+    async with Server(hello, fd=fd):
+        assert (await fetch(socket.AF_INET, ("127.0.0.1", port))).endswith(b"Hello, /x")
+
+
+def test_systemd_activation_only_for_our_pid() -> None:
+    assert (
+        systemd_sockets({"LISTEN_PID": str(os.getpid() + 1), "LISTEN_FDS": "1"}) == []
+    )
+    assert systemd_sockets({}) == []
+    with pytest.raises(ConfigError, match="LISTEN_FDS"):
+        systemd_sockets({"LISTEN_PID": str(os.getpid()), "LISTEN_FDS": "x"})
+
+
+def test_systemd_socket_activation_through_the_cli(tmp_path: Path) -> None:
+    """The listening socket arrives as fd 3, as systemd passes it."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    # LISTEN_PID must be the server's own pid: a tiny wrapper sets it, then execs.
+    wrapper = (
+        "import os, sys; os.dup2(int(sys.argv[1]), 3); "
+        "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1'); "
+        "os.execv(sys.executable, [sys.executable, '-m', 'aiogate', 'serve', "
+        "'aiogate.demo:app'])"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", wrapper, str(listener.fileno())],
+        pass_fds=[listener.fileno()],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    listener.close()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(GET)
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        assert data.startswith(b"HTTP/1.1 200 ")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stdout is not None
+        output = proc.stdout.read()
+        proc.stdout.close()
+    assert f"Listening on http://127.0.0.1:{port}" in output
+
+
+def test_bad_binds_are_readable_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="uds_mode"):
+        Config(uds="/tmp/x.sock", uds_mode="rw-rw----")
+    with pytest.raises(ConfigError, match="not a socket"):
+        bind_sockets(Config(fd=os.open(os.devnull, os.O_RDONLY)))
+    with pytest.raises(ConfigError, match="cannot listen"):
+        bind_sockets(Config(uds=str(tmp_path / "missing-dir" / "app.sock")))
+
+
+def test_cli_uds(tmp_path: Path) -> None:
+    path = tmp_path / "cli.sock"
+    server = ServerProcess(
+        [*SERVE, "aiogate.demo:app", "--uds", str(path)], cwd=tmp_path
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not any("Listening on unix:" in line for line in server.lines):
+            assert server.proc.poll() is None, "".join(server.lines)
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.05)  # watching another process's log, bounded
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(10)
+            sock.connect(str(path))
+            sock.sendall(GET)
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        assert server.stop(signal.SIGTERM) == 0
+    finally:
+        server.kill()
+    assert any(f"Listening on unix:{path}" in line for line in server.lines)
