@@ -414,6 +414,14 @@ def _serve(args: argparse.Namespace) -> int:
         for option in config_options()
         if _source(args, option) != "default"
     }
+    if "workers" not in settings and os.environ.get("WEB_CONCURRENCY"):
+        # The platforms' variable (Heroku, Render ...), as gunicorn and uvicorn read it.
+        try:
+            settings["workers"] = int(os.environ["WEB_CONCURRENCY"])
+        except ValueError:
+            raise _UsageError(
+                f"WEB_CONCURRENCY={os.environ['WEB_CONCURRENCY']!r} is not a number"
+            ) from None
     try:
         config = Config(**settings)
     except ConfigError as exc:
@@ -459,12 +467,26 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"Configuration OK: {target} with {len(settings)} setting(s) changed")
         return EXIT_OK
     try:
+        if config.workers > 1 or config.max_requests:
+            return _supervise(app, config)
         server.run(app, config)
     except ConfigError as exc:
         return _error(exc, EXIT_USAGE)
     except (AiogateError, OSError) as exc:  # e.g. the address is in use
         return _error(exc, EXIT_STARTUP_FAILURE)
     return EXIT_OK
+
+
+def _supervise(app: Any, config: Config) -> int:
+    """Bind once, then run the server in supervised worker processes."""
+    from . import server
+    from .sockets import bind_sockets
+    from .supervisor import Supervisor
+
+    sockets = bind_sockets(config)
+    return Supervisor(
+        config, sockets, lambda inherited: server.run(app, config, sockets=inherited)
+    ).run()
 
 
 def _cgi(args: argparse.Namespace) -> int:

@@ -61,6 +61,21 @@ class Config:
     # threads cost little and waiting apps need them: 16, raise it for apps that wait
     # on databases or HTTP calls. (gunicorn gthread defaults to 1, waitress to 4.)
     threads: int = _opt(16, "Worker threads that run the WSGI app.")
+    # One process by default: add processes for CPU-bound apps (the GIL), or rather
+    # replicas on an orchestrator. WEB_CONCURRENCY is read when this is not set.
+    workers: int = _opt(
+        1,
+        "Worker processes, each with its own event loop and threads, under a "
+        "supervisor (default 1, or WEB_CONCURRENCY).",
+    )
+    max_requests: int = _opt(
+        0,
+        "Replace a worker after it has served this many requests, gracefully (0: never).",
+    )
+    max_requests_jitter: int = _opt(
+        0,
+        "Add up to this many to max_requests per worker, so they do not all restart at once.",
+    )
     root_path: str = _opt(
         "", "Mount point of the app (SCRIPT_NAME), e.g. /api when behind a path prefix."
     )
@@ -254,6 +269,10 @@ class Config:
             ) from None
         if self.fd is not None and self.fd < 0:
             raise ConfigError(f"fd must be a descriptor number, not {self.fd}")
+        if self.workers < 1:
+            raise ConfigError(f"workers must be at least 1, not {self.workers}")
+        if self.max_requests < 0 or self.max_requests_jitter < 0:
+            raise ConfigError("max_requests and max_requests_jitter must be 0 or more")
         if self.threads < 1:
             raise ConfigError(f"threads must be at least 1, not {self.threads}")
         if self.root_path and (

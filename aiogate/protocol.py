@@ -78,6 +78,8 @@ LINGER_TIMEOUT = 2.0
 # Retry-After on a 503 for overload (limits and shedding): one second spreads
 # retries without making clients wait long once the burst has passed.
 RETRY_AFTER = 1
+# On a drain, how long a just-accepted connection may take to send its first request.
+FRESH_GRACE = 1.0
 PID = os.getpid()  # for the access log; updated in a forked worker process
 
 
@@ -133,6 +135,11 @@ class ServerState:
     connections: set[H11Protocol] = field(default_factory=set)
     #: Requests dispatched to the pool whose response has not ended.
     in_flight: int = 0
+    #: Requests dispatched to the pool since the start (for --max-requests).
+    dispatched: int = 0
+    #: When ``dispatched`` reaches this (0: never), ``on_max_requests`` is called.
+    max_requests: int = 0
+    on_max_requests: Callable[[], object] = lambda: None
     #: Requests and connections turned away, by reason: ``bad_request``, ``limit``,
     #: ``timeout``, ``shed`` (for logs and metrics).
     rejections: Counter[str] = field(default_factory=Counter)
@@ -363,6 +370,7 @@ class H11Protocol(asyncio.Protocol):
         self._on_deadline: Callable[[], object] | None = None
         self._linger_buffered = -1  # write buffer size at the last linger check
         self._answered_on_loop = False  # a probe was answered; its end is due
+        self._served = 0  # requests started on this connection
 
     # -- asyncio callbacks -------------------------------------------------------
 
@@ -391,7 +399,10 @@ class H11Protocol(asyncio.Protocol):
         if state.metrics is not None:
             state.metrics.connections_accepted += 1
         if state.shutting_down:
-            self.transport.close()
+            # Accepted just before the listener closed: its client has sent, or is
+            # sending, a request; serve it (with Connection: close) rather than cut
+            # it, which would reset a request the kernel had already accepted.
+            self._arm_timer(min(FRESH_GRACE, state.timeout_keep_alive), self._on_idle)
             return
         if state.limit_connections and len(state.connections) > state.limit_connections:
             # Answered, not left in the backlog: the client learns at once, and
@@ -509,6 +520,7 @@ class H11Protocol(asyncio.Protocol):
                 self._answer_on_loop(*endpoint())
                 return
         cycle = self.cycle = RequestCycle(self, request)
+        self._served += 1
         if state.metrics is not None or state.access_log is not None:
             cycle.arrived_at = state.loop.time()
         if cycle.buffer is None:
@@ -591,6 +603,9 @@ class H11Protocol(asyncio.Protocol):
             self._reject(503, "server busy", retry_after=RETRY_AFTER)
             return
         state.in_flight += 1
+        state.dispatched += 1
+        if state.dispatched == state.max_requests:
+            state.on_max_requests()
         cycle.counted = True
         now = state.loop.time()
         cycle.queued_at = now
@@ -798,10 +813,19 @@ class H11Protocol(asyncio.Protocol):
 
     def shutdown(self) -> None:
         """The server is draining: close now if idle; a request that is arriving or
-        running is served first, and its response closes the connection."""
+        running is served first, and its response closes the connection. A
+        connection accepted so recently that its first request has not arrived yet
+        gets a moment (``FRESH_GRACE``) for it: its client, unlike one on an old
+        keep-alive connection, has no reason to expect a close and retry."""
         if self.cycle is None:
-            if not self.conn.has_unparsed_data:
-                self._close()
+            if self.conn.has_unparsed_data:
+                return
+            if not self._served:
+                self._arm_timer(
+                    min(FRESH_GRACE, self.state.timeout_keep_alive), self._on_idle
+                )
+                return
+            self._close()
         elif self.cycle.ended:
             self._close()
 

@@ -18,6 +18,7 @@ import dataclasses
 import logging
 import os
 import pkgutil
+import random
 import signal
 import socket
 import sys
@@ -122,6 +123,7 @@ class Server:
         self._all_closed: asyncio.Event | None = None
         self._ticker: asyncio.TimerHandle | None = None
         self._shutdown_started = False
+        self._self_stop: asyncio.Task[None] | None = None
         # Deadlines (keep-alive, head, body, queue wait, request, linger) are checked
         # this often, so they fire up to one tick late; a quarter of the shortest
         # timeout keeps that small.
@@ -163,7 +165,7 @@ class Server:
             self._handler_class,
             root_path=config.root_path,
             multithread=True,
-            multiprocess=False,
+            multiprocess=config.workers > 1,
             server_software=config.server_header,
             expose_tracebacks=config.expose_tracebacks,
             trusted_proxies=self._trusted_proxies,
@@ -233,6 +235,12 @@ class Server:
             self._state = None
             raise
         self._ticker = loop.call_later(self._tick_interval, self._tick)
+        if config.max_requests:
+            # Jitter, so that workers started together are not replaced together.
+            state.max_requests = config.max_requests + random.randint(
+                0, config.max_requests_jitter
+            )
+            state.on_max_requests = self._on_max_requests
         state.ready = True
         for sock in self.sockets:
             name = sock.getsockname()
@@ -378,6 +386,20 @@ class Server:
         for protocol in list(state.connections):
             protocol.check_deadline(now)
         self._ticker = loop.call_later(self._tick_interval, self._tick)
+
+    def _on_max_requests(self) -> None:
+        """Runs on the loop when the request that reaches --max-requests is
+        dispatched: drain (that request and those in flight are served) and stop, so
+        the supervisor starts a fresh worker."""
+        if not self._shutdown_started:
+            assert self._state is not None
+            log.info(
+                "Served %d requests (max-requests): stopping to be replaced",
+                self._state.dispatched,
+            )
+            self._self_stop = asyncio.get_running_loop().create_task(
+                self.shutdown(delay=0)
+            )
 
     def _on_connection_lost(self) -> None:
         state = self._state

@@ -65,9 +65,20 @@ ALLOWED: dict[str, set[str]] = {
     "logs": LEAF | {"config"},
     "config_file": LEAF,
     "reloader": LEAF,
+    "supervisor": LEAF | {"config"},
     "demo": LEAF,
     "cli": LEAF
-    | {"server", "importer", "logs", "config", "config_file", "handlers", "reloader"},
+    | {
+        "server",
+        "importer",
+        "logs",
+        "config",
+        "config_file",
+        "handlers",
+        "reloader",
+        "sockets",
+        "supervisor",
+    },
     "__main__": {"cli"},
     "__init__": LEAF | {"server", "config", "handlers", "logs"},
 }

@@ -17,7 +17,7 @@ import pytest
 
 from aiogate.body import EMPTY_BODY
 from aiogate.handlers import ServerHandler
-from aiogate.protocol import LINGER_TIMEOUT, H11Protocol, ServerState
+from aiogate.protocol import FRESH_GRACE, LINGER_TIMEOUT, H11Protocol, ServerState
 
 Environ = dict[str, Any]
 
@@ -623,9 +623,17 @@ def test_linger_closes_once_the_buffer_is_empty() -> None:
 
 
 def test_shutdown_closes_idle_now_and_busy_after_response() -> None:
-    idle = Harness(hello)
+    idle = Harness(hello)  # a keep-alive connection between requests: closed now
+    idle.receive(GET)
+    idle.run_jobs()
     idle.protocol.shutdown()
     assert idle.transport.eof_written
+
+    fresh = Harness(hello)  # accepted, first request not here yet: a moment for it
+    fresh.protocol.shutdown()
+    assert not fresh.transport.eof_written
+    fresh.tick(FRESH_GRACE)
+    assert fresh.transport.eof_written
 
     arriving = Harness(hello)
     arriving.receive(b"GET / HTTP/1.1\r\n")  # part of a head: served, not cut

@@ -1,0 +1,240 @@
+"""Worker processes: ``--workers N``, supervised.
+
+Owns: ``Supervisor``. Runs in the main thread of the supervisor process, which binds
+the listening sockets once and forks the workers; each worker is a whole aiogate
+server (``server.run``: its own event loop and thread pool) on the inherited sockets.
+
+Theory of operation:
+
+1. **Fork, with the app already imported** (the command line imports it before
+   anything else, so an app that cannot be imported exits with code 3 at once, never
+   a restart loop). Forking is the fastest start, and safe here: the supervisor has
+   started no thread and no event loop when it forks. The cost is gunicorn's
+   ``--preload`` caveat: a replaced worker runs the code imported at startup; to load
+   new code, restart the supervisor.
+2. **One shared listening socket per bind, held by the supervisor**, not one
+   ``SO_REUSEPORT`` socket per worker: when a worker leaves (a restart, SIGHUP,
+   ``--max-requests``), connections already queued in the kernel stay queued for the
+   others. With ``SO_REUSEPORT`` each worker's queue dies with its socket, and those
+   connections are reset. The test suite measures that every worker gets a share.
+3. **Event-driven**: signals (including SIGCHLD) reach the loop through
+   ``signal.set_wakeup_fd``; the supervisor sleeps in ``select`` until one arrives.
+4. **Signals**: TERM or INT drain every worker (each does the graceful shutdown,
+   including ``--shutdown-delay``) and exit 0, killing stragglers after
+   ``--timeout-graceful-shutdown`` + ``shutdown_delay`` + 5 s; a second TERM or INT
+   kills them at once (exit 1). HUP replaces the workers one at a time (the new one
+   first). TTIN adds a worker, TTOU removes one.
+5. **Workers live in their own process group**, so a terminal's Ctrl-C reaches only
+   the supervisor, which then drains them once; and each worker asks the kernel to
+   send it SIGTERM if the supervisor dies (``PR_SET_PDEATHSIG``, Linux).
+6. A worker that exits on its own (``--max-requests``, a crash) is replaced; one that
+   dies within a second of starting is replaced after a growing pause (up to 30 s),
+   so a crashing worker cannot spin the CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import select
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+
+from .config import Config
+
+__all__ = ["Supervisor"]
+
+log = logging.getLogger("aiogate.error")
+
+_SIGNALS = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGHUP,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
+    signal.SIGCHLD,
+)
+_PR_SET_PDEATHSIG = 1
+KILL_MARGIN = 5.0  # seconds past the workers' own graceful timeout
+MAX_BACKOFF = 30.0
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this process when its parent dies (best effort elsewhere)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class Supervisor:
+    """Runs ``serve(sockets)`` in ``config.workers`` forked workers until signalled."""
+
+    def __init__(
+        self,
+        config: Config,
+        sockets: list[socket.socket],
+        serve: Callable[[list[socket.socket]], None],
+    ) -> None:
+        self.config = config
+        self.sockets = sockets
+        self.serve = serve
+        self.target = config.workers
+        self.workers: dict[int, float] = {}  # pid -> start time
+        self._stopping = False
+        self._replace: list[int] = []  # SIGHUP: old workers still to replace
+        self._retiring: set[int] = set()  # told to stop; not to be replaced
+        self._backoff = 0.0
+        self._restart_at = 0.0  # monotonic time before which no restart happens
+
+    # -- workers ---------------------------------------------------------------------
+
+    def spawn(self) -> int:
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 1
+            try:
+                os.setpgid(0, 0)
+                _die_with_parent()
+                signal.set_wakeup_fd(-1)
+                for signum in _SIGNALS:
+                    signal.signal(signum, signal.SIG_DFL)
+                self.serve(self.sockets)
+                code = 0
+            except BaseException:
+                log.exception("Worker %d failed", os.getpid())
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        self.workers[pid] = time.monotonic()
+        log.info("Started worker %d", pid)
+        return pid
+
+    def _signal_worker(self, pid: int, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+    def _retire(self, pid: int) -> None:
+        self._retiring.add(pid)
+        self._signal_worker(pid, signal.SIGTERM)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            started = self.workers.pop(pid, None)
+            if started is None:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            if pid in self._retiring:
+                self._retiring.discard(pid)
+                log.info("Worker %d stopped (%d)", pid, code)
+                continue
+            if self._stopping:
+                continue
+            if time.monotonic() - started < 1.0:
+                self._backoff = min(MAX_BACKOFF, max(0.5, self._backoff * 2))
+                log.error(
+                    "Worker %d exited with %d right after starting; next in %.1fs",
+                    pid,
+                    code,
+                    self._backoff,
+                )
+                self._restart_at = time.monotonic() + self._backoff
+            else:
+                self._backoff = 0.0
+                log.info("Worker %d exited (%d); replacing it", pid, code)
+
+    def _top_up(self) -> None:
+        """Start workers up to the target, and carry on a SIGHUP replacement."""
+        if self._stopping or time.monotonic() < self._restart_at:
+            return
+        active = [pid for pid in self.workers if pid not in self._retiring]
+        while len(active) < self.target:
+            active.append(self.spawn())
+        if self._replace and not self._retiring:
+            old = self._replace.pop(0)
+            if old in self.workers:
+                self.spawn()  # the new one first, then the old one drains
+                self._retire(old)
+        while len(active) > self.target:
+            self._retire(active.pop())
+
+    # -- signals ---------------------------------------------------------------------
+
+    def _on_signal(self, signum: int) -> None:
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            if self._stopping:
+                log.warning(
+                    "Second %s: killing the workers", signal.Signals(signum).name
+                )
+                for pid in self.workers:
+                    self._signal_worker(pid, signal.SIGKILL)
+                sys.exit(1)
+            log.info(
+                "Received %s: draining %d workers",
+                signal.Signals(signum).name,
+                len(self.workers),
+            )
+            self._stopping = True
+            for pid in self.workers:
+                self._signal_worker(pid, signal.SIGTERM)
+        elif signum == signal.SIGHUP:
+            log.info("Received SIGHUP: replacing the workers one by one")
+            self._replace = [pid for pid in self.workers if pid not in self._retiring]
+        elif signum == signal.SIGTTIN:
+            self.target += 1
+            log.info("Received SIGTTIN: %d workers", self.target)
+        elif signum == signal.SIGTTOU:
+            self.target = max(1, self.target - 1)
+            log.info("Received SIGTTOU: %d workers", self.target)
+
+    def run(self) -> int:
+        """Supervise until the workers have drained after TERM or INT; the exit code."""
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(read_fd, False)
+        os.set_blocking(write_fd, False)
+        old_fd = signal.set_wakeup_fd(write_fd)
+        for signum in _SIGNALS:
+            signal.signal(signum, lambda *_: None)  # the wakeup fd carries them
+        deadline: float | None = None
+        try:
+            self._top_up()
+            while self.workers or not self._stopping:
+                if self._stopping and deadline is None:
+                    deadline = time.monotonic() + (
+                        self.config.timeout_graceful_shutdown
+                        + self.config.shutdown_delay
+                        + KILL_MARGIN
+                    )
+                timeout = None
+                if deadline is not None:
+                    timeout = max(0.0, deadline - time.monotonic())
+                elif self._restart_at > time.monotonic():
+                    timeout = self._restart_at - time.monotonic()
+                ready, _, _ = select.select([read_fd], [], [], timeout)
+                if ready:
+                    with contextlib.suppress(BlockingIOError):
+                        for number in os.read(read_fd, 64):
+                            self._on_signal(number)
+                self._reap()
+                if deadline is not None and time.monotonic() >= deadline:
+                    for pid in self.workers:
+                        log.warning("Worker %d did not drain in time; killing it", pid)
+                        self._signal_worker(pid, signal.SIGKILL)
+                    deadline = time.monotonic() + KILL_MARGIN
+                self._top_up()
+        finally:
+            signal.set_wakeup_fd(old_fd)
+            os.close(read_fd)
+            os.close(write_fd)
+        log.info("Stopped")
+        return 0

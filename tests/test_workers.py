@@ -1,0 +1,202 @@
+"""--workers: a supervisor and forked workers, as a real process tree. Load spreads
+over the workers; a killed worker is replaced; SIGHUP and --max-requests replace
+workers under load without a failed request; TTIN/TTOU change the count; SIGTERM
+drains everything and exits 0."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import textwrap
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.test_end_to_end import SERVE, ServerProcess
+
+pytestmark = pytest.mark.slow
+WAIT = 20.0
+
+APP = textwrap.dedent(
+    """
+    import os
+
+    def application(environ, start_response):
+        body = f"{os.getpid()} {environ['wsgi.multiprocess']}".encode()
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+    """
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def ask(port: int) -> str:
+    """One request on a connection of its own; the worker's pid and multiprocess."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), data[:100]
+    return body.decode()
+
+
+def children(pid: int) -> set[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return {int(part) for part in text.split()}
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    """Poll another process's state, bounded."""
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+class Load:
+    """Client threads requesting without pause, each on new connections."""
+
+    def __init__(self, port: int, clients: int = 4) -> None:
+        self.port = port
+        self.pids: Counter[int] = Counter()
+        self.failures: list[str] = []
+        self._done = threading.Event()
+        self._threads = [threading.Thread(target=self._run) for _ in range(clients)]
+        for thread in self._threads:
+            thread.start()
+
+    def _run(self) -> None:
+        while not self._done.is_set():
+            try:
+                self.pids[int(ask(self.port).split()[0])] += 1
+            except (OSError, AssertionError) as exc:
+                self.failures.append(repr(exc))
+
+    def stop(self) -> None:
+        self._done.set()
+        for thread in self._threads:
+            thread.join(WAIT)
+
+
+@pytest.fixture
+def start(tmp_path: Path) -> Iterator[Callable[..., tuple[ServerProcess, int]]]:
+    (tmp_path / "pidapp.py").write_text(APP)
+    servers: list[ServerProcess] = []
+
+    def start(*flags: str) -> tuple[ServerProcess, int]:
+        port = free_port()
+        server = ServerProcess(
+            [*SERVE, "pidapp", "--port", str(port), *flags], cwd=tmp_path
+        )
+        servers.append(server)
+        assert server.port == port  # logged once a worker listens
+        return server, port
+
+    yield start
+    for server in servers:
+        if server.proc.poll() is None:  # a failed test: workers first, then the rest
+            for pid in children(server.proc.pid):
+                os.kill(pid, signal.SIGKILL)
+        server.kill()
+
+
+def test_workers_share_the_load_and_drain_on_sigterm(
+    start: Callable[..., tuple[ServerProcess, int]],
+) -> None:
+    server, port = start("--workers", "2")
+    supervisor = server.proc.pid
+    wait_until(lambda: len(children(supervisor)) == 2, "two workers")
+    answers = Counter(ask(port) for _ in range(200))
+    pids = {int(answer.split()[0]) for answer in answers}
+    assert pids == children(supervisor)  # both workers served requests
+    assert all(answer.endswith(" True") for answer in answers)  # wsgi.multiprocess
+    assert min(answers.values()) >= 20, answers
+    assert server.stop(signal.SIGTERM) == 0
+    assert not any("Traceback" in line for line in server.lines)
+
+
+def test_a_killed_worker_is_replaced(
+    start: Callable[..., tuple[ServerProcess, int]],
+) -> None:
+    server, port = start("--workers", "2")
+    supervisor = server.proc.pid
+    wait_until(lambda: len(children(supervisor)) == 2, "two workers")
+    victim = min(children(supervisor))
+    os.kill(victim, signal.SIGKILL)
+    wait_until(
+        lambda: victim not in children(supervisor) and len(children(supervisor)) == 2,
+        "a replacement worker",
+    )
+    load = Load(port)
+    wait_until(lambda: sum(load.pids.values()) >= 100, "requests after the kill")
+    load.stop()
+    assert load.failures == []
+    assert server.stop(signal.SIGTERM) == 0
+
+
+def test_sighup_replaces_every_worker_without_a_failed_request(
+    start: Callable[..., tuple[ServerProcess, int]],
+) -> None:
+    server, port = start("--workers", "2")
+    supervisor = server.proc.pid
+    wait_until(lambda: len(children(supervisor)) == 2, "two workers")
+    old = children(supervisor)
+    load = Load(port)
+    wait_until(lambda: sum(load.pids.values()) >= 50, "load")
+    server.proc.send_signal(signal.SIGHUP)
+    wait_until(
+        lambda: not (children(supervisor) & old) and len(children(supervisor)) == 2,
+        "every worker replaced",
+    )
+    served_before = sum(load.pids.values())
+    wait_until(
+        lambda: sum(load.pids.values()) >= served_before + 50, "new workers serve"
+    )
+    load.stop()
+    assert load.failures == []
+    assert set(load.pids) - old  # the new workers served too
+    assert server.stop(signal.SIGTERM) == 0
+
+
+def test_max_requests_recycles_workers_under_load(
+    start: Callable[..., tuple[ServerProcess, int]],
+) -> None:
+    server, port = start(
+        "--workers", "2", "--max-requests", "100", "--max-requests-jitter", "20"
+    )
+    supervisor = server.proc.pid
+    load = Load(port)
+    wait_until(lambda: len(load.pids) >= 4, "at least two generations of workers")
+    load.stop()
+    assert load.failures == []
+    assert max(load.pids.values()) <= 120 + 10  # a worker stops soon after its limit
+    assert server.stop(signal.SIGTERM) == 0
+    assert len(children(supervisor)) == 0 if server.proc.poll() is None else True
+
+
+def test_ttin_and_ttou_change_the_number_of_workers(
+    start: Callable[..., tuple[ServerProcess, int]],
+) -> None:
+    server, port = start("--workers", "2")
+    supervisor = server.proc.pid
+    wait_until(lambda: len(children(supervisor)) == 2, "two workers")
+    server.proc.send_signal(signal.SIGTTIN)
+    wait_until(lambda: len(children(supervisor)) == 3, "three workers")
+    server.proc.send_signal(signal.SIGTTOU)  # (two at once could merge into one)
+    wait_until(lambda: len(children(supervisor)) == 2, "two workers again")
+    server.proc.send_signal(signal.SIGTTOU)
+    wait_until(lambda: len(children(supervisor)) == 1, "one worker")
+    assert ask(port).split()[0] == str(min(children(supervisor)))
+    assert server.stop(signal.SIGTERM) == 0
