@@ -46,7 +46,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # Not resolved: resolving a virtualenv's python symlink would leave the virtualenv.
 BIN_DIR = Path(sys.executable).parent
 
-SERVERS = ("aiogate", "waitress", "gunicorn")
+SERVERS = ("aiogate", "waitress", "gunicorn", "aiogate-2w")
+#: What --servers uses when not given: the peers, one process each.
+DEFAULT_SERVERS = ("aiogate", "waitress", "gunicorn")
 WORKLOADS = ("hello", "big", "upload", "sleep")
 VERSIONED_PACKAGES = ("aiogate", "h11", "uvloop", "waitress", "gunicorn")
 
@@ -156,6 +158,8 @@ def _gunicorn_has_control_socket() -> bool:
 
 def server_command(server: str, app: str, port: int, threads: int) -> list[str]:
     """The command line that serves ``app`` (``module:callable``) on ``port``."""
+    if server == "aiogate-2w":  # two worker processes under the supervisor
+        return [*server_command("aiogate", app, port, threads), "--workers", "2"]
     if server == "aiogate":
         return [
             sys.executable, "-m", "aiogate", "serve", app,
@@ -700,7 +704,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--servers",
         type=_server_list,
-        default=list(SERVERS),
+        default=list(DEFAULT_SERVERS),
         help="comma-separated, in the order run within a round",
     )
     parser.add_argument(
