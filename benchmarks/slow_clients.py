@@ -33,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -65,9 +66,19 @@ class AttackStats:
     open_samples: list[int] = field(default_factory=list)
 
 
-async def _idle(
-    port: int, stats: AttackStats, stop_at: float, open_now: list[int]
+ConnectionHandler = Callable[
+    [asyncio.StreamReader, asyncio.StreamWriter, AttackStats, float], Awaitable[None]
+]
+
+
+async def _keep_connecting(
+    port: int,
+    stats: AttackStats,
+    stop_at: float,
+    open_now: list[int],
+    behave: ConnectionHandler,
 ) -> None:
+    """One attacking client: connect, ``behave`` until the server closes, repeat."""
     loop = asyncio.get_running_loop()
     while loop.time() < stop_at:
         try:
@@ -80,47 +91,47 @@ async def _idle(
         stats.opened += 1
         open_now[0] += 1
         try:
-            await asyncio.wait_for(reader.read(), max(0.1, stop_at - loop.time()))
-            stats.closed_by_server += 1
-        except (OSError, TimeoutError):
-            pass
-        finally:
-            open_now[0] -= 1
-            writer.close()
-
-
-async def _slowloris(
-    port: int, stats: AttackStats, stop_at: float, open_now: list[int]
-) -> None:
-    loop = asyncio.get_running_loop()
-    while loop.time() < stop_at:
-        try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection("127.0.0.1", port), CONNECT_TIMEOUT
-            )
-        except (OSError, TimeoutError):
-            await asyncio.sleep(0.5)
-            continue
-        stats.opened += 1
-        open_now[0] += 1
-        try:
-            writer.write(b"GET / HTTP/1.1\r\nHost: bench\r\nX-Slow: ")
-            answer = asyncio.ensure_future(reader.read(64))
-            while loop.time() < stop_at and not answer.done():
-                writer.write(b"a")  # one byte a second, never the end of the head
-                await asyncio.wait([answer], timeout=1.0)
-            if answer.done():
-                data = answer.result() if not answer.exception() else b""
-                stats.closed_by_server += 1
-                if data.startswith(b"HTTP/1.1 408"):
-                    stats.got_408 += 1
-            else:
-                answer.cancel()
+            await behave(reader, writer, stats, stop_at)
         except OSError:
             stats.closed_by_server += 1
         finally:
             open_now[0] -= 1
             writer.close()
+
+
+async def _idle(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    stats: AttackStats,
+    stop_at: float,
+) -> None:
+    """Send nothing; wait for the server to close (after its keep-alive timeout)."""
+    remaining = max(0.1, stop_at - asyncio.get_running_loop().time())
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(reader.read(), remaining)
+        stats.closed_by_server += 1
+
+
+async def _slowloris(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    stats: AttackStats,
+    stop_at: float,
+) -> None:
+    """Trickle a request head a byte a second, never ending it."""
+    loop = asyncio.get_running_loop()
+    writer.write(b"GET / HTTP/1.1\r\nHost: bench\r\nX-Slow: ")
+    answer = asyncio.ensure_future(reader.read(64))
+    while loop.time() < stop_at and not answer.done():
+        writer.write(b"a")
+        await asyncio.wait([answer], timeout=1.0)
+    if not answer.done():
+        answer.cancel()
+        return
+    data = b"" if answer.exception() else answer.result()
+    stats.closed_by_server += 1
+    if data.startswith(b"HTTP/1.1 408"):
+        stats.got_408 += 1
 
 
 async def _attack(port: int, idle: int, slowloris: int, duration: float) -> AttackStats:
@@ -129,10 +140,9 @@ async def _attack(port: int, idle: int, slowloris: int, duration: float) -> Atta
     stop_at = loop.time() + duration
     open_now = [0]
     tasks = [
-        asyncio.create_task(_idle(port, stats, stop_at, open_now)) for _ in range(idle)
-    ] + [
-        asyncio.create_task(_slowloris(port, stats, stop_at, open_now))
-        for _ in range(slowloris)
+        asyncio.create_task(_keep_connecting(port, stats, stop_at, open_now, behave))
+        for behave, count in ((_idle, idle), (_slowloris, slowloris))
+        for _ in range(count)
     ]
     ready_reported = False
     while loop.time() < stop_at:
