@@ -46,11 +46,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # Not resolved: resolving a virtualenv's python symlink would leave the virtualenv.
 BIN_DIR = Path(sys.executable).parent
 
-SERVERS = ("aiogate", "waitress", "gunicorn", "aiogate-2w")
+SERVERS = ("aiogate", "waitress", "gunicorn", "uvicorn", "granian", "aiogate-2w")
 #: What --servers uses when not given: the peers, one process each.
 DEFAULT_SERVERS = ("aiogate", "waitress", "gunicorn")
 WORKLOADS = ("hello", "big", "upload", "sleep")
-VERSIONED_PACKAGES = ("aiogate", "h11", "uvloop", "waitress", "gunicorn")
+VERSIONED_PACKAGES = (
+    "aiogate", "h11", "uvloop", "waitress", "gunicorn", "uvicorn", "a2wsgi", "granian",
+)  # fmt: skip
 
 WARMUP_SECONDS = 2
 START_TIMEOUT = 20.0  # seconds for a server to answer its first request
@@ -183,6 +185,20 @@ def server_command(server: str, app: str, port: int, threads: int) -> list[str]:
         if _gunicorn_has_control_socket():
             command.append("--no-control-socket")
         return [*command, app]
+    if server == "uvicorn":
+        # uvicorn serves ASGI: the same WSGI app through a2wsgi (benchmarks/asgi_apps).
+        return [
+            "env", f"A2WSGI_THREADS={threads}",  # env execs uvicorn: the same pid
+            str(BIN_DIR / "uvicorn"), app.replace("benchmarks.apps:", "benchmarks.asgi_apps:"),
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+            "--no-access-log", "--log-level", "warning",
+        ]  # fmt: skip
+    if server == "granian":
+        return [
+            str(BIN_DIR / "granian"), "--interface", "wsgi", "--host", "127.0.0.1",
+            "--port", str(port), "--workers", "1", "--blocking-threads", str(threads),
+            "--no-ws", app,
+        ]  # fmt: skip
     raise ValueError(f"unknown server {server!r}")
 
 
