@@ -483,6 +483,10 @@ def _supervise(app: Any, config: Config) -> int:
     from .sockets import bind_sockets
     from .supervisor import Supervisor
 
+    # Checked once here, like --check-config does: a bad TLS file or trust list is
+    # a usage error now, not a worker that fails to start (exit 3, see supervisor).
+    server.Server(app, config)
+    server.loop_factory(config.loop)
     sockets = bind_sockets(config)
     return Supervisor(
         config, sockets, lambda inherited: server.run(app, config, sockets=inherited)

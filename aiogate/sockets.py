@@ -9,7 +9,10 @@ before the event loop serves; ``Server.start`` hands the sockets to
    descriptors from 3 on, and nothing else;
 2. otherwise ``--fd N`` and/or ``--uds PATH``, if given;
 3. otherwise TCP on every address in ``--host`` (comma-separated, e.g.
-   ``127.0.0.1,::1``) at ``--port``.
+   ``127.0.0.1,::1``; an IPv6 address may be bracketed, ``[::1]``) at ``--port``.
+
+``--fd`` and ``--uds`` replace TCP rather than add to it, so that setting one never
+leaves an unexpected TCP port open as well; both together give two binds.
 """
 
 from __future__ import annotations
@@ -100,6 +103,18 @@ def _tcp_socket(host: str, port: int, backlog: int) -> socket.socket:
     return sock
 
 
+def _hosts(text: str) -> list[str]:
+    """``--host`` split on commas, brackets off; an empty entry in a list is an
+    error (a stray comma would otherwise listen on every interface)."""
+    hosts = [part.strip() for part in text.split(",")]
+    if len(hosts) > 1 and not all(hosts):
+        raise ConfigError(f"host: empty address in {text!r}")
+    return [
+        host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        for host in hosts
+    ]
+
+
 def bind_sockets(config: Config) -> list[socket.socket]:
     """The listening sockets for ``config`` (see the module docstring)."""
     activated = systemd_sockets()
@@ -112,8 +127,8 @@ def bind_sockets(config: Config) -> list[socket.socket]:
         if config.uds:
             sockets.append(_unix_socket(config.uds, config.uds_mode, config.backlog))
         if not sockets:
-            for host in config.host.split(","):
-                sockets.append(_tcp_socket(host.strip(), config.port, config.backlog))
+            for host in _hosts(config.host):
+                sockets.append(_tcp_socket(host, config.port, config.backlog))
     except BaseException:
         for sock in sockets:
             sock.close()

@@ -30,6 +30,11 @@ Theory of operation:
 6. A worker that exits on its own (``--max-requests``, a crash) is replaced; one that
    dies within a second of starting is replaced after a growing pause (up to 30 s),
    so a crashing worker cannot spin the CPU.
+7. A worker that cannot start serving (``serve`` raised an ``AiogateError`` or
+   ``OSError``: a TLS file, the event loop, ...) exits with ``WORKER_BOOT_ERROR`` (4,
+   gunicorn's ``APP_LOAD_ERROR``); every worker would fail the same way, so the
+   supervisor stops the others and exits with 3 (``BOOT_FAILED``) instead of
+   restarting it in a loop.
 """
 
 from __future__ import annotations
@@ -46,8 +51,9 @@ import time
 from collections.abc import Callable
 
 from .config import Config
+from .errors import AiogateError
 
-__all__ = ["Supervisor"]
+__all__ = ["BOOT_FAILED", "WORKER_BOOT_ERROR", "Supervisor"]
 
 log = logging.getLogger("aiogate.error")
 
@@ -62,13 +68,19 @@ _SIGNALS = (
 _PR_SET_PDEATHSIG = 1
 KILL_MARGIN = 5.0  # seconds past the workers' own graceful timeout
 MAX_BACKOFF = 30.0
+#: A worker's exit code when it could not start serving.
+WORKER_BOOT_ERROR = 4
+#: The supervisor's exit code then (the command line's startup failure).
+BOOT_FAILED = 3
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int) -> None:
     """Linux: SIGTERM this process when its parent dies (best effort elsewhere)."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # it died before prctl took effect
+        os._exit(0)
 
 
 class Supervisor:
@@ -90,26 +102,49 @@ class Supervisor:
         self._retiring: set[int] = set()  # told to stop; not to be replaced
         self._backoff = 0.0
         self._restart_at = 0.0  # monotonic time before which no restart happens
+        self._pipe: tuple[int, int] | None = None  # the signal wakeup pipe
+        self._boot_failed = False
 
     # -- workers ---------------------------------------------------------------------
 
     def spawn(self) -> int:
-        pid = os.fork()
+        parent = os.getpid()
+        # Blocked across the fork: until the child has dropped the supervisor's
+        # handlers and wakeup pipe, a signal sent to it (a quick SIGTERM) would be
+        # written to that shared pipe and read as the supervisor's own.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+        try:
+            pid = os.fork()
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+            raise
         if pid == 0:  # the worker
             code = 1
             try:
-                os.setpgid(0, 0)
-                _die_with_parent()
                 signal.set_wakeup_fd(-1)
                 for signum in _SIGNALS:
                     signal.signal(signum, signal.SIG_DFL)
+                # In its own process group the worker is in the terminal's
+                # background: ignored, TTIN/TTOU cannot stop it for touching the tty.
+                signal.signal(signal.SIGTTIN, signal.SIG_IGN)
+                signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+                if self._pipe is not None:
+                    for fd in self._pipe:
+                        os.close(fd)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+                os.setpgid(0, 0)
+                _die_with_parent(parent)
                 self.serve(self.sockets)
                 code = 0
+            except (AiogateError, OSError) as exc:
+                log.error("Worker %d could not start: %s", os.getpid(), exc)
+                code = WORKER_BOOT_ERROR
             except BaseException:
                 log.exception("Worker %d failed", os.getpid())
             finally:
                 logging.shutdown()
                 os._exit(code)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
         self.workers[pid] = time.monotonic()
         log.info("Started worker %d", pid)
         return pid
@@ -134,6 +169,14 @@ class Supervisor:
             if started is None:
                 continue
             code = os.waitstatus_to_exitcode(status)
+            if code == WORKER_BOOT_ERROR and not self._boot_failed:
+                log.error(
+                    "Worker %d could not start serving; stopping (see the error above)",
+                    pid,
+                )
+                self._boot_failed = True
+                self._stop()
+                continue
             if pid in self._retiring:
                 self._retiring.discard(pid)
                 log.info("Worker %d stopped (%d)", pid, code)
@@ -184,9 +227,7 @@ class Supervisor:
                 signal.Signals(signum).name,
                 len(self.workers),
             )
-            self._stopping = True
-            for pid in self.workers:
-                self._signal_worker(pid, signal.SIGTERM)
+            self._stop()
         elif signum == signal.SIGHUP:
             log.info("Received SIGHUP: replacing the workers one by one")
             self._replace = [pid for pid in self.workers if pid not in self._retiring]
@@ -197,11 +238,17 @@ class Supervisor:
             self.target = max(1, self.target - 1)
             log.info("Received SIGTTOU: %d workers", self.target)
 
+    def _stop(self) -> None:
+        self._stopping = True
+        for pid in self.workers:
+            self._signal_worker(pid, signal.SIGTERM)
+
     def run(self) -> int:
         """Supervise until the workers have drained after TERM or INT; the exit code."""
         read_fd, write_fd = os.pipe()
         os.set_blocking(read_fd, False)
         os.set_blocking(write_fd, False)
+        self._pipe = (read_fd, write_fd)
         old_fd = signal.set_wakeup_fd(write_fd)
         for signum in _SIGNALS:
             signal.signal(signum, lambda *_: None)  # the wakeup fd carries them
@@ -236,5 +283,8 @@ class Supervisor:
             signal.set_wakeup_fd(old_fd)
             os.close(read_fd)
             os.close(write_fd)
+            self._pipe = None
+        if self._boot_failed:
+            return BOOT_FAILED
         log.info("Stopped")
         return 0

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,7 +38,7 @@ def has_ipv6_loopback() -> bool:
     return True
 
 
-async def fetch(family: int, address: object) -> bytes:
+async def fetch(family: int, address: str | tuple[Any, ...]) -> bytes:
     loop = asyncio.get_running_loop()
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setblocking(False)
@@ -170,3 +171,74 @@ def test_cli_uds(tmp_path: Path) -> None:
     finally:
         server.kill()
     assert any(f"Listening on unix:{path}" in line for line in server.lines)
+
+
+def test_host_lists_bracketed_ipv6_and_stray_commas() -> None:
+    with pytest.raises(ConfigError, match="empty address"):
+        bind_sockets(Config(host="127.0.0.1,", port=0))
+    sockets = bind_sockets(Config(host="[127.0.0.1]", port=0))
+    try:
+        assert sockets[0].getsockname()[0] == "127.0.0.1"
+    finally:
+        for sock in sockets:
+            sock.close()
+    if has_ipv6_loopback():
+        sockets = bind_sockets(Config(host="[::1]", port=0))
+        try:
+            assert sockets[0].family == socket.AF_INET6
+        finally:
+            for sock in sockets:
+                sock.close()
+
+
+def test_cli_fd_and_uds_together_under_workers(tmp_path: Path) -> None:
+    """An inherited TCP socket (pass_fds) and a UNIX socket at once, shared by two
+    workers: both binds answer, and each is logged."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    path = tmp_path / "both.sock"
+    fd = listener.fileno()
+    proc = subprocess.Popen(
+        [
+            *SERVE,
+            "aiogate.demo:app",
+            "--fd",
+            str(fd),
+            "--uds",
+            str(path),
+            "--workers",
+            "2",
+        ],
+        pass_fds=[fd],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+    )
+    listener.close()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(GET)
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        deadline = time.monotonic() + 20
+        while not path.exists():  # the supervisor binds before forking; bounded
+            assert time.monotonic() < deadline, "no UNIX socket"
+            time.sleep(0.05)
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(10)
+            sock.connect(str(path))
+            sock.sendall(GET)
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stdout is not None
+        output = proc.stdout.read()
+        proc.stdout.close()
+    assert f"Listening on http://127.0.0.1:{port}" in output
+    assert f"Listening on unix:{path}" in output

@@ -1,13 +1,16 @@
 """--workers: a supervisor and forked workers, as a real process tree. Load spreads
 over the workers; a killed worker is replaced; SIGHUP and --max-requests replace
 workers under load without a failed request; TTIN/TTOU change the count; SIGTERM
-drains everything and exits 0."""
+drains everything and exits 0. An app or a worker that cannot start stops the
+supervisor (exit 3) instead of a restart loop; workers leave with their supervisor."""
 
 from __future__ import annotations
 
 import os
 import signal
 import socket
+import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -200,3 +203,85 @@ def test_ttin_and_ttou_change_the_number_of_workers(
     wait_until(lambda: len(children(supervisor)) == 1, "one worker")
     assert ask(port).split()[0] == str(min(children(supervisor)))
     assert server.stop(signal.SIGTERM) == 0
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie (a reparented worker may wait for a lazy reaper)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+
+
+def test_an_app_that_cannot_be_imported_exits_3_at_once(tmp_path: Path) -> None:
+    started = time.monotonic()
+    result = subprocess.run(
+        [*SERVE, "nosuchmodule:app", "--workers", "2", "--port", str(free_port())],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
+    assert result.returncode == 3, result.stderr
+    assert "nosuchmodule" in result.stderr
+    assert time.monotonic() - started < 10
+
+
+def test_a_bad_tls_file_is_refused_before_forking(tmp_path: Path) -> None:
+    (tmp_path / "pidapp.py").write_text(APP)
+    result = subprocess.run(
+        [*SERVE, "pidapp", "--workers", "2", "--ssl-certfile", "missing.pem"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Started worker" not in result.stderr
+
+
+WORKER_CANNOT_START = textwrap.dedent(
+    """
+    import logging, socket, sys
+    from aiogate.config import Config
+    from aiogate.errors import ConfigError
+    from aiogate.supervisor import Supervisor
+
+    def serve(sockets):
+        raise ConfigError("no such certificate")
+
+    logging.basicConfig(level=logging.INFO)
+    sys.exit(Supervisor(Config(workers=3), [socket.socket()], serve).run())
+    """
+)
+
+
+def test_a_worker_that_cannot_start_stops_the_supervisor() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", WORKER_CANNOT_START],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
+    assert result.returncode == 3, result.stderr
+    assert "could not start: no such certificate" in result.stderr
+    assert "could not start serving; stopping" in result.stderr
+    assert "right after starting" not in result.stderr  # no restart attempted
+
+
+def test_workers_leave_when_the_supervisor_dies(
+    start: Callable[..., tuple[ServerProcess, int]],
+) -> None:
+    server, _ = start("--workers", "2")
+    supervisor = server.proc.pid
+    wait_until(lambda: len(children(supervisor)) == 2, "two workers")
+    workers = children(supervisor)
+    os.kill(supervisor, signal.SIGKILL)
+    server.proc.wait(WAIT)
+    try:
+        wait_until(lambda: not any(alive(pid) for pid in workers), "workers exit")
+    finally:
+        for pid in workers:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
