@@ -67,6 +67,13 @@ class Option:
     #: A ``Config`` field (as opposed to an option of the command line only).
     is_config: bool = True
     metavar: str | None = None
+    #: A list (``tuple[str, ...]`` field): the flag may be repeated, the variable
+    #: separates items with spaces or commas, the settings file takes a TOML array.
+    repeatable: bool = False
+
+
+def _parse_list(text: str) -> tuple[str, ...]:
+    return tuple(text.replace(",", " ").split())
 
 
 def _parse_bool(text: str) -> bool:
@@ -109,6 +116,11 @@ def _option_for_field(field: dataclasses.Field[Any], annotation: Any) -> Option:
         annotation = (
             str if str in members else members[0] if len(members) == 1 else None
         )
+    if typing.get_origin(annotation) is tuple and typing.get_args(annotation) == (
+        str,
+        ...,
+    ):
+        return Option(**common, parse=_parse_list, repeatable=True)
     if annotation in (int, float, str):
         parse: Callable[[str], Any] = annotation
         return Option(**common, parse=parse)
@@ -175,6 +187,8 @@ def _show_default(value: Any) -> str:
         return "unset"
     if isinstance(value, bool):
         return "true" if value else "false"
+    if value == ():
+        return "none"
     if value == "":
         return '""'
     return str(value)
@@ -194,6 +208,15 @@ def _add_option(parser: argparse.ArgumentParser, option: Option) -> None:
             option.flag,
             dest=option.dest,
             action=argparse.BooleanOptionalAction,
+            default=argparse.SUPPRESS,
+            help=help_text,
+        )
+    elif option.repeatable:  # one item per flag; _value makes the list a tuple
+        parser.add_argument(
+            option.flag,
+            dest=option.dest,
+            action="append",
+            metavar=option.metavar,
             default=argparse.SUPPRESS,
             help=help_text,
         )
@@ -297,7 +320,14 @@ def _from_file(args: argparse.Namespace, option: Option) -> Any:
     """A file's value for ``option``, checked against the option's type."""
     value = args.file_settings[_file_key(option)]
     where = f"{args.file_source}: {_file_key(option)} = {value!r}"
-    if option.is_bool:
+    if option.repeatable:  # an array of strings, or one string as in the variable
+        if isinstance(value, str):
+            value = option.parse(value)
+        valid = isinstance(value, list | tuple) and all(
+            isinstance(item, str) for item in value
+        )
+        value = tuple(value) if valid else value
+    elif option.is_bool:
         valid = isinstance(value, bool)
     elif option.parse is int:
         valid = isinstance(value, int) and not isinstance(value, bool)
@@ -323,6 +353,8 @@ def _from_file(args: argparse.Namespace, option: Option) -> Any:
 
 
 def _type_name(option: Option) -> str:
+    if option.repeatable:
+        return "an array of strings"
     if option.is_bool:
         return "true or false"
     if option.parse is int:
@@ -337,7 +369,8 @@ def _value(args: argparse.Namespace, option: Option) -> Any:
         if args.target is not None:
             return args.target
     elif hasattr(args, option.dest):
-        return getattr(args, option.dest)
+        value = getattr(args, option.dest)
+        return tuple(value) if option.repeatable else value
     text = os.environ.get(option.envvar)
     if text is None:
         if _file_key(option) in getattr(args, "file_settings", {}):
@@ -489,7 +522,11 @@ def _supervise(app: Any, config: Config) -> int:
     server.loop_factory(config.loop)
     sockets = bind_sockets(config)
     return Supervisor(
-        config, sockets, lambda inherited: server.run(app, config, sockets=inherited)
+        config,
+        sockets,
+        lambda inherited, retiring: server.run(
+            app, config, sockets=inherited, on_max_requests=retiring
+        ),
     ).run()
 
 

@@ -15,7 +15,15 @@ from typing import Any, Literal
 
 from .errors import ConfigError
 
-__all__ = ["Config", "LogLevel", "LoopName", "ProxyHeaders", "option_fields"]
+__all__ = [
+    "Bind",
+    "Config",
+    "LogLevel",
+    "LoopName",
+    "ProxyHeaders",
+    "option_fields",
+    "parse_bind",
+]
 
 #: gunicorn's default access_log_format, so gunicorn users see the same lines.
 DEFAULT_ACCESS_LOG_FORMAT = (
@@ -256,6 +264,14 @@ class Config:
     expose_tracebacks: bool = _opt(
         False, "Send the traceback of an app error to the client (development only)."
     )
+    # gunicorn's --bind syntax, for binds of different kinds at once: a UNIX socket
+    # for nginx and a TCP port for the orchestrator's probes, for instance.
+    bind: tuple[str, ...] = _opt(
+        (),
+        "Listen on HOST:PORT ([::1]:8000 for IPv6), unix:PATH or fd://N; repeat the "
+        "flag for several (in AIOGATE_BIND, separate them with spaces or commas). "
+        "Served together with --uds and --fd; any of these replaces --host/--port.",
+    )
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -347,8 +363,57 @@ class Config:
             c in self.server_header for c in "\r\n\0"
         ):
             raise ConfigError("server_header must not contain CR, LF or NUL")
+        binds: object = self.bind
+        if isinstance(binds, str):  # Config(bind="unix:/run/app.sock"): one bind
+            binds = (binds,)
+        if not (
+            isinstance(binds, tuple | list)
+            and all(isinstance(text, str) for text in binds)
+        ):
+            raise ConfigError(f"bind must be a list of strings, not {binds!r}")
+        object.__setattr__(self, "bind", tuple(binds))  # frozen: normalised once
+        for text in self.bind:
+            parse_bind(text)  # raises ConfigError
 
 
 def option_fields() -> tuple[dataclasses.Field[Any], ...]:
     """The fields of ``Config``, in declaration order, for the CLI and the docs."""
     return dataclasses.fields(Config)
+
+
+@dataclass(frozen=True, slots=True)
+class Bind:
+    """One ``--bind`` address, parsed: TCP ``host``/``port``, a UNIX socket ``path``,
+    or an inherited descriptor ``fd``."""
+
+    kind: Literal["tcp", "unix", "fd"]
+    host: str = ""
+    port: int = 0
+    path: str = ""
+    fd: int = -1
+
+
+def parse_bind(text: str) -> Bind:
+    """``HOST:PORT``, ``[IPV6]:PORT``, ``unix:PATH`` or ``fd://N`` (gunicorn's
+    ``--bind`` forms); ``ConfigError`` for anything else."""
+    if text.startswith("unix:"):
+        if not text[5:]:
+            raise ConfigError(f"bind {text!r}: unix: needs a path")
+        return Bind("unix", path=text[5:])
+    if text.startswith("fd://"):
+        number = text[5:]
+        if not (number.isascii() and number.isdigit()):
+            raise ConfigError(f"bind {text!r}: fd:// needs a descriptor number")
+        return Bind("fd", fd=int(number))
+    host, colon, port = text.rpartition(":")
+    if not (colon and port.isascii() and port.isdigit() and int(port) <= 65535):
+        raise ConfigError(
+            f"bind {text!r}: expected HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N"
+        )
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:  # 1::1:8000 is ambiguous
+        raise ConfigError(f"bind {text!r}: put an IPv6 address in brackets, [::1]:8000")
+    if not host:  # gunicorn reads ":8000" as all interfaces; say which ones instead
+        raise ConfigError(f"bind {text!r}: name the host, e.g. 0.0.0.0:{port}")
+    return Bind("tcp", host=host, port=int(port))

@@ -75,6 +75,8 @@ def toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
     if isinstance(value, type):
         value = f"{value.__module__}:{value.__qualname__}"
     return json.dumps(str(value))

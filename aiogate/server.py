@@ -124,6 +124,10 @@ class Server:
         self._ticker: asyncio.TimerHandle | None = None
         self._shutdown_started = False
         self._self_stop: asyncio.Task[None] | None = None
+        #: Called on the loop when ``max_requests`` is reached, as the drain begins:
+        #: a supervised worker tells its supervisor, which starts the replacement
+        #: at once instead of when this process has drained and exited.
+        self.on_max_requests: Callable[[], object] | None = None
         # Deadlines (keep-alive, head, body, queue wait, request, linger) are checked
         # this often, so they fire up to one tick late; a quarter of the shortest
         # timeout keeps that small.
@@ -400,6 +404,8 @@ class Server:
             self._self_stop = asyncio.get_running_loop().create_task(
                 self.shutdown(delay=0)
             )
+            if self.on_max_requests is not None:
+                self.on_max_requests()
 
     def _on_connection_lost(self) -> None:
         state = self._state
@@ -485,13 +491,16 @@ def run(
     config: Config | None = None,
     *,
     sockets: list[socket.socket] | None = None,
+    on_max_requests: Callable[[], object] | None = None,
     **options: Any,
 ) -> None:
     """Serve ``app`` in this thread until SIGINT or SIGTERM, then return.
 
-    Takes the same options as ``Server``. Signal handlers are installed, so call it from
-    the main thread (embedded programs use ``Server`` instead)."""
+    Takes the same options as ``Server`` (``on_max_requests``: see
+    ``Server.on_max_requests``). Signal handlers are installed, so call it from the
+    main thread (embedded programs use ``Server`` instead)."""
     server = Server(app, config, **options)
+    server.on_max_requests = on_max_requests
     _raise_open_file_limit(server.config.limit_connections)
 
     async def main() -> None:

@@ -7,12 +7,16 @@ before the event loop serves; ``Server.start`` hands the sockets to
 
 1. systemd socket activation (``LISTEN_PID`` is this process, ``LISTEN_FDS`` > 0): the
    descriptors from 3 on, and nothing else;
-2. otherwise ``--fd N`` and/or ``--uds PATH``, if given;
+2. otherwise ``--fd N``, ``--uds PATH`` and every ``--bind`` (``HOST:PORT``,
+   ``[IPV6]:PORT``, ``unix:PATH``, ``fd://N``; parsed by ``config.parse_bind``), if
+   any is given;
 3. otherwise TCP on every address in ``--host`` (comma-separated, e.g.
    ``127.0.0.1,::1``; an IPv6 address may be bracketed, ``[::1]``) at ``--port``.
 
-``--fd`` and ``--uds`` replace TCP rather than add to it, so that setting one never
-leaves an unexpected TCP port open as well; both together give two binds.
+``--fd``, ``--uds`` and ``--bind`` replace ``--host``/``--port`` rather than add to
+them, so that setting one never leaves an unexpected TCP port open as well; given
+together, all of them are served. Inherited descriptors are made non-inheritable, as
+``sd_listen_fds`` does, so that a program the app execs does not keep the port.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import socket
 import stat
 from collections.abc import Mapping
 
-from .config import Config
+from .config import Bind, Config, parse_bind
 from .errors import ConfigError
 
 __all__ = ["SD_LISTEN_FDS_START", "bind_sockets", "systemd_sockets"]
@@ -57,6 +61,7 @@ def _inherited(fd: int) -> socket.socket:
         ) from None
     if sock.type != socket.SOCK_STREAM:
         raise ConfigError(f"file descriptor {fd} is not a stream socket")
+    sock.set_inheritable(False)
     sock.setblocking(False)
     return sock
 
@@ -115,6 +120,15 @@ def _hosts(text: str) -> list[str]:
     ]
 
 
+def _bound(bind: Bind, config: Config) -> socket.socket:
+    """The socket of one ``--bind``; UNIX sockets get ``--uds-mode``."""
+    if bind.kind == "unix":
+        return _unix_socket(bind.path, config.uds_mode, config.backlog)
+    if bind.kind == "fd":
+        return _inherited(bind.fd)
+    return _tcp_socket(bind.host, bind.port, config.backlog)
+
+
 def bind_sockets(config: Config) -> list[socket.socket]:
     """The listening sockets for ``config`` (see the module docstring)."""
     activated = systemd_sockets()
@@ -126,6 +140,8 @@ def bind_sockets(config: Config) -> list[socket.socket]:
             sockets.append(_inherited(config.fd))
         if config.uds:
             sockets.append(_unix_socket(config.uds, config.uds_mode, config.backlog))
+        for text in config.bind:
+            sockets.append(_bound(parse_bind(text), config))
         if not sockets:
             for host in _hosts(config.host):
                 sockets.append(_tcp_socket(host, config.port, config.backlog))

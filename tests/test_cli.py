@@ -221,6 +221,40 @@ def test_environment_variables_set_options(
     )
 
 
+def test_a_list_option_from_flags_variable_and_file(
+    fake_run: FakeRun,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``bind`` is a ``tuple[str, ...]`` field: the flag repeats, the variable
+    separates with spaces or commas, the settings file takes an array (or a string)."""
+    binds = ("127.0.0.1:8001", "[::1]:8001", "unix:/run/a.sock", "fd://3")
+    argv = ["serve", "aiogate.demo:app"]
+    assert main([*argv, *(f"--bind={bind}" for bind in binds)]) == 0
+    monkeypatch.setenv(
+        "AIOGATE_BIND", "127.0.0.1:8001, [::1]:8001 unix:/run/a.sock,fd://3"
+    )
+    assert main(argv) == 0
+    monkeypatch.delenv("AIOGATE_BIND")
+    settings = tmp_path / "settings.toml"
+    settings.write_text("bind = [" + ", ".join(f'"{bind}"' for bind in binds) + "]\n")
+    assert main([*argv, "--config", str(settings)]) == 0
+    settings.write_text('bind = "unix:/run/a.sock"\n')
+    assert main([*argv, "--config", str(settings)]) == 0
+    assert [config.bind for _, config in fake_run.calls] == [binds] * 3 + [
+        ("unix:/run/a.sock",)
+    ]
+    assert main([*argv, "--bind", "unix:/x", "--print-config"]) == 0
+    assert 'bind = ["unix:/x"]  # flag' in capsys.readouterr().out
+    settings.write_text("bind = [1]\n")
+    assert main([*argv, "--config", str(settings)]) == 2
+    assert "expected an array of strings" in capsys.readouterr().err
+    assert main([*argv, "--bind", "127.0.0.1"]) == 2  # no port
+    assert "expected HOST:PORT" in capsys.readouterr().err
+    assert len(fake_run.calls) == 4
+
+
 def test_flag_beats_environment_beats_default(
     fake_run: FakeRun, monkeypatch: pytest.MonkeyPatch
 ) -> None:

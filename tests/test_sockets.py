@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from aiogate import Server
-from aiogate.config import Config
+from aiogate.config import Bind, Config, parse_bind
 from aiogate.errors import ConfigError
 from aiogate.sockets import bind_sockets, systemd_sockets
 from tests.test_end_to_end import SERVE, ServerProcess
@@ -242,3 +242,111 @@ def test_cli_fd_and_uds_together_under_workers(tmp_path: Path) -> None:
         proc.stdout.close()
     assert f"Listening on http://127.0.0.1:{port}" in output
     assert f"Listening on unix:{path}" in output
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [
+        ("127.0.0.1:8000", Bind("tcp", host="127.0.0.1", port=8000)),
+        ("localhost:0", Bind("tcp", host="localhost", port=0)),
+        ("[::1]:8000", Bind("tcp", host="::1", port=8000)),
+        ("[::]:80", Bind("tcp", host="::", port=80)),
+        ("unix:/run/app.sock", Bind("unix", path="/run/app.sock")),
+        ("unix:relative.sock", Bind("unix", path="relative.sock")),
+        ("fd://3", Bind("fd", fd=3)),
+    ],
+)
+def test_bind_syntax(text: str, parsed: Bind) -> None:
+    assert parse_bind(text) == parsed
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("127.0.0.1", "expected HOST:PORT"),
+        ("127.0.0.1:http", "expected HOST:PORT"),
+        ("127.0.0.1:65536", "expected HOST:PORT"),
+        ("127.0.0.1:\uff18\uff10", "expected HOST:PORT"),  # fullwidth 80
+        (":8000", "name the host"),
+        ("::1:8000", "in brackets"),
+        ("unix:", "needs a path"),
+        ("fd://", "descriptor number"),
+        ("fd://-1", "descriptor number"),
+    ],
+)
+def test_bad_bind_syntax_is_a_config_error(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Config(bind=(text,))
+
+
+def test_bind_given_as_one_string_or_a_list() -> None:
+    # Not the declared type, but what an embedding program may well write.
+    one: Any = "unix:/a.sock"
+    assert Config(bind=one).bind == ("unix:/a.sock",)
+    assert Config(bind=[one]).bind == ("unix:/a.sock",)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="list of strings"):
+        Config(bind=(8000,))  # type: ignore[arg-type]
+
+
+async def test_binds_of_every_kind_at_once(tmp_path: Path) -> None:
+    """--uds with --bind TCP, unix: and fd:// at once: four binds, all served."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    inherited_port = listener.getsockname()[1]
+    fd = os.dup(listener.fileno())
+    os.set_inheritable(fd, True)  # as systemd or a parent process passes it
+    listener.close()
+    uds, bound = tmp_path / "uds.sock", tmp_path / "bind.sock"
+    config = Config(uds=str(uds), bind=("127.0.0.1:0", f"unix:{bound}", f"fd://{fd}"))
+    async with Server(hello, config) as server:
+        names = [sock.getsockname() for sock in server.sockets]
+        # --uds, then each --bind in order.
+        assert names == [str(uds), names[1], str(bound), ("127.0.0.1", inherited_port)]
+        for family, address in [
+            (socket.AF_UNIX, str(uds)),
+            (socket.AF_INET, names[1]),
+            (socket.AF_UNIX, str(bound)),
+            (socket.AF_INET, names[3]),
+        ]:
+            assert (await fetch(family, address)).endswith(b"Hello, /x")
+        # A UNIX socket from --bind gets --uds-mode too.
+        assert stat.S_IMODE(bound.stat().st_mode) == 0o660
+        # Not passed on to programs the app runs (sd_listen_fds does the same).
+        assert not os.get_inheritable(fd)
+
+
+def test_cli_several_binds_are_each_served_and_logged(tmp_path: Path) -> None:
+    tcp = socket.socket()
+    tcp.bind(("127.0.0.1", 0))
+    port = tcp.getsockname()[1]
+    tcp.close()  # a free port, for --bind (port 0 would not be known)
+    path = tmp_path / "cli-bind.sock"
+    binds = ["--bind", f"127.0.0.1:{port}", "--bind", f"unix:{path}"]
+    if has_ipv6_loopback():
+        binds += ["--bind", f"[::1]:{port}"]
+    server = ServerProcess([*SERVE, "aiogate.demo:app", *binds], cwd=tmp_path)
+    try:
+        assert server.port == port
+        deadline = time.monotonic() + 20
+        while sum("Listening on" in line for line in server.lines) < len(binds) // 2:
+            assert time.monotonic() < deadline, "".join(server.lines)
+            time.sleep(0.05)  # watching another process's log, bounded
+        for family, address in [
+            (socket.AF_INET, ("127.0.0.1", port)),
+            (socket.AF_UNIX, str(path)),
+            *([(socket.AF_INET6, ("::1", port))] if len(binds) > 4 else []),
+        ]:
+            with socket.socket(family) as sock:
+                sock.settimeout(10)
+                sock.connect(address)
+                sock.sendall(GET)
+                assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        assert server.stop(signal.SIGTERM) == 0
+    finally:
+        server.kill()
+    log = "".join(server.lines)
+    assert f"Listening on http://127.0.0.1:{port}" in log
+    assert f"Listening on unix:{path}" in log
+    if len(binds) > 4:
+        assert f"Listening on http://[::1]:{port}" in log

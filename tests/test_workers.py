@@ -30,6 +30,9 @@ APP = textwrap.dedent(
     import os
 
     def application(environ, start_response):
+        if environ["PATH_INFO"] == "/hold":  # read a FIFO to its end: see Held
+            with open(environ["QUERY_STRING"], "rb") as fifo:
+                fifo.read()
         body = f"{os.getpid()} {environ['wsgi.multiprocess']}".encode()
         start_response("200 OK", [("Content-Length", str(len(body)))])
         return [body]
@@ -43,10 +46,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def ask(port: int) -> str:
+def ask(port: int, target: str = "/") -> str:
     """One request on a connection of its own; the worker's pid and multiprocess."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        sock.sendall(
+            f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+        )
         data = b""
         while chunk := sock.recv(65536):
             data += chunk
@@ -248,7 +253,7 @@ WORKER_CANNOT_START = textwrap.dedent(
     from aiogate.errors import ConfigError
     from aiogate.supervisor import Supervisor
 
-    def serve(sockets):
+    def serve(sockets, on_max_requests):
         raise ConfigError("no such certificate")
 
     logging.basicConfig(level=logging.INFO)
@@ -285,3 +290,96 @@ def test_workers_leave_when_the_supervisor_dies(
         for pid in workers:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+class Held:
+    """A request that the app holds until ``release()``: the app opens a FIFO and
+    reads it to its end, so the test decides when the response goes out."""
+
+    def __init__(self, port: int, fifo: Path) -> None:
+        os.mkfifo(fifo)
+        self.fifo = fifo
+        self.answer: str | None = None
+        self.error: BaseException | None = None
+        self._writer = -1
+        self._thread = threading.Thread(target=self._run, args=(port,))
+        self._thread.start()
+        wait_until(self._app_is_reading, "the held request in the app")
+
+    def _run(self, port: int) -> None:
+        try:
+            self.answer = ask(port, f"/hold?{self.fifo}")
+        except (OSError, AssertionError) as exc:
+            self.error = exc
+
+    def _app_is_reading(self) -> bool:
+        try:  # succeeds once the app has the FIFO open for reading
+            self._writer = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:
+            return False
+        return True
+
+    @property
+    def pending(self) -> bool:
+        return self._thread.is_alive()
+
+    def release(self) -> str | None:
+        """Let the app answer; the response's body, or None if the request failed."""
+        os.close(self._writer)
+        self._thread.join(WAIT)
+        return self.answer
+
+
+def logged(server: ServerProcess, text: str) -> Callable[[], bool]:
+    return lambda: any(text in line for line in server.lines)
+
+
+def test_max_requests_successor_serves_while_the_old_worker_drains(
+    start: Callable[..., tuple[ServerProcess, int]], tmp_path: Path
+) -> None:
+    """The successor is forked when the limit is reached, not when the old worker
+    has drained: with one worker, nobody would accept until then."""
+    server, port = start("--max-requests", "1")  # one worker, supervised
+    held = Held(port, tmp_path / "hold")  # the old worker's one and last request
+    successor = int(ask(port).split()[0])  # would time out while the request is held
+    assert held.pending
+    answer = held.release()
+    assert answer is not None, held.error
+    assert int(answer.split()[0]) != successor
+    assert server.stop(signal.SIGTERM) == 0
+
+
+def test_sigterm_waits_for_requests_in_flight_and_a_second_one_kills(
+    start: Callable[..., tuple[ServerProcess, int]], tmp_path: Path
+) -> None:
+    server, port = start("--workers", "2")
+    held = Held(port, tmp_path / "drained")
+    server.proc.send_signal(signal.SIGTERM)
+    wait_until(logged(server, "Received SIGTERM: draining"), "the drain")
+    answer = held.release()
+    assert answer is not None, held.error  # served to the end
+    assert server.proc.wait(WAIT) == 0
+
+    server, port = start("--workers", "2")
+    held = Held(port, tmp_path / "cut")
+    server.proc.send_signal(signal.SIGTERM)
+    wait_until(logged(server, "Received SIGTERM: draining"), "the drain")
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(WAIT) == 1  # at once: the request is still held
+    assert held.release() is None
+
+
+def test_a_draining_worker_is_not_signalled_twice(
+    start: Callable[..., tuple[ServerProcess, int]], tmp_path: Path
+) -> None:
+    """SIGTERM to the supervisor while a worker replaced by SIGHUP still drains: that
+    worker must not get a second SIGTERM, which makes a server exit at once."""
+    server, port = start("--max-requests", "1000")  # one worker, supervised
+    held = Held(port, tmp_path / "hold")
+    server.proc.send_signal(signal.SIGHUP)
+    wait_until(logged(server, "Received SIGTERM: shutting down"), "the old one drains")
+    server.proc.send_signal(signal.SIGTERM)
+    wait_until(logged(server, "Received SIGTERM: draining"), "the drain")
+    answer = held.release()
+    assert answer is not None, held.error
+    assert server.proc.wait(WAIT) == 0
