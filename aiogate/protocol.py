@@ -27,7 +27,8 @@ Theory of operation:
    after the response, then a linger that discards what the client still sends, so a
    client that has not finished sending sees our response rather than a reset);
    otherwise the next cycle starts and any buffered request is handled.
-6. Each connection has one deadline at a time, checked by the server's ticker: idle
+6. Each connection has one deadline at a time, checked by the server's sweep
+   (``deadlines``, a few at a time so a wave of timeouts does not stall the loop): idle
    keep-alive, the whole request head, body progress, the wait for a thread
    (``max_queue_wait``), the app call (``timeout_request``), and the linger. Each
    phase of a cycle arms the one that applies.
@@ -133,6 +134,11 @@ class ServerState:
     body_buffer_size: int = 512 * 1024
     limit_request_body: int = 1024 * 1024 * 1024
     connections: set[H11Protocol] = field(default_factory=set)
+    #: Of ``connections``, those closing: our FIN is sent and they linger (at most
+    #: ``LINGER_TIMEOUT``, or while a slow reader still takes the response). They
+    #: serve nothing more, so they do not count against ``limit_connections``:
+    #: a wave of closes must not turn the clients that reconnect away.
+    lingering: int = 0
     #: Requests dispatched to the pool whose response has not ended.
     in_flight: int = 0
     #: Requests dispatched to the pool since the start (for --max-requests).
@@ -363,8 +369,9 @@ class H11Protocol(asyncio.Protocol):
         )
         self.cycle: RequestCycle | None = None
         self._closing = False  # FIN sent or close() called: ignore further requests
+        self._lingering = False  # counted in ``state.lingering``
         self._client_eof = False  # the client has closed its sending side
-        # One deadline at a time, checked by the server's ticker (``check_deadline``):
+        # One deadline at a time, checked by the server's sweep (``check_deadline``):
         # a call_later per request cost about 3 µs; setting two attributes costs ~0.
         self._deadline = 0.0
         self._on_deadline: Callable[[], object] | None = None
@@ -394,7 +401,7 @@ class H11Protocol(asyncio.Protocol):
         # Shared by the writer of each request and the job state (rule 7).
         self.cond = threading.Condition(threading.Lock())
         # Every connection is tracked, even one refused below: its linger is ended
-        # by the server's ticker, and a draining server waits for it.
+        # by the server's sweep, and a draining server waits for it.
         state.connections.add(self)
         if state.metrics is not None:
             state.metrics.connections_accepted += 1
@@ -404,7 +411,10 @@ class H11Protocol(asyncio.Protocol):
             # it, which would reset a request the kernel had already accepted.
             self._arm_timer(min(FRESH_GRACE, state.timeout_keep_alive), self._on_idle)
             return
-        if state.limit_connections and len(state.connections) > state.limit_connections:
+        if (
+            state.limit_connections
+            and len(state.connections) - state.lingering > state.limit_connections
+        ):
             # Answered, not left in the backlog: the client learns at once, and
             # Retry-After tells it when to come back (uvicorn answers 503 too).
             state.rejections["limit"] += 1
@@ -453,6 +463,8 @@ class H11Protocol(asyncio.Protocol):
                 state.metrics is not None or state.access_log is not None
             ):
                 cycle.record(state.loop.time(), 0)  # the client left before the end
+        if self._lingering:
+            self.state.lingering -= 1
         self.state.connections.discard(self)
         self.state.on_connection_lost()
 
@@ -793,6 +805,8 @@ class H11Protocol(asyncio.Protocol):
             return
         if transport.can_write_eof() and not self._client_eof:
             transport.write_eof()
+            self._lingering = True
+            self.state.lingering += 1
             self.flow.resume_reading("pipeline")
             self._arm_timer(LINGER_TIMEOUT, self._end_linger)
         else:
@@ -862,9 +876,12 @@ class H11Protocol(asyncio.Protocol):
     def _cancel_timer(self) -> None:
         self._on_deadline = None
 
-    def check_deadline(self, now: float) -> None:
-        """Called by the server's ticker: run the pending action if it is due."""
+    def check_deadline(self, now: float) -> bool:
+        """Called by the server's deadline sweep: run the pending action if it is
+        due, and say whether it ran."""
         callback = self._on_deadline
         if callback is not None and now >= self._deadline:
             self._on_deadline = None
             callback()
+            return True
+        return False

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from .access_log import compile_format
 from .config import Config
+from .deadlines import DeadlineSweeper
 from .errors import ConfigError
 from .handlers import ServerHandler
 from .log_writer import AccessLogWriter
@@ -121,7 +122,7 @@ class Server:
         self._pool: ThreadPool | None = None
         self._stopped: asyncio.Event | None = None
         self._all_closed: asyncio.Event | None = None
-        self._ticker: asyncio.TimerHandle | None = None
+        self._sweeper: DeadlineSweeper | None = None
         self._shutdown_started = False
         self._self_stop: asyncio.Task[None] | None = None
         #: Called on the loop when ``max_requests`` is reached, as the drain begins:
@@ -238,7 +239,10 @@ class Server:
                 self._access_writer.close()
             self._state = None
             raise
-        self._ticker = loop.call_later(self._tick_interval, self._tick)
+        self._sweeper = DeadlineSweeper(
+            loop, lambda: state.connections, self._tick_interval
+        )
+        self._sweeper.start()
         if config.max_requests:
             # Jitter, so that workers started together are not replaced together.
             state.max_requests = config.max_requests + random.randint(
@@ -322,8 +326,8 @@ class Server:
         await loop.run_in_executor(None, pool.shutdown, 1.0)
         if self._access_writer is not None:  # after the pool: every line is queued
             await loop.run_in_executor(None, self._access_writer.close)
-        if self._ticker is not None:
-            self._ticker.cancel()
+        if self._sweeper is not None:
+            self._sweeper.stop()
         assert self._stopped is not None
         self._stopped.set()
 
@@ -379,17 +383,6 @@ class Server:
         }
         text = render(state.metrics, rejections=state.rejections, gauges=gauges)
         return 200, "text/plain; version=0.0.4; charset=utf-8", text.encode()
-
-    def _tick(self) -> None:
-        """Runs on the event loop every ``_tick_interval``: fire due deadlines."""
-        state = self._state
-        if state is None:
-            return
-        loop = state.loop
-        now = loop.time()
-        for protocol in list(state.connections):
-            protocol.check_deadline(now)
-        self._ticker = loop.call_later(self._tick_interval, self._tick)
 
     def _on_max_requests(self) -> None:
         """Runs on the loop when the request that reaches --max-requests is

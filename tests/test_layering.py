@@ -33,6 +33,7 @@ ALLOWED: dict[str, set[str]] = {
     "thread_pool": LEAF,
     "handlers": LEAF | SANS_IO | {"body", "writer", "config"},
     "flow_control": LEAF,
+    "deadlines": set(),
     "tls": LEAF | {"config"},
     "sockets": LEAF | {"config"},
     "protocol": LEAF
@@ -51,6 +52,7 @@ ALLOWED: dict[str, set[str]] = {
     "server": LEAF
     | {
         "protocol",
+        "deadlines",
         "config",
         "handlers",
         "thread_pool",

@@ -124,7 +124,7 @@ class Harness:
         self.protocol.data_received(data)
 
     def tick(self, seconds: float) -> None:
-        """Let ``seconds`` pass and run the deadline check, as the server's ticker."""
+        """Let ``seconds`` pass and run the deadline check, as the server's sweep."""
         self.loop.now += seconds
         self.protocol.check_deadline(self.loop.now)
 
@@ -693,3 +693,23 @@ def test_a_slow_app_does_not_hold_the_loop() -> None:
     assert calls == []
     h.run_jobs()
     assert len(calls) == 1
+
+
+def test_lingering_connections_do_not_count_against_the_connection_limit() -> None:
+    h = Harness(hello, limit_connections=1)
+    h.tick(5.0)  # keep-alive timeout: our FIN, then a linger
+    assert h.transport.eof_written
+    assert h.state.lingering == 1
+    newcomer = H11Protocol(h.state)
+    transport = FakeTransport()
+    newcomer.connection_made(transport)  # type: ignore[arg-type]
+    assert transport.written == b""  # admitted: the lingering one serves nothing
+    newcomer.data_received(GET)
+    assert h.pool.jobs
+    third = H11Protocol(h.state)
+    third_transport = FakeTransport()
+    third.connection_made(third_transport)  # type: ignore[arg-type]
+    assert third_transport.written.startswith(b"HTTP/1.1 503 ")
+    h.protocol.connection_lost(None)  # the linger ends
+    third.connection_lost(None)
+    assert h.state.lingering == 0
