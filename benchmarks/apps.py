@@ -10,6 +10,10 @@ not from the apps. The apps are deliberately tiny and allocation-free where poss
   request-body read path (drive it with POST requests).
 - ``sleep``: sleeps 10 ms (as if waiting on a database), then answers like ``hello``.
   Measures how well the app threads are kept busy while the app blocks.
+- ``flask_json``: a Flask app whose one route returns a small JSON object, as APIs
+  do: a framework's routing, request and response objects on top of the server's
+  work. Imported on first use (``benchmarks/flask_app.py``), so the other apps do
+  not need Flask installed.
 """
 
 from __future__ import annotations
@@ -98,3 +102,11 @@ APPS: dict[str, Callable[[Environ, StartResponse], Iterable[bytes]]] = {
     "upload": upload,
     "sleep": sleep,
 }
+
+
+def __getattr__(name: str) -> Any:
+    if name == "flask_json":
+        from benchmarks.flask_app import app
+
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -46,10 +46,28 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # Not resolved: resolving a virtualenv's python symlink would leave the virtualenv.
 BIN_DIR = Path(sys.executable).parent
 
-SERVERS = ("aiogate", "waitress", "gunicorn", "uvicorn", "granian", "aiogate-2w")
+SERVERS = (
+    "aiogate", "waitress", "gunicorn", "uvicorn", "granian", "aiogate-2w", "h11-ceiling",
+)  # fmt: skip
 #: What --servers uses when not given: the peers, one process each.
 DEFAULT_SERVERS = ("aiogate", "waitress", "gunicorn")
-WORKLOADS = ("hello", "big", "upload", "sleep")
+WORKLOADS = ("hello", "big", "upload", "post", "sleep", "flask", "paced")
+#: The app of ``benchmarks/apps.py`` each workload serves.
+WORKLOAD_APPS = {
+    "hello": "hello",
+    "big": "big",
+    "upload": "upload",
+    "post": "upload",
+    "sleep": "sleep",
+    "flask": "flask_json",
+    "paced": "hello",
+}
+#: Request body sizes of the POST workloads.
+POST_BYTES = {"upload": 1024 * 1024, "post": 64 * 1024}
+#: The h11 ceiling answers a fixed hello response: it only stands in for these.
+CEILING_WORKLOADS = ("hello", "paced")
+PACED_RATE = 1000.0  # requests a second of the paced workload
+PACED_CONNECTIONS = 16
 VERSIONED_PACKAGES = (
     "aiogate", "h11", "uvloop", "waitress", "gunicorn", "uvicorn", "a2wsgi", "granian",
 )  # fmt: skip
@@ -59,7 +77,6 @@ START_TIMEOUT = 20.0  # seconds for a server to answer its first request
 STOP_TIMEOUT = 10.0  # seconds between SIGTERM and SIGKILL
 COOLDOWN_SECONDS = 1.0  # pause between runs, so one server's exit doesn't overlap
 WRK_GRACE = 30.0  # seconds wrk may take beyond its --duration before we kill it
-UPLOAD_BYTES = 1024 * 1024  # request body size of the ``upload`` workload
 LOG_TAIL_LINES = 15
 
 # wrk prints durations with these units (see its units.c).
@@ -117,6 +134,8 @@ class Run:
     wrk_output: str = ""
     log_lines: int = 0
     log_tail: list[str] = field(default_factory=list)
+    #: The kernel's peak RSS (VmHWM) of the server's processes, summed, at the end.
+    peak_rss_kib: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -137,6 +156,7 @@ class Summary:
     errors: int
     # reference ÷ this server, one per round where both succeeded.
     ratios: list[float]
+    peak_rss_kib: int | None = None  # the largest over rounds
 
 
 # --- Servers -------------------------------------------------------------------------
@@ -199,6 +219,14 @@ def server_command(server: str, app: str, port: int, threads: int) -> list[str]:
             "--port", str(port), "--workers", "1", "--blocking-threads", str(threads),
             "--no-ws", app,
         ]  # fmt: skip
+    if (
+        server == "h11-ceiling"
+    ):  # a fixed response whatever the app: see CEILING_WORKLOADS
+        return [
+            sys.executable,
+            str(REPO_ROOT / "benchmarks" / "h11_ceiling.py"),
+            str(port),
+        ]
     raise ValueError(f"unknown server {server!r}")
 
 
@@ -336,16 +364,78 @@ def run_wrk(
 
 
 def write_wrk_script(workload: str, directory: Path) -> Path | None:
-    """The wrk Lua script a workload needs (POST bodies for ``upload``), if any."""
-    if workload != "upload":
+    """The wrk Lua script a workload needs (the POST bodies), if any."""
+    if workload not in POST_BYTES:
         return None
-    script = directory / "upload.lua"
+    script = directory / f"{workload}.lua"
     script.write_text(
         'wrk.method = "POST"\n'
-        f'wrk.body = string.rep("x", {UPLOAD_BYTES})\n'
+        f'wrk.body = string.rep("x", {POST_BYTES[workload]})\n'
         'wrk.headers["Content-Type"] = "application/octet-stream"\n'
     )
     return script
+
+
+def _session_pids(session: int) -> list[int]:
+    """The processes of a session (servers start in their own: pid == sid)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The fields after the command name (in parentheses, which may hold spaces):
+        # state ppid pgrp session ...
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[3]) == session:
+            pids.append(int(entry.name))
+    return pids
+
+
+def peak_rss_kib(pid: int) -> int | None:
+    """The peak RSS (VmHWM) of the server's processes, summed: the master and its
+    workers for gunicorn and granian, one process for the others. None where
+    ``/proc`` is not there."""
+    total = 0
+    found = False
+    for member in _session_pids(pid) if Path("/proc").is_dir() else []:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1])
+                    found = True
+    return total if found else None
+
+
+def run_paced(port: int, seconds: int) -> WrkResult:
+    """The paced workload: ``PACED_RATE`` requests a second for ``seconds``."""
+    import asyncio
+
+    if str(REPO_ROOT) not in sys.path:  # run as a script
+        sys.path.insert(0, str(REPO_ROOT))
+    from benchmarks.paced import measure
+
+    result = asyncio.run(measure(port, PACED_RATE, seconds, PACED_CONNECTIONS))
+    latencies = sorted(result.latencies)
+    if not latencies:
+        raise RunFailed(f"no request succeeded ({dict(result.failures)})")
+
+    def percentile_ms(q: float) -> float:
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
+
+    errors = sum(result.failures.values())
+    elapsed = result.ended - result.started
+    return WrkResult(
+        requests_per_second=len(latencies) / elapsed,
+        requests=len(latencies),
+        seconds=elapsed,
+        p50_ms=percentile_ms(0.50),
+        p99_ms=percentile_ms(0.99),
+        socket_errors={"read": errors} if errors else {},
+        bad_status=0,
+    )
 
 
 # --- One run -------------------------------------------------------------------------
@@ -365,7 +455,7 @@ def run_one(
     """Start ``server``, warm it up, measure it with wrk, stop it."""
     port = free_port()
     command = server_command(
-        server, f"benchmarks.apps:{args.workload}", port, args.threads
+        server, f"benchmarks.apps:{WORKLOAD_APPS[args.workload]}", port, args.threads
     )
     run = Run(round=round_number, server=server, command=command)
     log_path = workdir / f"{server}-round{round_number}.log"
@@ -392,10 +482,15 @@ def run_one(
     try:
         wait_until_ready(process, port)
         run_wrk(url, seconds=WARMUP_SECONDS, **wrk_options)
-        run.wrk_output = run_wrk(url, seconds=args.duration, **wrk_options)
+        if args.workload == "paced":
+            result = run_paced(port, args.duration)
+        else:
+            run.wrk_output = run_wrk(url, seconds=args.duration, **wrk_options)
+            result = parse_wrk(run.wrk_output)
         if process.poll() is not None:
             raise RunFailed(f"exited with code {process.returncode} during the run")
-        run.result = parse_wrk(run.wrk_output)
+        run.peak_rss_kib = peak_rss_kib(process.pid)
+        run.result = result
     except RunFailed as exc:
         run.error = str(exc)
     finally:
@@ -457,6 +552,14 @@ def summarize(
                 p99_ms=_median_or_none([r.p99_ms for r in results]),
                 errors=sum(r.errors for r in results),
                 ratios=ratios,
+                peak_rss_kib=max(
+                    (
+                        run.peak_rss_kib
+                        for run in runs
+                        if run.server == server and run.peak_rss_kib
+                    ),
+                    default=None,
+                ),
             )
         )
     return summaries
@@ -483,7 +586,10 @@ def _ms(value: float | None) -> str:
 
 def summary_table(summaries: Sequence[Summary], reference: str | None) -> str:
     """The final table: one row per server."""
-    header = ["server", "req/s (median)", "min-max", "p50", "p99", "errors", "ok"]
+    header = [
+        "server", "req/s (median)", "min-max", "p50", "p99", "errors", "ok",
+        "peak RSS MiB",
+    ]  # fmt: skip
     if reference is not None:
         header.append(f"{reference} ÷ server (median, min-max)")
     rows = []
@@ -496,6 +602,7 @@ def summary_table(summaries: Sequence[Summary], reference: str | None) -> str:
             _ms(s.p99_ms),
             str(s.errors) if s.rps else "n/a",
             f"{s.rounds_ok}/{s.rounds}",
+            f"{s.peak_rss_kib / 1024:.1f}" if s.peak_rss_kib else "n/a",
         ]
         if reference is not None:
             if s.server == reference:
@@ -608,10 +715,22 @@ def machine_info() -> dict[str, str]:
 
 def settings_line(args: argparse.Namespace) -> str:
     """The benchmark's parameters, in one line."""
-    body = f", POST {UPLOAD_BYTES} bytes" if args.workload == "upload" else ""
+    if args.workload == "paced":
+        load = (
+            f"{PACED_RATE:g} GET/s, paced, over {PACED_CONNECTIONS} keep-alive "
+            "connections (benchmarks/paced.py; wrk only warms up)"
+        )
+    else:
+        load = (
+            f"{args.connections} keep-alive connections from wrk -t{args.wrk_threads}"
+        )
+    body = (
+        f", POST {POST_BYTES[args.workload]} bytes"
+        if args.workload in POST_BYTES
+        else ""
+    )
     return (
-        f"workload {args.workload}{body}; {args.connections} keep-alive connections "
-        f"from wrk -t{args.wrk_threads}; {args.threads} app threads per server, "
+        f"workload {args.workload}{body}; {load}; {args.threads} app threads per server, "
         f"1 process; {args.rounds} round(s) of {args.duration} s after a "
         f"{WARMUP_SECONDS} s warm-up; servers interleaved within each round"
     )
@@ -757,6 +876,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "wrk not found on PATH; install it: apt-get install -y wrk", file=sys.stderr
         )
         return 2
+    if "h11-ceiling" in args.servers and args.workload not in CEILING_WORKLOADS:
+        print(
+            f"# h11-ceiling answers a fixed hello response: left out of "
+            f"--workload {args.workload}",
+            file=sys.stderr,
+        )
+        args.servers = [name for name in args.servers if name != "h11-ceiling"]
     reference = args.reference if args.reference in args.servers else None
     machine = machine_info()
     print(f"# {settings_line(args)}", file=sys.stderr)
