@@ -1095,3 +1095,58 @@ def outcome(result: Any) -> Any:
     if isinstance(result, ProtocolError):
         return ("error", result.status_hint)
     return [e for e in result if e is not h11.PAUSED]
+
+
+BODYLESS = [
+    GET,
+    b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    b"GET / HTTP/1.0\r\n\r\n",
+    b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+    b"DELETE /x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
+    # (An Upgrade request still goes through h11: tested with the upgrade rules.)
+]
+
+
+@pytest.mark.parametrize("request_bytes", BODYLESS)
+@pytest.mark.parametrize("then", [b"", b"EOF", GET, GET + b"EOF"])
+def test_a_request_without_a_body_reads_as_h11_reads_it(
+    request_bytes: bytes, then: bytes
+) -> None:
+    """The end of a bodyless message is ours to say (h11 is not asked twice): the
+    events, and the client's state after each, are h11's own."""
+    eof = then.endswith(b"EOF")
+    following = then.removesuffix(b"EOF")
+
+    def run(conn: Any) -> list[tuple[type, Any, bool]]:
+        conn.receive_data(request_bytes + following)
+        if eof:
+            conn.receive_data(b"")
+        seen: list[tuple[type, Any, bool]] = []
+        for _ in range(4):
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError:
+                # h11 refuses bytes after a message that closes the connection;
+                # ours keeps them unparsed (PAUSED) and answers the request it has.
+                assert following
+                assert seen[-1][1] is h11.MUST_CLOSE
+                seen += [(h11.PAUSED, h11.MUST_CLOSE, False)] * (4 - len(seen))
+                break
+            seen.append(
+                (
+                    event if event in (h11.NEED_DATA, h11.PAUSED) else type(event),
+                    conn.their_state,
+                    conn.they_are_waiting_for_100_continue,
+                )
+            )
+        return seen
+
+    ours = run(ServerConnection())
+    theirs = run(h11.Connection(h11.SERVER))
+
+    assert [(k, s) for k, s, _ in ours] == [(k, s) for k, s, _ in theirs]
+    # h11 says a bodyless request with Expect: 100-continue waits until its
+    # EndOfMessage; with nothing to send, the client waits for nothing.
+    assert not any(waiting for _, _, waiting in ours)
