@@ -76,6 +76,9 @@ log = logging.getLogger("aiogate.error")
 # After our FIN, wait this long for the client to close before closing ourselves
 # (Apache's lingering close waits up to 2 s for the same reason).
 LINGER_TIMEOUT = 2.0
+#: A response's pieces (head, body chunks) are joined into one write below this
+#: size, and handed to ``transport.writelines`` as they are above it.
+WRITELINES_THRESHOLD = 64 * 1024
 # Retry-After on a 503 for overload (limits and shedding): one second spreads
 # retries without making clients wait long once the burst has passed.
 RETRY_AFTER = 1
@@ -316,7 +319,16 @@ class RequestCycle:
             log.error("Response refused, closing the connection: %s", exc)
             end = ABORT
         if out:
-            protocol.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            transport = protocol.transport
+            if len(out) == 1:
+                transport.write(out[0])
+            elif sum(map(len, out)) < WRITELINES_THRESHOLD:
+                transport.write(b"".join(out))  # one small send beats several
+            else:
+                # Large body pieces are handed over as they are: joining would copy
+                # every byte once more on the loop thread (uvloop sends the list
+                # with one writev, the stdlib loop joins it itself).
+                transport.writelines(out)
         if end is not None:
             self.ended = True
             protocol.cycle_ended(self, aborted=end is ABORT)

@@ -60,6 +60,7 @@ class FakeTransport:
         self.aborted = False
         self.eof_written = False
         self.buffered = 0  # what get_write_buffer_size reports
+        self.handed_over: list[bytes] = []  # the pieces given to writelines
 
     def get_write_buffer_size(self) -> int:
         return self.buffered
@@ -67,6 +68,12 @@ class FakeTransport:
     def write(self, data: bytes) -> None:
         assert not self.closed
         self.written += data
+
+    def writelines(self, pieces: list[bytes]) -> None:
+        assert not self.closed
+        self.handed_over.extend(pieces)
+        for data in pieces:
+            self.written += data
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return {"sockname": ("127.0.0.1", 8000), "peername": ("10.0.0.1", 4321)}.get(
@@ -713,3 +720,26 @@ def test_lingering_connections_do_not_count_against_the_connection_limit() -> No
     h.protocol.connection_lost(None)  # the linger ends
     third.connection_lost(None)
     assert h.state.lingering == 0
+
+
+def test_a_large_body_is_handed_to_the_transport_without_a_copy() -> None:
+    body = b"x" * (256 * 1024)
+
+    def app(environ: Environ, start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+
+    h = Harness(app)
+    h.receive(GET)
+    h.run_jobs()
+    assert h.responses() == [(200, body)]
+    # The app's own bytes object, not a joined copy of head and body.
+    assert any(piece is body for piece in h.transport.handed_over)
+
+
+def test_a_small_response_is_one_write() -> None:
+    h = Harness(hello)
+    h.receive(GET)
+    h.run_jobs()
+    assert h.responses() == [(200, b"hi")]
+    assert h.transport.handed_over == []
