@@ -11,7 +11,8 @@ the main thread at startup. Importing aiogate installs no handlers; only ``cli.p
 from __future__ import annotations
 
 import json
-import logging.config
+import logging
+import sys
 from typing import Any
 
 from .errors import ConfigError
@@ -82,14 +83,18 @@ def configure_logging(level: str, log_config: str | None = None) -> None:
     ``aiogate.access`` to stdout; or, with ``log_config``, load that file instead: a
     ``dictConfig`` schema in JSON (``.json``) or a ``fileConfig`` INI file.
 
-    Idempotent: calling it again replaces the handler instead of adding a second one.
-    Note that ``dictConfig`` also flushes and closes the handlers other code has
-    created (it leaves them attached), so call this once, at startup. Raises
-    ``ConfigError`` for a log configuration file that cannot be read or used.
+    Idempotent: calling it again replaces the handlers instead of adding more. The
+    default applies ``logging_config(level)`` itself rather than through
+    ``logging.config``, whose imports (socketserver, pickle...) cost about 1 MiB of
+    every process for nothing; unlike ``dictConfig`` it leaves other code's
+    handlers alone. Raises ``ConfigError`` for a log configuration file that cannot
+    be read or used.
     """
     if log_config is None:
-        logging.config.dictConfig(logging_config(level))
+        _apply(logging_config(level))
         return
+    import logging.config  # only for a file of the user's
+
     try:
         if log_config.endswith(".json"):
             with open(log_config, encoding="utf-8") as file:
@@ -100,3 +105,27 @@ def configure_logging(level: str, log_config: str | None = None) -> None:
             logging.config.fileConfig(log_config, disable_existing_loggers=False)
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
         raise ConfigError(f"log_config {log_config!r}: {exc}") from None
+
+
+def _apply(schema: dict[str, Any]) -> None:
+    """Install a schema of the shape ``logging_config`` returns (StreamHandlers
+    only), as ``dictConfig`` would with ``disable_existing_loggers`` false."""
+    formatters = {
+        name: logging.Formatter(spec["format"], spec.get("datefmt"))
+        for name, spec in schema["formatters"].items()
+    }
+    handlers: dict[str, logging.Handler] = {}
+    for name, spec in schema["handlers"].items():
+        stream = {"ext://sys.stderr": sys.stderr, "ext://sys.stdout": sys.stdout}
+        handler = logging.StreamHandler(stream[spec["stream"]])
+        handler.setFormatter(formatters[spec["formatter"]])
+        handlers[name] = handler
+    for name, spec in schema["loggers"].items():
+        logger = logging.getLogger(name)
+        for old in list(logger.handlers):
+            logger.removeHandler(old)
+        for handler_name in spec.get("handlers", ()):
+            logger.addHandler(handlers[handler_name])
+        logger.setLevel(spec["level"])
+        if "propagate" in spec:
+            logger.propagate = spec["propagate"]
