@@ -1,4 +1,8 @@
-"""Benchmark aiogate against waitress and gunicorn (gthread) with wrk.
+"""Benchmark aiogate against its peers with wrk, one workload at a time.
+
+(``suite.py`` runs every workload and peer in one command; this is its engine, and
+the tool for measuring one workload.) Peers: waitress, gunicorn (gthread), uvicorn
+with a2wsgi, granian, aiogate with two workers, and the bare h11 ceiling.
 
 One command runs every server, one at a time, on 127.0.0.1 with the same WSGI app
 from ``benchmarks/apps.py``, one process and the same number of app threads, and
