@@ -269,13 +269,14 @@ def render(
     return "\n".join(lines)
 
 
-def update_readme(text: str) -> None:
-    readme = README.read_text()
+def update_readme(text: str, readme_path: Path = README) -> None:
+    """Replace what is between the perf-table markers of the README with ``text``."""
+    readme = readme_path.read_text()
     if START not in readme or END not in readme:
         raise SystemExit(f"README.md has no {START} ... {END} block to replace")
     head, rest = readme.split(START, 1)
     _, tail = rest.split(END, 1)
-    README.write_text(f"{head}{START}\n{text}\n{END}{tail}")
+    readme_path.write_text(f"{head}{START}\n{text}\n{END}{tail}")
 
 
 def install() -> int:
