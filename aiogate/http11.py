@@ -23,10 +23,14 @@ Theory of operation:
    ``count``/``find``/``in`` calls instead, with the same outcome.
 3. Once the whole head is accepted, its framing fields are checked (RFC 9112 §6),
    then h11 parses it and we return its ``Request``.
-4. The body: we feed h11 at most the remaining Content-Length, or run our own chunk
-   scanner (RFC 9112 §7.1) and feed it the validated units (a chunk-size line with
-   extensions goes to h11 as the bare size; h11 drops extensions anyway). Bytes
-   after the end of the message stay in ``self._buf``.
+4. The body. A chunked body: we run our own chunk scanner (RFC 9112 §7.1) and feed
+   h11 the validated units (a chunk-size line with extensions goes to h11 as the bare
+   size; h11 drops extensions anyway). A body framed by Content-Length (or none at
+   all) needs no parsing, only counting, so h11 is not asked again after the
+   ``Request``: we return the ``Data`` events (the received bytes objects themselves,
+   not copies; a body byte used to be copied four times on its way through h11) and
+   the ``EndOfMessage``, and keep the client's state with h11's rules (``_their``).
+   Bytes after the end of the message stay in ``self._buf``.
 5. While the request is done and ``self._buf`` holds the next one, ``next_event``
    returns ``h11.PAUSED`` until ``start_next_cycle``; after ``Connection: close`` or
    HTTP/1.0 those bytes are never parsed at all. EOF reaches h11 only when
@@ -283,9 +287,11 @@ class ServerConnection:
         "_our",
         "_out_framing",
         "_out_keep_alive",
+        "_ready",
         "_searched",
         "_their",
         "_version",
+        "_waiting_100",
     )
 
     def __init__(
@@ -329,9 +335,13 @@ class ServerConnection:
         self._lines = 0
         self._searched = 0  # fast path: _buf[:_searched] has no CRLFCRLF
         self._version = b""
-        # The client's side of a request without a body, kept here rather than
-        # asked of h11 (None: ask h11); see ``_after_bodyless_head``.
+        # The client's side of a request framed by Content-Length (or without a
+        # body), kept here rather than asked of h11 (None: ask h11); see
+        # ``_counted_body_event``. ``_ready``: body bytes received whole, to be
+        # returned as they are; ``_waiting_100``: h11's 100-continue flag, kept too.
         self._their: type[Sentinel] | None = None
+        self._ready: bytes | None = None
+        self._waiting_100 = False
 
     # -- state -------------------------------------------------------------------------
 
@@ -359,8 +369,11 @@ class ServerConnection:
         """The client sent ``Expect: 100-continue`` (HTTP/1.1 only; h11 ignores it
         for HTTP/1.0 as RFC 9110 §10.1.1 requires) and no response or body yet."""
         return (
-            self._their is None  # a request without a body has nothing to wait for
-            and self._h11.they_are_waiting_for_100_continue
+            (
+                self._waiting_100
+                if self._their is not None
+                else self._h11.they_are_waiting_for_100_continue
+            )
             and not self._continue_sent
             and self._our is h11.SEND_RESPONSE
         )
@@ -381,7 +394,7 @@ class ServerConnection:
     def has_unparsed_data(self) -> bool:
         """Bytes were received that no event has consumed yet: part of a request
         head still arriving, or a pipelined request waiting its turn."""
-        return bool(self._buf)
+        return bool(self._buf) or self._ready is not None
 
     @property
     def client_is_http10(self) -> bool:
@@ -396,7 +409,16 @@ class ServerConnection:
             if self._eof:
                 raise RuntimeError("received data after EOF")
             if self._error is None:  # a dead connection keeps nothing
-                self._buf += data
+                if (
+                    self._their is h11.SEND_BODY
+                    and self._ready is None
+                    and not self._buf
+                    and len(data) <= self._body
+                    and type(data) is bytes
+                ):
+                    self._ready = data  # body bytes, returned as they are (rule 4)
+                else:
+                    self._buf += data
         else:
             self._eof = True
 
@@ -413,15 +435,17 @@ class ServerConnection:
         except ProtocolError as exc:
             self._error = exc
             self._buf.clear()
+            self._ready = None
             raise
         except h11.RemoteProtocolError as exc:
             self._error = _error(str(exc), exc.error_status_hint)
             self._buf.clear()
+            self._ready = None
             raise self._error from exc
 
     def _next_event(self) -> NextEvent:
         if self._their is not None:
-            return self._after_bodyless_head()
+            return self._counted_body_event()
         conn = self._h11
         state = conn.their_state
         if state is h11.IDLE:
@@ -445,12 +469,16 @@ class ServerConnection:
             self._our = h11.SEND_RESPONSE
             self._body = framing
             self._chunk = _SIZE_LINE
-            if framing == 0 and b"\nupgrade:" not in head.lower():
-                # The message ends with its head. h11 would need a second call (and
-                # its state machine) just to say EndOfMessage: a third of its time
-                # on a GET. We say it (an Upgrade, whose end h11 treats specially,
-                # still goes through h11; CONNECT never gets here).
+            if framing != _CHUNKED and b"\nupgrade:" not in head.lower():
+                # Counting is all this body needs (see rule 4). Without a body, h11
+                # would need a second call and its state machine just to say
+                # EndOfMessage: a third of its time on a GET. (An Upgrade, whose end
+                # h11 treats specially, still goes through h11; CONNECT never gets
+                # here.)
                 self._their = h11.SEND_BODY
+                self._waiting_100 = (
+                    framing > 0 and conn.they_are_waiting_for_100_continue
+                )
             return event
         if state is h11.SEND_BODY:
             # Feed first: one h11 call per event, not an extra one for NEED_DATA.
@@ -477,12 +505,35 @@ class ServerConnection:
             conn.receive_data(b"")
         return conn.next_event()
 
-    def _after_bodyless_head(self) -> NextEvent:
-        """The events after the ``Request`` of a message without a body, as h11 would
-        give them: ``EndOfMessage``, then PAUSED while a pipelined request waits,
+    def _counted_body_event(self) -> NextEvent:
+        """The events after the ``Request`` of a message framed by Content-Length or
+        without a body, as h11 would give them: ``Data`` until the length is
+        reached, ``EndOfMessage``, then PAUSED while a pipelined request waits,
         ``ConnectionClosed`` at EOF, else NEED_DATA."""
         their = self._their
         if their is h11.SEND_BODY:
+            remaining = self._body
+            if remaining:
+                data = self._ready
+                if data is not None:
+                    self._ready = None
+                else:
+                    buf = self._buf
+                    if not buf:
+                        if self._eof:
+                            raise _error(
+                                "client closed the connection inside a request body"
+                            )
+                        return h11.NEED_DATA
+                    if len(buf) <= remaining:
+                        data = bytes(buf)
+                        buf.clear()
+                    else:
+                        data = bytes(buf[:remaining])
+                        del buf[:remaining]
+                self._body = remaining - len(data)
+                self._waiting_100 = False  # h11's rule: body data ends the wait
+                return h11.Data(data=data)
             # h11's rule: a connection that is not kept alive ends in MUST_CLOSE.
             self._their = h11.DONE if self._keep_alive else h11.MUST_CLOSE
             return _END_OF_MESSAGE
@@ -903,6 +954,7 @@ class ServerConnection:
         )
         self._our = h11.IDLE
         self._their = None
+        self._waiting_100 = False
         self._continue_sent = False
         self._method = None
         self._body = 0

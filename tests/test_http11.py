@@ -1150,3 +1150,79 @@ def test_a_request_without_a_body_reads_as_h11_reads_it(
     # h11 says a bodyless request with Expect: 100-continue waits until its
     # EndOfMessage; with nothing to send, the client waits for nothing.
     assert not any(waiting for _, _, waiting in ours)
+
+
+WITH_BODY = [
+    POST + b"Content-Length: 5\r\n\r\nhello",
+    POST + b"Content-Length: 5\r\nConnection: close\r\n\r\nhello",
+    b"POST / HTTP/1.0\r\nContent-Length: 3\r\n\r\nabc",
+    POST + b"Content-Length: 4\r\nExpect: 100-continue\r\n\r\nwxyz",
+]
+
+
+@pytest.mark.parametrize("request_bytes", WITH_BODY)
+@pytest.mark.parametrize("then", [b"", b"EOF", GET])
+@pytest.mark.parametrize("piece", [1, 3, 1000])
+def test_a_content_length_body_reads_as_h11_reads_it(
+    request_bytes: bytes, then: bytes, piece: int
+) -> None:
+    """Body bytes by Content-Length are counted here, not parsed by h11: the same
+    events (the bytes may come in other pieces), states and 100-continue flag."""
+    eof = then == b"EOF"
+    data = request_bytes + (b"" if eof else then)
+
+    def run(conn: Any) -> list[tuple[Any, Any, bool]]:
+        seen: list[tuple[Any, Any, bool]] = []
+        for start in range(0, len(data), piece):
+            conn.receive_data(data[start : start + piece])
+            while True:
+                try:
+                    event = conn.next_event()
+                except h11.RemoteProtocolError:  # bytes after a closing message
+                    event = h11.PAUSED
+                if event is h11.NEED_DATA or event is h11.PAUSED:
+                    break
+                seen.append(
+                    (event, conn.their_state, conn.they_are_waiting_for_100_continue)
+                )
+        if eof:
+            conn.receive_data(b"")
+            event = conn.next_event()
+            seen.append((event, conn.their_state, False))
+        return seen
+
+    def merged(seen: list[tuple[Any, Any, bool]]) -> list[Any]:
+        """Data events joined: where bytes are split is not part of the contract."""
+        out: list[Any] = []
+        for event, state, waiting in seen:
+            if type(event) is h11.Data and out and type(out[-1][0]) is h11.Data:
+                out[-1] = (h11.Data(data=out[-1][0].data + event.data), state, waiting)
+            else:
+                out.append((event, state, waiting))
+        return [(type(e), getattr(e, "data", None), s, w) for e, s, w in out]
+
+    assert merged(run(ServerConnection())) == merged(run(h11.Connection(h11.SERVER)))
+
+
+def test_body_bytes_received_whole_are_not_copied() -> None:
+    conn = ServerConnection()
+    conn.receive_data(POST + b"Content-Length: 6\r\n\r\n")
+    assert type(conn.next_event()) is h11.Request
+    assert conn.next_event() is h11.NEED_DATA
+    body = b"abcdef"
+    conn.receive_data(body)
+    assert conn.has_unparsed_data
+    event = conn.next_event()
+    assert type(event) is h11.Data
+    assert event.data is body
+    assert type(conn.next_event()) is h11.EndOfMessage
+
+
+def test_eof_inside_a_content_length_body_is_an_error() -> None:
+    conn = ServerConnection()
+    conn.receive_data(POST + b"Content-Length: 6\r\n\r\nabc")
+    conn.receive_data(b"")
+    assert type(conn.next_event()) is h11.Request
+    assert conn.next_event() == h11.Data(data=b"abc")
+    with pytest.raises(ProtocolError, match="inside a request body"):
+        conn.next_event()
