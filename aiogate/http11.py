@@ -196,12 +196,13 @@ def _field_value(low_head: bytes, key: bytes) -> bytes:
     return low_head[start : low_head.find(b"\r", start)].strip(b" \t")
 
 
-def _check_framing(head: bytes, http11: bool) -> tuple[int, bool]:
+def _check_framing(head: bytes, http11: bool) -> tuple[int, bool, bool]:
     """Check the fields of a clean head that decide where the message ends.
 
-    Returns the body framing (a Content-Length, or ``_CHUNKED``) and whether the
+    Returns the body framing (a Content-Length, or ``_CHUNKED``), whether the
     connection may be reused after this request (h11's rule: HTTP/1.1 without
-    ``Connection: close``; h11 never keeps HTTP/1.0 connections alive). Every search is a
+    ``Connection: close``; h11 never keeps HTTP/1.0 connections alive), and whether
+    the head has an ``Upgrade`` field (whose end h11 treats specially). Every search is a
     C-level scan of the lower-cased head: in a clean head every LF ends a line, so
     ``b"\\nhost:"`` finds exactly the Host field lines (a name with whitespace before
     the colon is not a field name at all, and h11 rejects its line).
@@ -255,7 +256,7 @@ def _check_framing(head: bytes, http11: bool) -> tuple[int, bool]:
             if b"close" in (token.strip(b" \t") for token in value.split(b",")):
                 keep_alive = False
                 break
-    return framing, keep_alive
+    return framing, keep_alive, b"\nupgrade:" in low
 
 
 class ServerConnection:
@@ -458,7 +459,7 @@ class ServerConnection:
                 conn.receive_data(b"")
                 return conn.next_event()  # ConnectionClosed
             http11 = self._version == b"HTTP/1.1"
-            framing, keep_alive = _check_framing(head, http11)
+            framing, keep_alive, upgrade = _check_framing(head, http11)
             conn.receive_data(head)
             event = conn.next_event()
             if type(event) is not h11.Request:  # h11 parses a whole head at once
@@ -469,7 +470,7 @@ class ServerConnection:
             self._our = h11.SEND_RESPONSE
             self._body = framing
             self._chunk = _SIZE_LINE
-            if framing != _CHUNKED and b"\nupgrade:" not in head.lower():
+            if framing != _CHUNKED and not upgrade:
                 # Counting is all this body needs (see rule 4). Without a body, h11
                 # would need a second call and its state machine just to say
                 # EndOfMessage: a third of its time on a GET. (An Upgrade, whose end
@@ -517,21 +518,13 @@ class ServerConnection:
                 data = self._ready
                 if data is not None:
                     self._ready = None
+                    self._body = remaining - len(data)
+                elif self._buf:
+                    data = self._take_counted_body()
+                elif self._eof:
+                    raise _error("client closed the connection inside a request body")
                 else:
-                    buf = self._buf
-                    if not buf:
-                        if self._eof:
-                            raise _error(
-                                "client closed the connection inside a request body"
-                            )
-                        return h11.NEED_DATA
-                    if len(buf) <= remaining:
-                        data = bytes(buf)
-                        buf.clear()
-                    else:
-                        data = bytes(buf[:remaining])
-                        del buf[:remaining]
-                self._body = remaining - len(data)
+                    return h11.NEED_DATA
                 self._waiting_100 = False  # h11's rule: body data ends the wait
                 return h11.Data(data=data)
             # h11's rule: a connection that is not kept alive ends in MUST_CLOSE.
@@ -700,20 +693,26 @@ class ServerConnection:
 
     def _feed_body(self) -> None:
         """Give h11 the bytes of this message that are in ``_buf`` and checked."""
-        buf = self._buf
         if self._body == _CHUNKED:
             self._feed_chunked()
             return
+        data = self._take_counted_body()
+        if data:
+            self._h11.receive_data(data)
+
+    def _take_counted_body(self) -> bytes:
+        """Remove and return the bytes of a Content-Length body that are in ``_buf``
+        (at most what is left of the length), counting them off ``_body``."""
+        buf = self._buf
         count = min(self._body, len(buf))
-        if count == 0:
-            return
-        self._body -= count
         if count == len(buf):
-            self._h11.receive_data(bytes(buf))
+            data = bytes(buf)
             buf.clear()
         else:
-            self._h11.receive_data(bytes(buf[:count]))
+            data = bytes(buf[:count])
             del buf[:count]
+        self._body -= count
+        return data
 
     def _feed_chunked(self) -> None:
         """Scan chunked framing (RFC 9112 §7.1) in ``_buf``; feed h11 the units
