@@ -46,9 +46,13 @@ class DeadlineSweeper:
         self.fire_batch = fire_batch
         self.scan_batch = scan_batch
         self._timer: asyncio.TimerHandle | None = None
+        #: The next batch of a sweep spread over several callbacks.
         self._batch: asyncio.Handle | None = None
-        #: True while a sweep is spread over several callbacks.
-        self.sweeping = False
+
+    @property
+    def sweeping(self) -> bool:
+        """A sweep is spread over several callbacks and not finished yet."""
+        return self._batch is not None
 
     def start(self) -> None:
         self._timer = self._loop.call_later(self.interval, self._tick)
@@ -58,14 +62,12 @@ class DeadlineSweeper:
             if handle is not None:
                 handle.cancel()
         self._timer = self._batch = None
-        self.sweeping = False
 
     def _tick(self) -> None:
         self._timer = self._loop.call_later(self.interval, self._tick)
         # A sweep still spread over batches when the next tick comes (a wave of tens
         # of thousands) is left to finish: starting another would only repeat it.
         if not self.sweeping:
-            self.sweeping = True
             self._sweep(list(self._connections()), 0)
 
     def _sweep(self, pending: list[HasDeadline], start: int) -> None:
@@ -85,5 +87,3 @@ class DeadlineSweeper:
                     break
         if index < len(pending):
             self._batch = self._loop.call_soon(self._sweep, pending, index)
-        else:
-            self.sweeping = False

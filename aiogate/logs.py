@@ -114,10 +114,10 @@ def _apply(schema: dict[str, Any]) -> None:
         name: logging.Formatter(spec["format"], spec.get("datefmt"))
         for name, spec in schema["formatters"].items()
     }
+    streams = {"ext://sys.stderr": sys.stderr, "ext://sys.stdout": sys.stdout}
     handlers: dict[str, logging.Handler] = {}
     for name, spec in schema["handlers"].items():
-        stream = {"ext://sys.stderr": sys.stderr, "ext://sys.stdout": sys.stdout}
-        handler = logging.StreamHandler(stream[spec["stream"]])
+        handler = logging.StreamHandler(streams[spec["stream"]])
         handler.setFormatter(formatters[spec["formatter"]])
         handlers[name] = handler
     for name, spec in schema["loggers"].items():
