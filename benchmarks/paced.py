@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
@@ -116,3 +118,10 @@ async def measure(
         if connection is not None:
             connection[1].close()
     return Measurement(latencies, failures, started, ended)
+
+
+def percentile_ms(ordered: Sequence[float], q: float) -> float | None:
+    """The nearest-rank percentile ``q`` (0-1] of sorted seconds, in ms."""
+    if not ordered:
+        return None
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)] * 1000

@@ -40,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from importlib import metadata
@@ -419,15 +419,13 @@ def run_paced(port: int, seconds: int) -> WrkResult:
 
     if str(REPO_ROOT) not in sys.path:  # run as a script
         sys.path.insert(0, str(REPO_ROOT))
-    from benchmarks.paced import measure
+    from benchmarks.paced import measure, percentile_ms
 
     result = asyncio.run(measure(port, PACED_RATE, seconds, PACED_CONNECTIONS))
     latencies = sorted(result.latencies)
-    if not latencies:
+    p50_ms, p99_ms = percentile_ms(latencies, 0.50), percentile_ms(latencies, 0.99)
+    if p50_ms is None or p99_ms is None:
         raise RunFailed(f"no request succeeded ({dict(result.failures)})")
-
-    def percentile_ms(q: float) -> float:
-        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
 
     errors = sum(result.failures.values())
     elapsed = result.ended - result.started
@@ -435,8 +433,8 @@ def run_paced(port: int, seconds: int) -> WrkResult:
         requests_per_second=len(latencies) / elapsed,
         requests=len(latencies),
         seconds=elapsed,
-        p50_ms=percentile_ms(0.50),
-        p99_ms=percentile_ms(0.99),
+        p50_ms=p50_ms,
+        p99_ms=p99_ms,
         socket_errors={"read": errors} if errors else {},
         bad_status=0,
     )
@@ -532,20 +530,38 @@ def _median_or_none(values: Sequence[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
+def requests_per_second(run: Run) -> float:
+    """A measured run's req/s."""
+    assert run.result is not None
+    return run.result.requests_per_second
+
+
+def round_ratios(
+    runs: Sequence[Run],
+    top: str,
+    bottom: str,
+    value: Callable[[Run], float] = requests_per_second,
+) -> list[float]:
+    """``value(top) / value(bottom)`` in each round where both were measured (and
+    the divisor is above 0): ratios are taken within a round, so that the drift of
+    a shared machine cancels out."""
+    by_round = {(run.server, run.round): run for run in runs if run.ok}
+    ratios = []
+    for number in sorted({run.round for run in runs}):
+        ours, theirs = by_round.get((top, number)), by_round.get((bottom, number))
+        if ours is not None and theirs is not None and value(theirs) > 0:
+            ratios.append(value(ours) / value(theirs))
+    return ratios
+
+
 def summarize(
     runs: Sequence[Run], servers: Sequence[str], reference: str | None, rounds: int
 ) -> list[Summary]:
     """Per-server medians, and the reference's per-round ratio to each server."""
-    by_round = {(run.server, run.round): run.result for run in runs}
     summaries = []
     for server in servers:
         results = [run.result for run in runs if run.server == server and run.result]
-        ratios = []
-        if reference is not None:
-            for n in range(1, rounds + 1):
-                ours, theirs = by_round.get((reference, n)), by_round.get((server, n))
-                if ours and theirs and theirs.requests_per_second > 0:
-                    ratios.append(ours.requests_per_second / theirs.requests_per_second)
+        ratios = [] if reference is None else round_ratios(runs, reference, server)
         summaries.append(
             Summary(
                 server=server,

@@ -80,7 +80,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.paced import CONNECT_TIMEOUT, Measurement, measure
+from benchmarks.paced import CONNECT_TIMEOUT, Measurement, measure, percentile_ms
 from benchmarks.run import (
     REPO_ROOT,
     RunFailed,
@@ -442,13 +442,6 @@ class Phase:
         return self.attack_counts.get("slow_closed_408", 0)
 
 
-def _percentile_ms(ordered: Sequence[float], q: float) -> float | None:
-    """The nearest-rank percentile ``q`` (0-1] of sorted seconds, in ms."""
-    if not ordered:
-        return None
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)] * 1000
-
-
 def _within(samples: Sequence[Sequence[float]], start: float, end: float) -> list:
     return [s for s in samples if start <= s[0] <= end]
 
@@ -516,10 +509,10 @@ def run_phase(
     phase.requests = len(ordered) + sum(result.failures.values())
     phase.failures = sum(result.failures.values())
     phase.failure_kinds = dict(result.failures)
-    phase.p50_ms = _percentile_ms(ordered, 0.50)
-    phase.p90_ms = _percentile_ms(ordered, 0.90)
-    phase.p99_ms = _percentile_ms(ordered, 0.99)
-    phase.max_ms = _percentile_ms(ordered, 1.0)
+    phase.p50_ms = percentile_ms(ordered, 0.50)
+    phase.p90_ms = percentile_ms(ordered, 0.90)
+    phase.p99_ms = percentile_ms(ordered, 0.99)
+    phase.max_ms = percentile_ms(ordered, 1.0)
 
 
 def _record_attack(phase: Phase, stats: dict, result: Measurement) -> None:

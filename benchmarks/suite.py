@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,25 +72,7 @@ class Target:
     met: bool | None  # None: not measured (a run failed or a server is missing)
 
 
-def _round_ratios(
-    runs: Sequence[bench.Run],
-    top: str,
-    bottom: str,
-    value: Callable[[bench.Run], float],
-) -> list[float]:
-    """value(top) / value(bottom), within each round where both succeeded."""
-    by_round = {(r.server, r.round): r for r in runs if r.ok}
-    ratios = []
-    for (server, number), run in by_round.items():
-        other = by_round.get((bottom, number))
-        if server == top and other is not None and value(other) > 0:
-            ratios.append(value(run) / value(other))
-    return ratios
-
-
-def _rps(run: bench.Run) -> float:
-    assert run.result is not None
-    return run.result.requests_per_second
+_rps = bench.requests_per_second
 
 
 def _p99(run: bench.Run) -> float:
@@ -113,7 +95,7 @@ def targets(results: dict[str, list[bench.Run]], threads: int) -> list[Target]:
     def ratio_target(
         workload: str, bottom: str, goal: float, name: str, value=_rps
     ) -> None:
-        ratios = _round_ratios(results.get(workload, []), "aiogate", bottom, value)
+        ratios = bench.round_ratios(results.get(workload, []), "aiogate", bottom, value)
         met = statistics.median(ratios) >= goal if ratios else None
         found.append(Target(name, f">= {goal:g}", _spread(ratios), met))
 
@@ -144,7 +126,7 @@ def targets(results: dict[str, list[bench.Run]], threads: int) -> list[Target]:
             "flask", peer, 1.0, f"Flask JSON: aiogate ÷ {LABELS.get(peer, peer)}"
         )
     # Paced: gunicorn's p99 over ours, so that >= 1 means "no worse".
-    ratios = _round_ratios(results.get("paced", []), "gunicorn", "aiogate", _p99)
+    ratios = bench.round_ratios(results.get("paced", []), "gunicorn", "aiogate", _p99)
     found.append(
         Target(
             "paced 1,000 req/s: gunicorn p99 ÷ aiogate p99",
@@ -195,11 +177,10 @@ def workload_table(
             continue
         rps = [_rps(r) for r in ok]
         peaks = [r.peak_rss_kib for r in mine if r.peak_rss_kib]
-        value = _p99 if workload == "paced" else _rps
         ratios = (
-            _round_ratios(runs, server, "aiogate", _p99)
+            bench.round_ratios(runs, server, "aiogate", _p99)
             if workload == "paced"
-            else _round_ratios(runs, "aiogate", server, value)
+            else bench.round_ratios(runs, "aiogate", server)
         )
         rows.append(
             [

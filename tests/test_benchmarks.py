@@ -64,7 +64,7 @@ def test_a_failed_round_is_left_out_of_the_ratios() -> None:
     hello_runs = runs(aiogate=[100, 100, 100], gunicorn=[100, 10, 100])
     hello_runs[4].result = None  # gunicorn's round 2 failed: its 10 req/s never counts
     hello_runs[4].error = "died"
-    ratios = suite._round_ratios(hello_runs, "aiogate", "gunicorn", suite._rps)
+    ratios = bench.round_ratios(hello_runs, "aiogate", "gunicorn")
     assert sorted(ratios) == [1.0, 1.0]
 
 
