@@ -602,10 +602,16 @@ class ServerHandler(BaseHandler):
     2. ``start_response`` validates with ``aiogate.response`` and raises
        ``ValueError``/``TypeError`` (a 500), never ``AssertionError``: a status that is
        not ``NNN reason`` or is 1xx (h11 cannot send an interim status as the
-       response), non-token header names, CR/LF/NUL in values, a bad Content-Length.
-       Hop-by-hop headers are dropped (logged at DEBUG) instead of failing the request,
-       except ``Connection: close``, which is kept so the connection closes after the
-       response. Spaces and tabs around header values are stripped.
+       response), non-token header names, CR/LF/NUL in values, a Content-Length that
+       is not one value of ASCII digits (a list such as ``5, 5``, or a second
+       Content-Length header even with the same value: RFC 9110 §8.6). The error is
+       raised inside the app's ``start_response`` call, as PEP 3333 asks ("servers
+       should check for errors in the headers at the time start_response is
+       called"), so the app may catch it and call again; if it propagates, the
+       client gets a 500 (``handle_error``). Hop-by-hop headers are dropped (logged
+       at DEBUG) instead of failing the request, except ``Connection: close``, which
+       is kept so the connection closes after the response. Spaces and tabs around
+       header values are stripped.
     3. ``send_preamble`` adds ``Date`` (exactly one) and ``Server`` (unless
        ``server_software`` is empty) to the headers; the status line and framing are
        the server's job.

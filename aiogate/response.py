@@ -274,21 +274,33 @@ def body_forbidden(method: str, status_code: int) -> bool:
 
 
 def content_length(values: Iterable[str]) -> int | None:
-    """The one length the ``Content-Length`` values declare, or None if there are none.
+    """The length the ``Content-Length`` values declare, or None if there are none.
 
-    Each value may be a comma-separated list (RFC 9110 §8.6 lets a recipient accept
-    ``"42, 42"``); all members must be the same string of ASCII digits, else
-    ``ValueError``. This is what h11 accepts, checked before the response starts.
+    ``values`` are the (stripped) values of every Content-Length header of the
+    response. There must be at most one, and it must be 1 to 20 ASCII digits, else
+    ``ValueError``: a list (``"42, 42"``) or a repeated header is refused even when
+    the lengths agree.
     """
-    lengths = {part.strip() for value in values for part in value.split(",")}
+    lengths = list(values)
     if not lengths:
         return None
-    if len(lengths) != 1:
-        raise ValueError(f"conflicting Content-Length values: {sorted(lengths)!r}")
+    # RFC 9110 §8.6: Content-Length = 1*DIGIT. Only a *recipient* may repair
+    # "42, 42" (a duplicate some upstream processor made); a sender must not
+    # generate it, and two header lines are the same list once combined (§5.3).
+    # We are the sender, so we are strict: whichever way we repaired it, some
+    # client or proxy downstream might read the framing differently.
+    if len(lengths) > 1:
+        raise ValueError(
+            f"more than one Content-Length header: {lengths!r} (RFC 9110 §8.6 "
+            "allows one value)"
+        )
     (length,) = lengths
     # h11 refuses more than 20 digits (CONTENT_LENGTH_MAX_DIGITS).
     if not _DIGITS_RE.fullmatch(length) or len(length) > 20:
-        raise ValueError(f"invalid Content-Length: {length!r}")
+        raise ValueError(
+            f"invalid Content-Length {length!r}: must be 1 to 20 ASCII digits "
+            "(RFC 9110 §8.6)"
+        )
     return int(length)
 
 

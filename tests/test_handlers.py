@@ -1007,6 +1007,11 @@ def test_bad_status_is_500(status: Any, error: type[Exception]) -> None:
         ([("X-A", "☃")], ValueError),
         ([("Content-Length", "abc")], ValueError),
         ([("Content-Length", "1"), ("Content-Length", "2")], ValueError),
+        # RFC 9110 §8.6: one value of digits; equal repeats are refused too.
+        ([("Content-Length", "4, 4")], ValueError),
+        ([("Content-Length", "4"), ("Content-Length", "4")], ValueError),
+        ([("Content-Length", "4"), ("content-length", " 4 ")], ValueError),
+        ([("Content-Length", "")], ValueError),
         ([(b"X-A", "b")], TypeError),
         ([("X-A", 1)], TypeError),
         ([["X-A", "b"]], TypeError),
@@ -1023,12 +1028,26 @@ def test_bad_headers_are_500_never_split(headers: Any, error: type[Exception]) -
     assert type(record.exc_info[1]) is error
 
 
-def test_repeated_equal_content_length_is_fine() -> None:
-    app = apps.status_app("200 OK", [("Content-Length", "4, 4")], [b"body"])
-    sink = serve(app).sink
-    assert sink.status == "200 OK"
-    assert sink.body == b"body"
-    assert sink.ends == ["finish"]
+def test_app_sees_the_error_from_start_response() -> None:
+    """PEP 3333: header errors are raised by start_response, inside the app, so an
+    app may catch one and start again; nothing was stored by the failed call."""
+    seen: list[BaseException] = []
+
+    def app(environ: Environ, start_response: StartResponse) -> list[bytes]:
+        try:
+            start_response("200 OK", [("Content-Length", "4, 4")])
+        except ValueError as exc:
+            seen.append(exc)
+            start_response("200 OK", [("Content-Length", "4")])
+        return [b"body"]
+
+    result = serve(app)
+    (error,) = seen
+    assert "Content-Length" in str(error)
+    assert result.sink.status == "200 OK"
+    assert result.sink.header("Content-Length") == ["4"]
+    assert result.sink.body == b"body"
+    assert result.errors == []
 
 
 def test_header_values_are_stripped() -> None:
