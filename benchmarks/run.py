@@ -2,7 +2,8 @@
 
 (``suite.py`` runs every workload and peer in one command; this is its engine, and
 the tool for measuring one workload.) Peers: waitress, gunicorn (gthread), uvicorn
-with a2wsgi, granian, aiogate with two workers, and the bare h11 ceiling.
+with a2wsgi, granian, aiogate with two workers, the bare h11 ceiling, and aiogate
+from another checkout (``aiogate-base``, ``--base-tree``) to compare two versions.
 
 One command runs every server, one at a time, on 127.0.0.1 with the same WSGI app
 from ``benchmarks/apps.py``, one process and the same number of app threads, and
@@ -52,22 +53,27 @@ BIN_DIR = Path(sys.executable).parent
 
 SERVERS = (
     "aiogate", "waitress", "gunicorn", "uvicorn", "granian", "aiogate-2w", "h11-ceiling",
+    "aiogate-base",
 )  # fmt: skip
 #: What --servers uses when not given: the peers, one process each.
 DEFAULT_SERVERS = ("aiogate", "waitress", "gunicorn")
-WORKLOADS = ("hello", "big", "upload", "post", "sleep", "flask", "paced")
+WORKLOADS = ("hello", "big", "upload", "post", "chunked", "sleep", "flask", "paced")
 #: The app of ``benchmarks/apps.py`` each workload serves.
 WORKLOAD_APPS = {
     "hello": "hello",
     "big": "big",
     "upload": "upload",
     "post": "upload",
+    "chunked": "upload",
     "sleep": "sleep",
     "flask": "flask_json",
     "paced": "hello",
 }
 #: Request body sizes of the POST workloads.
-POST_BYTES = {"upload": 1024 * 1024, "post": 64 * 1024}
+POST_BYTES = {"upload": 1024 * 1024, "post": 64 * 1024, "chunked": 64 * 1024}
+#: The POST workloads that send their body with ``Transfer-Encoding: chunked``, and
+#: the size of each chunk: ``chunked`` is ``post``'s 64 KiB in 1 KiB chunks (issue 12).
+CHUNK_BYTES = {"chunked": 1024}
 #: The h11 ceiling answers a fixed hello response: it only stands in for these.
 CEILING_WORKLOADS = ("hello", "paced")
 PACED_RATE = 1000.0  # requests a second of the paced workload
@@ -140,11 +146,20 @@ class Run:
     log_tail: list[str] = field(default_factory=list)
     #: The kernel's peak RSS (VmHWM) of the server's processes, summed, at the end.
     peak_rss_kib: int | None = None
+    #: CPU seconds (user + system) the server's processes used while measured.
+    cpu_seconds: float | None = None
 
     @property
     def ok(self) -> bool:
         """Whether this run produced a measurement."""
         return self.result is not None
+
+    @property
+    def cpu_us_per_request(self) -> float | None:
+        """The server's CPU time per completed request, in microseconds."""
+        if self.result is None or self.cpu_seconds is None or not self.result.requests:
+            return None
+        return self.cpu_seconds / self.result.requests * 1e6
 
 
 @dataclass
@@ -161,6 +176,7 @@ class Summary:
     # reference ÷ this server, one per round where both succeeded.
     ratios: list[float]
     peak_rss_kib: int | None = None  # the largest over rounds
+    cpu_us_per_request: float | None = None  # the median over rounds
 
 
 # --- Servers -------------------------------------------------------------------------
@@ -182,13 +198,21 @@ def _gunicorn_has_control_socket() -> bool:
     return "--no-control-socket" in completed.stdout
 
 
-def server_command(server: str, app: str, port: int, threads: int) -> list[str]:
-    """The command line that serves ``app`` (``module:callable``) on ``port``."""
+def server_command(
+    server: str, app: str, port: int, threads: int, base_python: str | None = None
+) -> list[str]:
+    """The command line that serves ``app`` (``module:callable``) on ``port``.
+
+    ``aiogate-base`` is aiogate as well, run with ``base_python`` (default: this
+    interpreter) from the ``--base-tree`` checkout: ``run_one`` gives it that
+    directory as cwd and ``PYTHONPATH``, so ``-m aiogate`` imports the tree's code.
+    """
     if server == "aiogate-2w":  # two worker processes under the supervisor
         return [*server_command("aiogate", app, port, threads), "--workers", "2"]
-    if server == "aiogate":
+    if server in ("aiogate", "aiogate-base"):
+        python = base_python if server == "aiogate-base" and base_python else None
         return [
-            sys.executable, "-m", "aiogate", "serve", app,
+            python or sys.executable, "-m", "aiogate", "serve", app,
             "--host", "127.0.0.1", "--port", str(port),
             "--threads", str(threads), "--log-level", "warning",
         ]  # fmt: skip
@@ -234,11 +258,11 @@ def server_command(server: str, app: str, port: int, threads: int) -> list[str]:
     raise ValueError(f"unknown server {server!r}")
 
 
-def server_env() -> dict[str, str]:
-    """The environment of a server: ours, plus the repository root on the path."""
+def server_env(root: Path = REPO_ROOT) -> dict[str, str]:
+    """The environment of a server: ours, plus its source tree first on the path."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
+        p for p in (str(root), env.get("PYTHONPATH", "")) if p
     )
     return env
 
@@ -367,17 +391,103 @@ def run_wrk(
     return completed.stdout
 
 
-def write_wrk_script(workload: str, directory: Path) -> Path | None:
+def chunked_body(size: int, chunk_size: int) -> bytes:
+    """``size`` bytes of ``x`` in the chunked coding (RFC 9112 §7.1), in chunks of
+    ``chunk_size`` (the last one shorter if need be), then the last chunk."""
+    pieces = []
+    for start in range(0, size, chunk_size):
+        length = min(chunk_size, size - start)
+        pieces.append(b"%x\r\n%s\r\n" % (length, b"x" * length))
+    return b"".join(pieces) + b"0\r\n\r\n"
+
+
+def post_request(workload: str, host: str) -> bytes:
+    """The request a POST workload's wrk script sends, built here in Python: what
+    ``check_post_answer`` sends once before the measurement."""
+    size = POST_BYTES[workload]
+    head = (
+        f"POST / HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/octet-stream\r\n"
+    ).encode("ascii")
+    if workload in CHUNK_BYTES:
+        body = chunked_body(size, CHUNK_BYTES[workload])
+        return head + b"Transfer-Encoding: chunked\r\n\r\n" + body
+    return head + b"Content-Length: %d\r\n\r\n" % size + b"x" * size
+
+
+def wrk_script(workload: str) -> str | None:
     """The wrk Lua script a workload needs (the POST bodies), if any."""
     if workload not in POST_BYTES:
         return None
-    script = directory / f"{workload}.lua"
-    script.write_text(
-        'wrk.method = "POST"\n'
-        f'wrk.body = string.rep("x", {POST_BYTES[workload]})\n'
-        'wrk.headers["Content-Type"] = "application/octet-stream"\n'
+    size = POST_BYTES[workload]
+    content_type = 'wrk.headers["Content-Type"] = "application/octet-stream"'
+    if workload not in CHUNK_BYTES:
+        body = f'wrk.body = string.rep("x", {size})'
+        return "\n".join(['wrk.method = "POST"', body, content_type, ""])
+    chunk = CHUNK_BYTES[workload]
+    full, rest = divmod(size, chunk)
+    last = f" .. chunk({rest})" if rest else ""
+    # wrk.format() adds a Content-Length for wrk.body, and a request with both that
+    # and Transfer-Encoding is an error (RFC 9112 §6.3; aiogate answers 400). So
+    # wrk.body stays nil, the head comes from wrk.format() (ending with its blank
+    # line), and the chunked body is appended to it, once, on the first request. A
+    # script with a request() function makes wrk call it for every request: one Lua
+    # call returning the same string, negligible beside the server's work.
+    return "\n".join(
+        [
+            f"-- benchmarks/run.py, workload {workload}: {size} bytes, chunked, "
+            f"in chunks of {chunk}",
+            'wrk.method = "POST"',
+            content_type,
+            'wrk.headers["Transfer-Encoding"] = "chunked"',
+            "local function chunk(size)",
+            r'   return string.format("%x\r\n%s\r\n", size, string.rep("x", size))',
+            "end",
+            f'local body = string.rep(chunk({chunk}), {full}){last} .. "0\\r\\n\\r\\n"',
+            "local req = nil",
+            "function request()",
+            "   if req == nil then",
+            "      req = wrk.format() .. body",
+            "   end",
+            "   return req",
+            "end",
+            "",
+        ]
     )
+
+
+def write_wrk_script(workload: str, directory: Path) -> Path | None:
+    """Write ``wrk_script(workload)`` to a file in ``directory``, if there is one."""
+    text = wrk_script(workload)
+    if text is None:
+        return None
+    script = directory / f"{workload}.lua"
+    script.write_text(text)
     return script
+
+
+def check_post_answer(port: int, workload: str) -> None:
+    """Send the workload's POST once and check that the app read the whole body
+    (``upload`` answers the length it read). A server that left a chunked body
+    unread (no ``wsgi.input_terminated``) would be measured doing less work."""
+    expected = b"%d\n" % POST_BYTES[workload]
+    request = post_request(workload, f"127.0.0.1:{port}")
+    request = request.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1)
+    answer = b""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5.0) as sock:
+            sock.sendall(request)
+            while chunk := sock.recv(65536):
+                answer += chunk
+    except OSError as exc:
+        raise RunFailed(f"the check POST failed: {exc}") from exc
+    status = answer.split(b"\r\n", 1)[0]
+    if not status.startswith(b"HTTP/1.1 200") or not answer.endswith(
+        b"\r\n\r\n" + expected
+    ):
+        raise RunFailed(
+            f"answered {answer[:200]!r} to the workload's POST; expected 200 and "
+            f"{expected!r} (the length the app read)"
+        )
 
 
 def _session_pids(session: int) -> list[int]:
@@ -411,6 +521,30 @@ def peak_rss_kib(pid: int) -> int | None:
                     total += int(line.split()[1])
                     found = True
     return total if found else None
+
+
+def parse_cpu_ticks(stat: str) -> int:
+    """utime + stime + cutime + cstime, in clock ticks, from a ``/proc/PID/stat`` line.
+
+    The process's own fields count all its threads (proc(5)); the children's count
+    those it has waited for, so a worker that exits while measured still counts."""
+    # After the command name (in parentheses, which may hold spaces and parentheses)
+    # come fields 3, 4, ... of proc(5): utime is field 14, cstime field 17.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return sum(int(value) for value in fields[11:15])
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU seconds used so far by the processes of the server's session (the master
+    and workers of gunicorn, granian and ``aiogate --workers``; one process for the
+    others). Read before and after a measurement; None where ``/proc`` is not there."""
+    if not Path("/proc").is_dir():
+        return None
+    ticks = 0
+    for member in _session_pids(pid):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            ticks += parse_cpu_ticks(Path(f"/proc/{member}/stat").read_text())
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def run_paced(port: int, seconds: int) -> WrkResult:
@@ -456,10 +590,21 @@ def run_one(
 ) -> Run:
     """Start ``server``, warm it up, measure it with wrk, stop it."""
     port = free_port()
+    base_tree: Path | None = getattr(args, "base_tree", None)
     command = server_command(
-        server, f"benchmarks.apps:{WORKLOAD_APPS[args.workload]}", port, args.threads
+        server,
+        f"benchmarks.apps:{WORKLOAD_APPS[args.workload]}",
+        port,
+        args.threads,
+        getattr(args, "base_python", None),
     )
     run = Run(round=round_number, server=server, command=command)
+    root = REPO_ROOT
+    if server == "aiogate-base":
+        if base_tree is None:
+            run.error = "aiogate-base needs --base-tree (a checkout to compare with)"
+            return run
+        root = base_tree
     log_path = workdir / f"{server}-round{round_number}.log"
     url = f"http://127.0.0.1:{port}/"
     wrk_options = {
@@ -471,8 +616,8 @@ def run_one(
         try:
             process = subprocess.Popen(
                 command,
-                cwd=REPO_ROOT,
-                env=server_env(),
+                cwd=root,
+                env=server_env(root),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -483,14 +628,20 @@ def run_one(
             return run
     try:
         wait_until_ready(process, port)
+        if args.workload in POST_BYTES:
+            check_post_answer(port, args.workload)
         run_wrk(url, seconds=WARMUP_SECONDS, **wrk_options)
+        cpu_before = cpu_seconds(process.pid)
         if args.workload == "paced":
             result = run_paced(port, args.duration)
         else:
             run.wrk_output = run_wrk(url, seconds=args.duration, **wrk_options)
             result = parse_wrk(run.wrk_output)
+        cpu_after = cpu_seconds(process.pid)
         if process.poll() is not None:
             raise RunFailed(f"exited with code {process.returncode} during the run")
+        if cpu_before is not None and cpu_after is not None:
+            run.cpu_seconds = cpu_after - cpu_before
         run.peak_rss_kib = peak_rss_kib(process.pid)
         run.result = result
     except RunFailed as exc:
@@ -513,8 +664,9 @@ def progress_line(run: Run, rounds: int) -> str:
         return text
     r = run.result
     text = (
-        f"{head} {r.requests_per_second:>9.0f} req/s  p50 {r.p50_ms:7.2f} ms  "
-        f"p99 {r.p99_ms:7.2f} ms  errors {r.error_detail()}"
+        f"{head} {r.requests_per_second:>9.0f} req/s  {_cpu(run.cpu_us_per_request):>7} "
+        f"CPU µs/req  p50 {r.p50_ms:7.2f} ms  p99 {r.p99_ms:7.2f} ms  "
+        f"errors {r.error_detail()}"
     )
     if run.log_lines:
         text += f"  (server log: {run.log_lines} lines)"
@@ -545,13 +697,28 @@ def round_ratios(
     """``value(top) / value(bottom)`` in each round where both were measured (and
     the divisor is above 0): ratios are taken within a round, so that the drift of
     a shared machine cancels out."""
-    by_round = {(run.server, run.round): run for run in runs if run.ok}
-    ratios = []
-    for number in sorted({run.round for run in runs}):
-        ours, theirs = by_round.get((top, number)), by_round.get((bottom, number))
-        if ours is not None and theirs is not None and value(theirs) > 0:
-            ratios.append(value(ours) / value(theirs))
-    return ratios
+    return ratios_by_round(
+        [run for run in runs if run.server == top],
+        [run for run in runs if run.server == bottom],
+        value,
+    )
+
+
+def ratios_by_round(
+    tops: Sequence[Run],
+    bottoms: Sequence[Run],
+    value: Callable[[Run], float] = requests_per_second,
+) -> list[float]:
+    """``value(top) / value(bottom)`` for the runs of the same round, where both
+    were measured and the divisor is above 0: two servers on one workload, or one
+    server on two workloads (``suite.py``: chunked ÷ Content-Length upload)."""
+    top_of = {run.round: run for run in tops if run.ok}
+    bottom_of = {run.round: run for run in bottoms if run.ok}
+    return [
+        value(top_of[number]) / value(bottom_of[number])
+        for number in sorted(top_of.keys() & bottom_of.keys())
+        if value(bottom_of[number]) > 0
+    ]
 
 
 def summarize(
@@ -580,6 +747,9 @@ def summarize(
                     ),
                     default=None,
                 ),
+                cpu_us_per_request=median_cpu_us(
+                    [run for run in runs if run.server == server]
+                ),
             )
         )
     return summaries
@@ -604,11 +774,22 @@ def _ms(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f} ms"
 
 
+def _cpu(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f}"
+
+
+def median_cpu_us(runs: Sequence[Run]) -> float | None:
+    """The median CPU µs per request of the runs where it was measured."""
+    return _median_or_none(
+        [us for us in (run.cpu_us_per_request for run in runs) if us is not None]
+    )
+
+
 def summary_table(summaries: Sequence[Summary], reference: str | None) -> str:
     """The final table: one row per server."""
     header = [
-        "server", "req/s (median)", "min-max", "p50", "p99", "errors", "ok",
-        "peak RSS MiB",
+        "server", "req/s (median)", "min-max", "CPU µs/req", "p50", "p99", "errors",
+        "ok", "peak RSS MiB",
     ]  # fmt: skip
     if reference is not None:
         header.append(f"{reference} ÷ server (median, min-max)")
@@ -618,6 +799,7 @@ def summary_table(summaries: Sequence[Summary], reference: str | None) -> str:
             s.server,
             f"{statistics.median(s.rps):.0f}" if s.rps else "FAILED",
             f"{min(s.rps):.0f}-{max(s.rps):.0f}" if s.rps else "n/a",
+            _cpu(s.cpu_us_per_request),
             _ms(s.p50_ms),
             _ms(s.p99_ms),
             str(s.errors) if s.rps else "n/a",
@@ -640,11 +822,11 @@ def summary_table(summaries: Sequence[Summary], reference: str | None) -> str:
 
 def rounds_table(runs: Sequence[Run]) -> str:
     """Every run: one row per round and server."""
-    header = ["round", "server", "req/s", "p50", "p99", "errors"]
+    header = ["round", "server", "req/s", "CPU µs/req", "p50", "p99", "errors"]
     rows = []
     for run in runs:
         if run.result is None:
-            rows.append([str(run.round), run.server, "FAILED", "", "", ""])
+            rows.append([str(run.round), run.server, "FAILED", "", "", "", ""])
         else:
             r = run.result
             rows.append(
@@ -652,6 +834,7 @@ def rounds_table(runs: Sequence[Run]) -> str:
                     str(run.round),
                     run.server,
                     f"{r.requests_per_second:.0f}",
+                    _cpu(run.cpu_us_per_request),
                     _ms(r.p50_ms),
                     _ms(r.p99_ms),
                     r.error_detail(),
@@ -693,20 +876,29 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def _git_head() -> str:
-    """The short commit of the repository (read-only: ``git rev-parse``)."""
+def _git(*args: str, cwd: Path = REPO_ROOT) -> str | None:
+    """The output of a read-only git command in ``cwd``; None if it failed."""
     try:
         completed = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=REPO_ROOT,
+            ["git", *args],
+            cwd=cwd,
             capture_output=True,
             text=True,
             timeout=10,
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return completed.stdout.strip() or "unknown"
+        return None
+    return completed.stdout.strip() if completed.returncode == 0 else None
+
+
+def aiogate_source(root: Path = REPO_ROOT) -> str:
+    """Which aiogate code a server runs: ``aiogate/`` of its tree (the server's cwd
+    and ``PYTHONPATH``), the last commit that changed it, and whether it is edited."""
+    commit = _git("log", "-1", "--format=%H", "--", "aiogate", cwd=root) or "unknown"
+    status = _git("status", "--porcelain", "--", "aiogate", cwd=root)
+    state = {None: "state unknown", "": "clean"}.get(status, "with uncommitted changes")
+    return f"{root / 'aiogate'}, last commit {commit}, {state}"
 
 
 def _load_average() -> str:
@@ -716,8 +908,8 @@ def _load_average() -> str:
         return "unknown"
 
 
-def machine_info() -> dict[str, str]:
-    """What the numbers were measured on."""
+def machine_info(base_tree: Path | None = None) -> dict[str, str]:
+    """What the numbers were measured on (and the ``aiogate-base`` tree, if any)."""
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     info = {
         "cpus (nproc)": str(usable or os.cpu_count()),
@@ -727,7 +919,11 @@ def machine_info() -> dict[str, str]:
     }
     for package in VERSIONED_PACKAGES:
         info[package] = _version(package)
-    info["aiogate"] += f" (repository HEAD {_git_head()}, plus any uncommitted changes)"
+    head = _git("rev-parse", "--short", "HEAD") or "unknown"
+    info["aiogate"] += f" (repository HEAD {head})"
+    info["aiogate source"] = aiogate_source()
+    if base_tree is not None:
+        info["aiogate-base source"] = aiogate_source(base_tree)
     info["wrk"] = _wrk_version()
     info["load average at start"] = _load_average()
     return info
@@ -749,6 +945,8 @@ def settings_line(args: argparse.Namespace) -> str:
         if args.workload in POST_BYTES
         else ""
     )
+    if args.workload in CHUNK_BYTES:
+        body += f" chunked in {CHUNK_BYTES[args.workload]}-byte chunks"
     return (
         f"workload {args.workload}{body}; {load}; {args.threads} app threads per server, "
         f"1 process; {args.rounds} round(s) of {args.duration} s after a "
@@ -823,6 +1021,13 @@ def _server_list(text: str) -> list[str]:
     return names
 
 
+def _source_tree(text: str) -> Path:
+    path = Path(text).resolve()
+    if not (path / "aiogate" / "__init__.py").is_file():
+        raise argparse.ArgumentTypeError(f"{path} has no aiogate/__init__.py")
+    return path
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(
@@ -874,6 +1079,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="which app of benchmarks/apps.py to serve",
     )
     parser.add_argument(
+        "--base-tree",
+        type=_source_tree,
+        metavar="DIR",
+        help="the checkout (e.g. a git worktree of main) that server aiogate-base "
+        "runs, to compare aiogate with it within each round",
+    )
+    parser.add_argument(
+        "--base-python",
+        metavar="PATH",
+        help="the interpreter of aiogate-base (default: this one)",
+    )
+    parser.add_argument(
         "--markdown", action="store_true", help="format the whole report as markdown"
     )
     parser.add_argument(
@@ -885,6 +1102,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.wrk_threads > args.connections:
         parser.error("--wrk-threads must not exceed --connections")
+    if "aiogate-base" in args.servers and args.base_tree is None:
+        parser.error("--servers aiogate-base needs --base-tree")
     return args
 
 
@@ -904,7 +1123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         args.servers = [name for name in args.servers if name != "h11-ceiling"]
     reference = args.reference if args.reference in args.servers else None
-    machine = machine_info()
+    machine = machine_info(args.base_tree)
     print(f"# {settings_line(args)}", file=sys.stderr)
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="aiogate-bench-") as tmp:
@@ -920,7 +1139,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(render_report(args, machine, runs, summaries, reference))
     if args.json is not None:
         raw = {
-            "settings": {**vars(args), "json": str(args.json)},
+            # The paths (--json, --base-tree) as strings.
+            "settings": {
+                key: str(value) if isinstance(value, Path) else value
+                for key, value in vars(args).items()
+            },
             "warmup_seconds": WARMUP_SECONDS,
             "machine": machine,
             "runs": [asdict(run) for run in runs],
