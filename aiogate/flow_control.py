@@ -11,9 +11,12 @@ from typing import Literal, Protocol
 
 __all__ = ["FlowControl", "PauseReason"]
 
-#: Why reading is paused: a pipelined request is waiting behind the current one.
-#: (Request bodies never pause reading: they are buffered, spilling to disk.)
-PauseReason = Literal["pipeline"]
+#: Why reading is paused. ``pipeline``: a request is waiting behind the current
+#: one. ``write``: the transport's buffer is above its high-water mark (the client is
+#: not reading what we send), whatever filled it. ``busy``: this connection used its
+#: share of one loop turn and goes on at the next. (Request bodies never pause
+#: reading: they are buffered, spilling to disk.)
+PauseReason = Literal["pipeline", "write", "busy"]
 
 
 class _ReadTransport(Protocol):
@@ -41,6 +44,17 @@ class FlowControl:
         if not self._reasons and not self._transport.is_closing():
             self._transport.pause_reading()
         self._reasons.add(reason)
+
+    def is_paused_for(self, reason: PauseReason) -> bool:
+        return reason in self._reasons
+
+    def resume_all(self) -> None:
+        """Resume reading whatever it was paused for (a closing connection reads
+        and drops what the client still sends)."""
+        if self._reasons:
+            self._reasons.clear()
+            if not self._transport.is_closing():
+                self._transport.resume_reading()
 
     def resume_reading(self, reason: PauseReason) -> None:
         if reason not in self._reasons:

@@ -23,17 +23,20 @@ Theory of operation:
    ``count``/``find``/``in`` calls instead, with the same outcome.
 3. Once the whole head is accepted, its framing fields are checked (RFC 9112 §6),
    then h11 parses it and we return its ``Request``.
-4. The body. A chunked body: we run our own chunk scanner (RFC 9112 §7.1) and feed
-   h11 the validated units (a chunk-size line with extensions goes to h11 as the bare
-   size; h11 drops extensions anyway). A body framed by Content-Length (or none at
-   all) needs no parsing, only counting, so h11 is not asked again after the
-   ``Request``: we return the ``Data`` events (the received bytes objects themselves,
-   not copies; a body byte used to be copied four times on its way through h11) and
-   the ``EndOfMessage``, and keep the client's state with h11's rules (``_their``).
-   Bytes after the end of the message stay in ``self._buf``.
+4. The body is ours: h11 is not asked again after the ``Request``, and we keep the
+   client's state with h11's rules (``_their``). A body framed by Content-Length
+   (or none at all) needs only counting: the ``Data`` events carry the received
+   bytes objects themselves, not copies. A chunked body goes through our own
+   decoder (RFC 9112 §7.1), which checks every unit and returns the data of all
+   the chunks it has decoded as one contiguous ``Data``, a bounded number of chunks
+   per call: h11 made one event, one bytes object and several microseconds of
+   Python per chunk, so a client sending 1-byte chunks could hold the loop and
+   fill memory with tiny objects. Trailer fields are checked like head fields and
+   parsed into the ``EndOfMessage``. Bytes after the end of the message stay in
+   ``self._buf``.
 5. While the request is done and ``self._buf`` holds the next one, ``next_event``
    returns ``h11.PAUSED`` until ``start_next_cycle``; after ``Connection: close`` or
-   HTTP/1.0 those bytes are never parsed at all. EOF reaches h11 only when
+   HTTP/1.0 those bytes are never parsed at all. EOF counts only once
    ``self._buf`` is empty.
 6. After a ``ProtocolError`` the connection is dead: ``next_event`` raises again,
    received bytes are dropped, and the caller sends ``error_response`` and closes.
@@ -62,8 +65,6 @@ if TYPE_CHECKING:
 
 __all__ = ["ServerConnection"]
 
-# h11 exports this state at runtime but leaves it out of its __all__.
-_MIGHT_SWITCH_PROTOCOL = h11.MIGHT_SWITCH_PROTOCOL  # type: ignore[attr-defined]
 _END_OF_MESSAGE = h11.EndOfMessage()  # events are immutable: one serves every request
 
 # RFC 9110 §5.6.2: tchar. A request line starts with a method, which is a token; a
@@ -103,6 +104,11 @@ _CHUNK_LINE_RE: Final = re.compile(
 )
 # The usual chunk-size line, matched in one step: no extensions, at most 16 digits.
 _PLAIN_CHUNK_LINE_RE: Final = re.compile(rb"([0-9A-Fa-f]{1,16})\r\n")
+# Chunk-size lines decoded per call of ``_decode_chunked``: a client sending 1-byte
+# chunks (6 bytes of framing per byte of data) costs about a microsecond of Python
+# per chunk, so one call stays well under a millisecond and the caller can let
+# other connections in between (protocol rule 9).
+_CHUNK_LINES_PER_CALL: Final = 256
 # 16 hex digits is 2**64 - 1. h11 allows 20; more digits than any real body needs
 # are only good for overflowing someone else's parser.
 _MAX_CHUNK_SIZE_DIGITS: Final = 16
@@ -196,13 +202,21 @@ def _field_value(low_head: bytes, key: bytes) -> bytes:
     return low_head[start : low_head.find(b"\r", start)].strip(b" \t")
 
 
-def _check_framing(head: bytes, http11: bool) -> tuple[int, bool, bool]:
+def _trailer_field(line: bytes) -> tuple[bytes, bytes]:
+    """Split a checked trailer field line (no CRLF) into name and value without OWS;
+    h11's ``EndOfMessage`` checks both."""
+    name, colon, value = line.partition(b":")
+    if not colon:
+        raise _error(f"malformed trailer field: {_show(line)}")
+    return name, value.strip(b" \t")
+
+
+def _check_framing(head: bytes, http11: bool) -> tuple[int, bool]:
     """Check the fields of a clean head that decide where the message ends.
 
-    Returns the body framing (a Content-Length, or ``_CHUNKED``), whether the
+    Returns the body framing (a Content-Length, or ``_CHUNKED``) and whether the
     connection may be reused after this request (h11's rule: HTTP/1.1 without
-    ``Connection: close``; h11 never keeps HTTP/1.0 connections alive), and whether
-    the head has an ``Upgrade`` field (whose end h11 treats specially). Every search is a
+    ``Connection: close``; h11 never keeps HTTP/1.0 connections alive). Every search is a
     C-level scan of the lower-cased head: in a clean head every LF ends a line, so
     ``b"\\nhost:"`` finds exactly the Host field lines (a name with whitespace before
     the colon is not a field name at all, and h11 rejects its line).
@@ -256,7 +270,7 @@ def _check_framing(head: bytes, http11: bool) -> tuple[int, bool, bool]:
             if b"close" in (token.strip(b" \t") for token in value.split(b",")):
                 keep_alive = False
                 break
-    return framing, keep_alive, b"\nupgrade:" in low
+    return framing, keep_alive
 
 
 class ServerConnection:
@@ -291,6 +305,7 @@ class ServerConnection:
         "_ready",
         "_searched",
         "_their",
+        "_trailers",
         "_version",
         "_waiting_100",
     )
@@ -330,16 +345,17 @@ class ServerConnection:
         self._body = 0  # remaining Content-Length, or _CHUNKED
         self._chunk = _SIZE_LINE
         self._chunk_left = 0
+        self._trailers: list[tuple[bytes, bytes]] = []
         # Line scanner (head, then trailers): offset in _buf of the first unchecked
         # line, and how many lines of this section are already checked.
         self._line_start = 0
         self._lines = 0
         self._searched = 0  # fast path: _buf[:_searched] has no CRLFCRLF
         self._version = b""
-        # The client's side of a request framed by Content-Length (or without a
-        # body), kept here rather than asked of h11 (None: ask h11); see
-        # ``_counted_body_event``. ``_ready``: body bytes received whole, to be
-        # returned as they are; ``_waiting_100``: h11's 100-continue flag, kept too.
+        # The client's side once a head is parsed, in h11's state names and by
+        # h11's rules (None: between requests, IDLE); see ``_body_event``.
+        # ``_ready``: body bytes received whole, to be returned as they are;
+        # ``_waiting_100``: h11's 100-continue flag, kept too.
         self._their: type[Sentinel] | None = None
         self._ready: bytes | None = None
         self._waiting_100 = False
@@ -353,28 +369,20 @@ class ServerConnection:
 
     @property
     def their_state(self) -> type[Sentinel]:
-        """h11's state of the client's side; ``h11.ERROR`` after a ``ProtocolError``.
-        ``MIGHT_SWITCH_PROTOCOL`` (an ``Upgrade`` request) reads as ``DONE``: a WSGI
-        server never switches protocols, so the request is simply complete."""
+        """The client's side, in h11's state names; ``h11.ERROR`` after a
+        ``ProtocolError``. An ``Upgrade`` request ends in ``DONE`` like any other:
+        a WSGI server never switches protocols."""
         if self._error is not None:
             return h11.ERROR
-        if self._their is not None:
-            return self._their
-        state = self._h11.their_state
-        if state is _MIGHT_SWITCH_PROTOCOL:
-            return h11.CLOSED if self._eof and not self._buf else h11.DONE
-        return state
+        their = self._their
+        return h11.IDLE if their is None else their
 
     @property
     def they_are_waiting_for_100_continue(self) -> bool:
         """The client sent ``Expect: 100-continue`` (HTTP/1.1 only; h11 ignores it
         for HTTP/1.0 as RFC 9110 §10.1.1 requires) and no response or body yet."""
         return (
-            (
-                self._waiting_100
-                if self._their is not None
-                else self._h11.they_are_waiting_for_100_continue
-            )
+            self._waiting_100
             and not self._continue_sent
             and self._our is h11.SEND_RESPONSE
         )
@@ -446,74 +454,46 @@ class ServerConnection:
 
     def _next_event(self) -> NextEvent:
         if self._their is not None:
-            return self._counted_body_event()
+            return self._body_event()
+        # Between requests: h11 only ever parses a whole, checked head.
+        head = self._take_head()
+        if head is None:
+            if not self._eof:
+                return h11.NEED_DATA
+            if self._buf:
+                raise _error("client closed the connection inside a request head")
+            self._their = h11.CLOSED
+            return h11.ConnectionClosed()
+        http11 = self._version == b"HTTP/1.1"
+        framing, keep_alive = _check_framing(head, http11)
         conn = self._h11
-        state = conn.their_state
-        if state is h11.IDLE:
-            head = self._take_head()
-            if head is None:
-                if not self._eof:
-                    return h11.NEED_DATA
-                if self._buf:
-                    raise _error("client closed the connection inside a request head")
-                conn.receive_data(b"")
-                return conn.next_event()  # ConnectionClosed
-            http11 = self._version == b"HTTP/1.1"
-            framing, keep_alive, upgrade = _check_framing(head, http11)
-            conn.receive_data(head)
-            event = conn.next_event()
-            if type(event) is not h11.Request:  # h11 parses a whole head at once
-                raise RuntimeError(f"h11 returned {event!r} for a complete head")
-            self._method = event.method
-            self._http11 = http11
-            self._keep_alive = keep_alive
-            self._our = h11.SEND_RESPONSE
-            self._body = framing
-            self._chunk = _SIZE_LINE
-            if framing != _CHUNKED and not upgrade:
-                # Counting is all this body needs (see rule 4). Without a body, h11
-                # would need a second call and its state machine just to say
-                # EndOfMessage: a third of its time on a GET. (An Upgrade, whose end
-                # h11 treats specially, still goes through h11; CONNECT never gets
-                # here.)
-                self._their = h11.SEND_BODY
-                self._waiting_100 = (
-                    framing > 0 and conn.they_are_waiting_for_100_continue
-                )
-            return event
-        if state is h11.SEND_BODY:
-            # Feed first: one h11 call per event, not an extra one for NEED_DATA.
-            if self._buf and self._deferred_error is None:
-                self._feed_body()
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                if self._deferred_error is not None:
-                    raise self._deferred_error
-                if self._eof:
-                    raise _error("client closed the connection inside a request body")
-            return event
-        # DONE, MUST_CLOSE, MIGHT_SWITCH_PROTOCOL, CLOSED. Bytes after the message wait
-        # for start_next_cycle (DONE) or are never parsed (MUST_CLOSE: h11 would raise
-        # on them, and we would rather answer the request we have, then close).
-        if self._buf:
-            return h11.PAUSED
-        if state is _MIGHT_SWITCH_PROTOCOL:
-            # h11 waits for our answer to the Upgrade, which it never sees (we
-            # serialise responses ourselves) and which is always "no": the request
-            # is complete, and EOF is the client closing, as after any request.
-            return h11.ConnectionClosed() if self._eof else h11.NEED_DATA
-        if self._eof:
-            conn.receive_data(b"")
-        return conn.next_event()
+        conn.receive_data(head)
+        event = conn.next_event()
+        if type(event) is not h11.Request:  # h11 parses a whole head at once
+            raise RuntimeError(f"h11 returned {event!r} for a complete head")
+        self._method = event.method
+        self._http11 = http11
+        self._keep_alive = keep_alive
+        self._our = h11.SEND_RESPONSE
+        self._body = framing
+        self._chunk = _SIZE_LINE
+        # From here on the body is ours (rule 4): h11 is not asked again. An
+        # Upgrade request is no exception: a WSGI server never switches protocols,
+        # so its message simply ends, as any other (h11 would wait in
+        # MIGHT_SWITCH_PROTOCOL for an answer it never sees).
+        self._their = h11.SEND_BODY
+        self._waiting_100 = framing != 0 and conn.they_are_waiting_for_100_continue
+        return event
 
-    def _counted_body_event(self) -> NextEvent:
-        """The events after the ``Request`` of a message framed by Content-Length or
-        without a body, as h11 would give them: ``Data`` until the length is
-        reached, ``EndOfMessage``, then PAUSED while a pipelined request waits,
-        ``ConnectionClosed`` at EOF, else NEED_DATA."""
+    def _body_event(self) -> NextEvent:
+        """The events after the ``Request``, as h11 would give them: ``Data`` until
+        the body is complete, ``EndOfMessage``, then PAUSED while a pipelined
+        request waits, ``ConnectionClosed`` at EOF, else NEED_DATA."""
         their = self._their
         if their is h11.SEND_BODY:
             remaining = self._body
+            if remaining == _CHUNKED:
+                return self._chunked_event()
             if remaining:
                 data = self._ready
                 if data is not None:
@@ -527,9 +507,7 @@ class ServerConnection:
                     return h11.NEED_DATA
                 self._waiting_100 = False  # h11's rule: body data ends the wait
                 return h11.Data(data=data)
-            # h11's rule: a connection that is not kept alive ends in MUST_CLOSE.
-            self._their = h11.DONE if self._keep_alive else h11.MUST_CLOSE
-            return _END_OF_MESSAGE
+            return self._end_of_message(_END_OF_MESSAGE)
         if their is h11.DONE or their is h11.MUST_CLOSE:
             if self._buf:
                 return h11.PAUSED
@@ -537,6 +515,35 @@ class ServerConnection:
                 return h11.NEED_DATA
             self._their = h11.CLOSED
         return h11.ConnectionClosed()
+
+    def _end_of_message(self, event: h11.EndOfMessage) -> h11.EndOfMessage:
+        # h11's rule: a connection that is not kept alive ends in MUST_CLOSE.
+        self._their = h11.DONE if self._keep_alive else h11.MUST_CLOSE
+        return event
+
+    def _chunked_event(self) -> NextEvent:
+        """The next event of a chunked body: the data of every chunk decoded from
+        ``_buf`` so far, in one ``Data`` (contiguous, however small the chunks);
+        ``EndOfMessage`` after the trailer section; an error found in the framing
+        once the data before it is out."""
+        if self._buf and self._deferred_error is None and self._chunk != _END:
+            data = self._decode_chunked()
+            if data:
+                self._waiting_100 = False
+                return h11.Data(data=data)
+        if self._chunk == _END:
+            trailers, self._trailers = self._trailers, []
+            if not trailers:
+                return self._end_of_message(_END_OF_MESSAGE)
+            try:
+                return self._end_of_message(h11.EndOfMessage(headers=trailers))
+            except h11.LocalProtocolError as exc:  # h11's field checks, as before
+                raise _error(str(exc), exc.error_status_hint) from None
+        if self._deferred_error is not None:
+            raise self._deferred_error
+        if self._eof:
+            raise _error("client closed the connection inside a request body")
+        return h11.NEED_DATA
 
     # -- the request head --------------------------------------------------------------
 
@@ -691,15 +698,6 @@ class ServerConnection:
 
     # -- the request body --------------------------------------------------------------
 
-    def _feed_body(self) -> None:
-        """Give h11 the bytes of this message that are in ``_buf`` and checked."""
-        if self._body == _CHUNKED:
-            self._feed_chunked()
-            return
-        data = self._take_counted_body()
-        if data:
-            self._h11.receive_data(data)
-
     def _take_counted_body(self) -> bytes:
         """Remove and return the bytes of a Content-Length body that are in ``_buf``
         (at most what is left of the length), counting them off ``_body``."""
@@ -714,37 +712,29 @@ class ServerConnection:
         self._body -= count
         return data
 
-    def _feed_chunked(self) -> None:
-        """Scan chunked framing (RFC 9112 §7.1) in ``_buf``; feed h11 the units
-        that are complete and valid. Stops at the end of the trailer section.
+    def _decode_chunked(self) -> bytes:
+        """Decode chunked framing (RFC 9112 §7.1) from ``_buf``: return the data of
+        the chunks it holds, joined, and remove what was decoded. Stops at the end
+        of ``_buf``, at the end of the trailer section, or after
+        ``_CHUNK_LINES_PER_CALL`` chunk-size lines, so one call's work is bounded
+        however small the chunks are (the caller asks again).
 
-        h11 gets the bytes as received, except a chunk-size line with extensions,
-        which it gets as the bare size: the extensions were checked here and mean
-        nothing to us (nor to h11, which discards them).
+        Each unit is checked before anything after it is taken: a framing error is
+        kept in ``_deferred_error`` and raised once the data before it is out, so
+        the events do not depend on how the bytes were split.
         """
         buf = self._buf
         size = len(buf)
-        pos = 0  # end of what is checked
-        fed = 0  # end of what is already in ``out``
-        out: list[bytes] = []
+        pos = 0  # end of what is decoded
+        spans: list[tuple[int, int]] = []  # where the chunk data lies in ``buf``
+        lines = _CHUNK_LINES_PER_CALL
         try:
             while pos < size:
                 state = self._chunk
-                if state == _DATA:
-                    count = min(self._chunk_left, size - pos)
-                    pos += count
-                    self._chunk_left -= count
-                    if self._chunk_left == 0:
-                        self._chunk = _DATA_CRLF
-                elif state == _DATA_CRLF:
-                    # chunk = chunk-size [ chunk-ext ] CRLF chunk-data CRLF, exactly.
-                    if buf[pos] != _CR or (size - pos > 1 and buf[pos + 1] != _LF):
-                        raise _error("chunk data not followed by CRLF")
-                    if size - pos < 2:
+                if state == _SIZE_LINE:
+                    if not lines:
                         break
-                    pos += 2
-                    self._chunk = _SIZE_LINE
-                elif state == _SIZE_LINE:
+                    lines -= 1
                     match = _PLAIN_CHUNK_LINE_RE.match(buf, pos)
                     if match is not None:  # the usual line: only the size
                         chunk_size = int(match[1], 16)
@@ -758,42 +748,68 @@ class ServerConnection:
                         if checked is None:
                             break
                         chunk_size = checked
-                        out.append(bytes(buf[fed:pos]))
-                        out.append(b"%x\r\n" % chunk_size)
-                        pos = fed = newline + 1
-                    if chunk_size:
-                        self._chunk = _DATA
-                        self._chunk_left = chunk_size
-                    else:  # last-chunk; the trailer section follows (RFC 9112 §7.1.2)
+                        pos = newline + 1
+                    if not chunk_size:  # last-chunk; trailers follow (RFC 9112 §7.1.2)
                         self._chunk = _TRAILER
                         self._lines = 1
+                        self._trailers = []
+                        continue
+                    end = pos + chunk_size
+                    if end + 2 <= size and buf[end] == _CR and buf[end + 1] == _LF:
+                        # The whole chunk is here (the usual case): take it in one step.
+                        spans.append((pos, end))
+                        pos = end + 2
+                        continue
+                    self._chunk = _DATA
+                    self._chunk_left = chunk_size
+                elif state == _DATA:
+                    count = min(self._chunk_left, size - pos)
+                    spans.append((pos, pos + count))
+                    pos += count
+                    self._chunk_left -= count
+                    if self._chunk_left == 0:
+                        self._chunk = _DATA_CRLF
+                elif state == _DATA_CRLF:
+                    # chunk = chunk-size [ chunk-ext ] CRLF chunk-data CRLF, exactly.
+                    if buf[pos] != _CR or (size - pos > 1 and buf[pos + 1] != _LF):
+                        raise _error("chunk data not followed by CRLF")
+                    if size - pos < 2:
+                        break
+                    pos += 2
+                    self._chunk = _SIZE_LINE
                 elif state == _TRAILER:
                     newline = buf.find(b"\n", pos)
                     if newline == -1:
                         self._check_line(pos, size, self._lines, complete=False)
                         break
                     self._check_line(pos, newline, self._lines, complete=True)
-                    self._lines += 1
                     if newline - pos == 1:  # the empty line that ends the message
                         self._chunk = _END
                         self._lines = 0
+                        pos = newline + 1
+                        break  # the rest belongs to the next request
+                    self._trailers.append(_trailer_field(bytes(buf[pos : newline - 1])))
+                    self._lines += 1
                     pos = newline + 1
-                else:  # _END: the rest belongs to the next request
+                else:  # pragma: no cover - _END: never asked to decode
                     break
         except ProtocolError as exc:
             # Each branch raises before it moves ``pos``, so what is before ``pos``
-            # was checked: it still goes to h11, and the error is raised once its
-            # Data is out (``_next_event``). So the events are the same whether the
-            # bad byte came in this read or a later one.
+            # was checked and its data still goes out (see ``_chunked_event``).
             self._deferred_error = exc
-        if pos:
-            if fed < pos:
-                out.append(bytes(buf[fed:pos]))
-            if pos == size:
-                buf.clear()
-            else:
-                del buf[:pos]
-            self._h11.receive_data(out[0] if len(out) == 1 else b"".join(out))
+        if not spans:
+            data = b""
+        elif len(spans) == 1:
+            first, last = spans[0]
+            data = bytes(buf[first:last])
+        else:
+            with memoryview(buf) as view:
+                data = b"".join([view[first:last] for first, last in spans])
+        if pos == size:
+            buf.clear()
+        elif pos:
+            del buf[:pos]
+        return data
 
     def _check_chunk_line(self, start: int, end: int, *, complete: bool) -> int | None:
         """Check a chunk-size line ``_buf[start:end]``; its size once complete."""

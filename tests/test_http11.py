@@ -506,7 +506,8 @@ def test_pipelined_chunked_request_keeps_the_next_one_back() -> None:
         CHUNKED + b"2\r\nab\r\n0\r\n\r\nGET /next HTTP/1.1\r\nHost: a\r\n\r\n"
     )
     assert type(conn.next_event()) is h11.Request
-    assert conn.next_event() == h11.Data(data=b"ab", chunk_start=True, chunk_end=True)
+    # Chunk boundaries are not reported: the data of decoded chunks comes joined.
+    assert conn.next_event() == h11.Data(data=b"ab")
     assert type(conn.next_event()) is h11.EndOfMessage
     assert conn.next_event() is h11.PAUSED
     respond(conn)
@@ -1226,3 +1227,66 @@ def test_eof_inside_a_content_length_body_is_an_error() -> None:
     assert conn.next_event() == h11.Data(data=b"abc")
     with pytest.raises(ProtocolError, match="inside a request body"):
         conn.next_event()
+
+
+# -- the chunked decoder: contiguous data, bounded work per call ----------------------
+
+
+def test_tiny_chunks_come_out_joined_a_bounded_number_per_call() -> None:
+    # One h11 Data event (and one bytes object) per 1-byte chunk let a client hold
+    # the loop and fill memory with tiny objects; our decoder joins the data of the
+    # chunks it decodes, at most _CHUNK_LINES_PER_CALL of them per call.
+    from aiogate.http11 import _CHUNK_LINES_PER_CALL
+
+    conn = ServerConnection()
+    count = 3 * _CHUNK_LINES_PER_CALL + 5
+    conn.receive_data(CHUNKED + b"1\r\nX\r\n" * count + b"0\r\n\r\n")
+    assert type(conn.next_event()) is h11.Request
+    sizes = []
+    while type(event := conn.next_event()) is h11.Data:
+        sizes.append(len(event.data))
+        assert conn.has_unparsed_data or len(sizes) == 4
+    assert type(event) is h11.EndOfMessage
+    assert sizes == [_CHUNK_LINES_PER_CALL] * 3 + [5]
+
+
+def test_chunk_data_split_across_reads_is_joined_per_read() -> None:
+    conn = ServerConnection()
+    conn.receive_data(CHUNKED + b"3\r\nab")
+    assert type(conn.next_event()) is h11.Request
+    assert conn.next_event() == h11.Data(data=b"ab")
+    assert conn.next_event() is h11.NEED_DATA
+    conn.receive_data(b"c\r\n2\r\nde\r\n4\r\nfg")
+    assert conn.next_event() == h11.Data(data=b"cdefg")
+    conn.receive_data(b"hi\r\n0\r\n\r\n")
+    assert conn.next_event() == h11.Data(data=b"hi")
+    assert type(conn.next_event()) is h11.EndOfMessage
+    assert conn.their_state is h11.DONE
+
+
+def test_expect_100_continue_with_a_chunked_body() -> None:
+    conn = ServerConnection()
+    conn.receive_data(CHUNKED[:-2] + b"Expect: 100-continue\r\n\r\n")
+    assert type(conn.next_event()) is h11.Request
+    assert conn.they_are_waiting_for_100_continue
+    conn.receive_data(b"1\r\na\r\n")
+    assert conn.next_event() == h11.Data(data=b"a")
+    assert not conn.they_are_waiting_for_100_continue  # body data ends the wait
+
+
+def test_upgrade_request_with_a_body_is_ours_too() -> None:
+    # A WSGI server never switches protocols: the request ends like any other, and
+    # the connection goes on (h11 would wait in MIGHT_SWITCH_PROTOCOL).
+    conn = ServerConnection()
+    conn.receive_data(
+        POST + b"Upgrade: h2c\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"2\r\nab\r\n0\r\n\r\n" + GET
+    )
+    assert type(conn.next_event()) is h11.Request
+    assert conn.next_event() == h11.Data(data=b"ab")
+    assert type(conn.next_event()) is h11.EndOfMessage
+    assert conn.their_state is h11.DONE
+    assert conn.next_event() is h11.PAUSED
+    respond(conn)
+    conn.start_next_cycle()
+    assert request(conn).target == b"/"
