@@ -3,16 +3,22 @@
     python benchmarks/suite.py --install          # install the peers, then run it all
     python benchmarks/suite.py --update-readme    # ... and rewrite README's table
 
-For each workload of ``run.py`` (hello, a 1 MiB response, a 64 KiB POST, a 10 ms
-sleep, a Flask JSON endpoint, a paced 1,000 requests a second), it runs aiogate and
-the peers (waitress, gunicorn gthread, uvicorn with a2wsgi, granian) with the same
-app, one process and the same thread count, interleaved within each round, exactly as
-``run.py`` does, and adds the bare h11 server (``h11_ceiling.py``) where a fixed
-response stands in for the app (hello, paced), and aiogate with two workers for hello.
-It prints one markdown report: the machine and versions, a table per workload, and
-the issue's targets, each with the figure measured and whether it is met. Ratios are
-taken within a round, then the median over rounds, so the noise of a shared machine
-hits every server alike.
+For each workload of ``run.py`` (hello, a 1 MiB response, a 64 KiB POST, the same
+POST chunked in 1 KiB chunks, a 10 ms sleep, a Flask JSON endpoint, a paced 1,000
+requests a second), it runs aiogate and the peers (waitress, gunicorn gthread,
+uvicorn with a2wsgi, granian) with the same app, one process and the same thread
+count, exactly as ``run.py`` does, and adds the bare h11 server (``h11_ceiling.py``)
+where a fixed response stands in for the app (hello, paced), and aiogate with two
+workers for hello. Each round runs every workload's servers once, one after the
+other. It prints one markdown report: the machine and versions, a table per workload
+(req/s, the server's CPU µs per request, latency, memory), and the targets of issues
+7 and 12, each with the figure measured and whether it is met. Ratios are taken
+within a round, then the median over rounds, so the noise of a shared machine hits
+every server alike.
+
+Issue 12's "no workload slower by more than 3 %": ``--base-tree DIR`` runs aiogate
+from another checkout beside this one in every round (same-run ratios), and
+``--baseline FILE`` compares with a run saved by ``--json``.
 
 Exit status: 0 when every run succeeded (whatever the targets say), 1 when a run
 failed, 2 on bad usage or a missing ``wrk``.
@@ -426,6 +432,8 @@ def render(
     )
     # A report from --from-json gives the date of the run.
     date = getattr(args, "date", None) or time.strftime("%Y-%m-%d")
+    if "aiogate source" in machine:
+        versions += f"; aiogate code: {machine['aiogate source']}"
     if "aiogate-base source" in machine:
         versions += f"; aiogate (base tree): {machine['aiogate-base source']}"
     lines = [
