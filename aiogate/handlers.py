@@ -602,9 +602,10 @@ class ServerHandler(BaseHandler):
     2. ``start_response`` validates with ``aiogate.response`` and raises
        ``ValueError``/``TypeError`` (a 500), never ``AssertionError``: a status that is
        not ``NNN reason`` or is 1xx (h11 cannot send an interim status as the
-       response), non-token header names, CR/LF/NUL in values, a Content-Length that
-       is not one value of ASCII digits (a list such as ``5, 5``, or a second
-       Content-Length header even with the same value: RFC 9110 §8.6). The error is
+       response), non-token header names, control characters in values (RFC 9110
+       §5.5: only VCHAR, obs-text, SP and HTAB), a Content-Length that is not one
+       value of ASCII digits (a list such as ``5, 5``, or a second Content-Length
+       header even with the same value: RFC 9110 §8.6). The error is
        raised inside the app's ``start_response`` call, as PEP 3333 asks ("servers
        should check for errors in the headers at the time start_response is
        called"), so the app may catch it and call again; if it propagates, the

@@ -48,20 +48,25 @@ HOP_BY_HOP: Final = frozenset(
 
 # RFC 9110 §5.6.2: token = 1*tchar. h11 uses the same pattern for field names.
 _TOKEN_RE: Final = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
-# RFC 9110 §5.5: CR, LF and NUL in a field value are "invalid and dangerous" (they
-# split or truncate the message). VT and FF are whitespace h11 refuses to send, so
-# letting them through would only move the failure to after the response started.
-_BAD_VALUE_RE: Final = re.compile(r"[\r\n\0\x0b\x0c]")
 # RFC 9110 §15: reason-phrase = *( HTAB / SP / VCHAR / obs-text ), so no control
 # characters at all. h11 writes the reason verbatim, so this check is what stands
 # between an app and a split status line.
 _BAD_REASON_RE: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 # RFC 9110 §8.6: Content-Length = 1*DIGIT (ASCII digits only; int() takes more).
 _DIGITS_RE: Final = re.compile(r"[0-9]+")
-# What validate_headers refuses in a value, in one class: a character outside latin-1,
-# or CR, LF, NUL, VT, FF. Only scan_headers uses it, for the values that are not plain
-# printable ASCII (the common case costs a str method call, not a regex search).
-_NOT_FIELD_CHAR_RE: Final = re.compile(r"[^\x01-\x09\x0e-\xff]")
+# RFC 9110 §5.5: field-value = *field-content, whose characters are VCHAR (0x21-0x7E),
+# obs-text (0x80-0xFF), SP and HTAB. So no control character: CR, LF and NUL are
+# "invalid and dangerous" (they split or truncate the message), and the others
+# (ESC, DEL, 0x01 ...) are invalid too: a recipient "MAY retain" them, but we are
+# the sender, and an ESC that reaches a terminal showing a log is its own hazard.
+# h11 lets them through both ways (its issue 57: clients send Google Analytics
+# cookies with 0x01), a tolerance for what arrives that is no reason to send them.
+# Above 0xFF nothing can be sent at all (PEP 3333: latin-1). This class is every
+# character refused; it is searched only for a value that is not printable ASCII,
+# which isascii() and isprintable() (exactly 0x20-0x7E) settle first. A typical
+# value (a media type, a cookie, an ETag) costs 0.1-0.3 µs this way, against
+# 0.2-0.6 µs for the two regex searches and the encode() it replaced (timeit).
+_NOT_FIELD_CHAR_RE: Final = re.compile(r"[^\t\x20-\x7e\x80-\xff]")
 
 
 def parse_status(status: str) -> tuple[int, str]:
@@ -118,9 +123,10 @@ def validate_headers(headers: object) -> None:
     """Check a ``start_response`` header list; return None or raise.
 
     ``headers`` must be a ``list`` (PEP 3333) of ``(name, value)`` tuples of ``str``;
-    else ``TypeError``. A name must be an RFC 9110 token, and a value must be latin-1
-    text without CR, LF, NUL, VT or FF; else ``ValueError``. Hop-by-hop names are the
-    caller's business (see ``is_hop_by_hop``).
+    else ``TypeError``. A name must be an RFC 9110 token, and a value may hold only
+    VCHAR, obs-text (latin-1 above 0x7F), SP and HTAB (RFC 9110 §5.5: no control
+    characters); else ``ValueError``. Hop-by-hop names are the caller's business
+    (see ``is_hop_by_hop``).
     """
     if not isinstance(headers, list):
         raise TypeError(f"headers must be a list, not {type(headers).__name__}")
@@ -134,17 +140,19 @@ def validate_headers(headers: object) -> None:
             raise TypeError(f"value of header {name!r} must be a str: {value!r}")
         if not _TOKEN_RE.fullmatch(name):
             raise ValueError(f"header name is not a valid token: {name!r}")
-        if _BAD_VALUE_RE.search(value):
-            raise ValueError(
-                f"value of header {name!r} must not contain CR, LF, NUL, VT or FF: "
-                f"{value!r}"
-            )
-        try:
-            value.encode("latin-1")
-        except UnicodeEncodeError:
+        if value.isascii() and value.isprintable():
+            continue
+        bad = _NOT_FIELD_CHAR_RE.search(value)
+        if bad is None:
+            continue
+        if ord(bad.group()) > 0xFF:
             raise ValueError(
                 f"value of header {name!r} must be latin-1 text: {value!r}"
-            ) from None
+            )
+        raise ValueError(
+            f"value of header {name!r} has the control character {bad.group()!r} "
+            f"(RFC 9110 §5.5 allows VCHAR, obs-text, SP and HTAB): {value!r}"
+        )
 
 
 #: What ``scan_headers`` returns for a plain header list: the headers to send (values
@@ -229,7 +237,8 @@ def scan_headers(headers: object) -> HeaderScan | None:
         if value in plain_values:
             stripped = value
         else:
-            # Printable ASCII is valid; only other values need the regex.
+            # Printable ASCII is valid; only other values need the regex (which
+            # refuses what validate_headers refuses).
             plain = value.isascii() and value.isprintable()
             if not plain and _NOT_FIELD_CHAR_RE.search(value):
                 return None

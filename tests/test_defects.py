@@ -4,6 +4,8 @@ One test (or table) per defect; each failed on the code before its fix:
 
 1. An app's ``Content-Length: 5, 5`` (or two Content-Length headers) got the client no
    response at all; now it is an app error: a 500 and an ERROR log record.
+2. A header value with a control character (ESC, DEL, 0x01) reached the wire; now it
+   is an app error too.
 
 Each test runs on the stdlib loop and on uvloop (see conftest.py).
 """
@@ -41,7 +43,7 @@ async def fetch(port: int, request: bytes) -> tuple[int, bytes]:
     return response.status, response.body
 
 
-# --- 1: the app's Content-Length ---------------------------------
+# --- 1 and 2: response headers the app must not send ---------------------------------
 
 
 async def assert_500_and_logged(
@@ -78,3 +80,38 @@ async def test_an_app_content_length_list_or_repeat_is_a_500(
     headers: list[tuple[str, str]], caplog: pytest.LogCaptureFixture
 ) -> None:
     await assert_500_and_logged(headers, caplog)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        # RFC 9110 §5.5: field-vchar = VCHAR / obs-text; no other control characters.
+        [("X-Color", "\x1b[31mred\x1b[0m")],
+        [("X-Del", "a\x7fb")],
+        [("Set-Cookie", "ga=google\x01analytics")],
+        [("X-Unit", "a\x1fb")],
+    ],
+)
+async def test_a_control_character_in_an_app_header_is_a_500(
+    headers: list[tuple[str, str]], caplog: pytest.LogCaptureFixture
+) -> None:
+    await assert_500_and_logged(headers, caplog)
+
+
+async def test_valid_headers_still_pass() -> None:
+    """What the new checks must not refuse: tabs, obs-text, one plain length."""
+    headers = [
+        ("Content-Length", "5"),
+        ("X-Tab", "a\tb"),
+        ("X-Latin1", "caf\xe9"),
+        ("X-Punct", "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"),
+    ]
+    async with serving(fixed_response(headers)) as (_, port):
+        client = await Client.connect(port)
+        await client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        response = await client.response()
+        await client.close()
+    assert response.status == 200
+    assert response.body == b"hello"
+    assert response.header(b"x-tab") == b"a\tb"
+    assert response.header(b"x-latin1") == b"caf\xe9"

@@ -1002,6 +1002,10 @@ def test_bad_status_is_500(status: Any, error: type[Exception]) -> None:
         ([("X-A", "b\r\nSet-Cookie: x=1")], ValueError),
         ([("X-A", "b\n")], ValueError),
         ([("X-A", "b\0")], ValueError),
+        # RFC 9110 §5.5: no control characters at all in a field value.
+        ([("X-A", "\x1b[31mred")], ValueError),
+        ([("X-A", "a\x7fb")], ValueError),
+        ([("Set-Cookie", "ga=google\x01analytics")], ValueError),
         ([("X A", "b")], ValueError),
         ([("X-A:", "b")], ValueError),
         ([("X-A", "☃")], ValueError),
