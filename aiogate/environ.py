@@ -2,12 +2,14 @@
 
 Owns: ``build_environ``, which turns one parsed request head plus the facts about its
 connection into the CGI variables (``REQUEST_METHOD``, ``PATH_INFO``, ``HTTP_*``,
-``SERVER_*``, ``REMOTE_*`` ...). The handler adds the ``wsgi.*`` keys itself. Sans-IO
-and pure: no I/O, no logging, no locks. Runs in a worker thread, once per request, so it
-is on the hot path: plain ``str``/``bytes`` methods, no regexes, bounded caches (the
-environ key of each header name, the split of each Host value), and h11's header list
-read directly. The caches are shared by the worker threads; each only gains entries
-that are right for every request, so a race at worst computes one twice.
+``SERVER_*``, ``REMOTE_*`` ...), and ``check_authority``, the rule an absolute-form
+target's authority must meet (the parser, ``http11``, answers 400 when it does not).
+The handler adds the ``wsgi.*`` keys itself. Sans-IO and pure: no I/O, no logging, no
+locks. Runs in a worker thread, once per request, so it is on the hot path: plain
+``str``/``bytes`` methods, no regexes (one for the rare absolute-form target), bounded
+caches (the environ key of each header name, the split of each Host value), and h11's
+header list read directly. The caches are shared by the worker threads; each only gains
+entries that are right for every request, so a race at worst computes one twice.
 
 Decisions (each one matches wsgiref or gunicorn unless it says otherwise):
 
@@ -24,9 +26,19 @@ Decisions (each one matches wsgiref or gunicorn unless it says otherwise):
 - **Request-target forms** (RFC 9112 §3.2): origin-form ``/p?q`` splits at the first
   ``?``; a ``#fragment`` (not valid in a request-target) is dropped, as gunicorn's
   ``urlsplit`` does. Absolute-form ``http://host:port/p?q`` gives path ``/p`` (``/``
-  when empty) and query ``q``, and its authority replaces the Host header for
-  ``SERVER_NAME``/``SERVER_PORT`` (§3.2.2: the server "MUST ignore the received Host
-  header field"); ``HTTP_HOST`` still carries the header as received. Asterisk-form
+  when empty) and query ``q``, and its authority replaces the Host header (§3.2.2:
+  the server "MUST ignore the received Host header field"): it is ``HTTP_HOST``, and
+  ``SERVER_NAME``/``SERVER_PORT`` come from it. Both, so that an app never sees two
+  hosts: frameworks check ``HTTP_HOST`` against their allowed hosts and build URLs
+  from it (Django ``get_host``, werkzeug), so a Host that disagreed with the name
+  the request was routed by would pass that check with one name and act on another.
+  werkzeug's dev server does the same; gunicorn and waitress ignore the target's
+  authority (their ``SERVER_NAME`` comes from Host or their config), and wsgiref
+  puts the whole target in ``PATH_INFO``. The authority must pass
+  ``check_authority`` (the Host rule, with a non-empty host and no userinfo); the
+  parser refuses one that does not, and if such a head arrives anyway (another
+  parser), ``HTTP_HOST`` is left out and ``SERVER_*`` come from the socket: neither
+  the bad authority nor the ignored Host reaches the app. Asterisk-form
   ``*`` (``OPTIONS *``) gives ``PATH_INFO == '*'``, as with wsgiref and gunicorn. Any
   other form (authority-form ``host:443`` of CONNECT) is passed through as the path.
 - **``root_path``** is ``SCRIPT_NAME`` on every request. When the decoded path equals it
@@ -59,7 +71,8 @@ Decisions (each one matches wsgiref or gunicorn unless it says otherwise):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import re
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote_to_bytes
 
 import h11
@@ -67,7 +80,12 @@ import h11
 if TYPE_CHECKING:
     from ._types import ConnectionInfo, RequestHead
 
-__all__ = ["build_environ", "header_environ_key"]
+__all__ = [
+    "absolute_form_authority",
+    "build_environ",
+    "check_authority",
+    "header_environ_key",
+]
 
 # The default port of each scheme, as SERVER_PORT strings (RFC 9110 §4.2.1, §4.2.2).
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
@@ -123,6 +141,46 @@ _COMMON_HEADERS = (
     b"x-request-id",
     b"x-requested-with",
 )
+
+
+# RFC 9110 §7.2: Host = uri-host [ ":" port ], uri-host from RFC 3986 §3.2.2
+# (IP-literal with an RFC 6874 zone, IPvFuture, IPv4address or reg-name): the same
+# pattern as http11's _HOST_RE for the Host header, except that the host may not be
+# empty (RFC 9110 §4.2.1: an http(s) URI with an empty host "MUST" be rejected).
+# There is no "@": RFC 9110 §4.2.4 asks a recipient to treat userinfo in an http(s)
+# URI as an error (it is mostly used to make one host look like another).
+_AUTHORITY_RE: Final = re.compile(
+    rb"(?:\[[0-9A-Fa-f:.]+(?:%25(?:[-._~0-9A-Za-z]|%[0-9A-Fa-f]{2})+)?\]"
+    rb"|\[[vV][0-9A-Fa-f]+\.[-._~0-9A-Za-z!$&'()*+,;=:]+\]"
+    rb"|(?:[-._~0-9A-Za-z!$&'()*+,;=]|%[0-9A-Fa-f]{2})+)"
+    rb"(?::[0-9]*)?"
+)
+
+
+def check_authority(value: bytes) -> bool:
+    """True if ``value`` may be the authority of an absolute-form request target.
+
+    The rule for a Host header value (RFC 9110 §7.2: ``uri-host [ ":" port ]``), with
+    a non-empty host (§4.2.1) and no userinfo (§4.2.4). ``value`` is the target's
+    authority as sent, e.g. what ``absolute_form_authority`` returns.
+    """
+    return _AUTHORITY_RE.fullmatch(value) is not None
+
+
+def absolute_form_authority(target: bytes) -> bytes | None:
+    """The authority of an absolute-form request target, as sent (userinfo and all):
+    ``http://u@host:80/p?q#f`` → ``b"u@host:80"``. None if ``target`` has no
+    ``scheme://`` (origin-form, asterisk-form, authority-form)."""
+    start = target.find(b"://")
+    if start <= 0 or b"/" in target[:start]:
+        return None
+    rest = target[start + 3 :]
+    end = len(rest)
+    for delimiter in (b"/", b"?", b"#"):
+        index = rest.find(delimiter)
+        if 0 <= index < end:
+            end = index
+    return rest[:end]
 
 
 def header_environ_key(name: bytes) -> str:
@@ -256,10 +314,16 @@ def build_environ(
             server = _HOST_CACHES.get(scheme, _NO_HOSTS).get(host)
             if server is None:
                 server = _server_from_host(host, scheme)
+    elif check_authority(authority):
+        # RFC 9112 §3.2.2: the target's authority, not the Host header (see the
+        # module docstring for why HTTP_HOST follows it too).
+        host = authority.decode("latin-1")
+        environ["HTTP_HOST"] = host
+        server = _split_host(host, _DEFAULT_PORTS.get(scheme, "80"))
     else:
-        server = _split_host(
-            authority.decode("latin-1"), _DEFAULT_PORTS.get(scheme, "80")
-        )
+        # The parser refuses this head; if another one let it through, the app
+        # gets neither the bad authority nor the Host it must not believe.
+        environ.pop("HTTP_HOST", None)
     if server is None:
         server = _server_from_socket(conn.server, _DEFAULT_PORTS.get(scheme, "80"))
     environ["SERVER_NAME"], environ["SERVER_PORT"] = server
@@ -302,21 +366,15 @@ def _server_from_host(host: str, scheme: str) -> tuple[str, str] | None:
 
 
 def _split_absolute_form(target: bytes) -> tuple[bytes, bytes, bytes | None]:
-    """``http://host:port/p?q`` → ``(b"/p", b"q", b"host:port")``.
-
-    Any other form (no ``scheme://``) comes back whole, as the path.
+    """``http://host:port/p?q`` → ``(b"/p", b"q", b"host:port")``; the target has
+    no fragment. The authority is as sent, userinfo included (``check_authority``
+    refuses one). Any other form (no ``scheme://``) comes back whole, as the path.
     """
-    start = target.find(b"://")
-    if start <= 0 or b"/" in target[:start]:
+    authority = absolute_form_authority(target)
+    if authority is None:
         return target, b"", None  # authority-form or nonsense: keep it as the path
-    rest = target[start + 3 :]
-    end = len(rest)
-    for delimiter in (b"/", b"?"):
-        index = rest.find(delimiter)
-        if 0 <= index < end:
-            end = index
-    authority = rest[:end].rpartition(b"@")[2]  # drop deprecated userinfo
-    path, _, query = rest[end:].partition(b"?")
+    rest = target[target.find(b"://") + 3 + len(authority) :]
+    path, _, query = rest.partition(b"?")
     if not path:
         path = b"/"
     return path, query, authority

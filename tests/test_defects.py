@@ -6,12 +6,16 @@ One test (or table) per defect; each failed on the code before its fix:
    response at all; now it is an app error: a 500 and an ERROR log record.
 2. A header value with a control character (ESC, DEL, 0x01) reached the wire; now it
    is an app error too.
+3. An absolute-form target's authority is what the app sees as ``HTTP_HOST`` and
+   ``SERVER_NAME``/``SERVER_PORT`` (RFC 9112 §3.2.2: the Host header is ignored), and
+   an authority that is not a valid host is a 400, like the same text in ``Host``.
 
 Each test runs on the stdlib loop and on uvloop (see conftest.py).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -31,6 +35,18 @@ def fixed_response(headers: list[tuple[str, str]], body: bytes = b"hello") -> An
         return [body]
 
     return app
+
+
+def environ_json(environ: Environ, start_response: Any) -> list[bytes]:
+    """Every ``HTTP_*`` and ``SERVER_*`` key and ``REMOTE_ADDR``, as JSON."""
+    seen = {
+        key: value
+        for key, value in environ.items()
+        if key.startswith(("HTTP_", "SERVER_")) or key == "REMOTE_ADDR"
+    }
+    body = json.dumps(seen).encode()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [body]
 
 
 async def fetch(port: int, request: bytes) -> tuple[int, bytes]:
@@ -115,3 +131,69 @@ async def test_valid_headers_still_pass() -> None:
     assert response.body == b"hello"
     assert response.header(b"x-tab") == b"a\tb"
     assert response.header(b"x-latin1") == b"caf\xe9"
+
+
+# --- 3: absolute-form targets ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("request_head", "host", "server"),
+    [
+        (
+            b"GET http://target.example:8081/p HTTP/1.1\r\nHost: other.example\r\n\r\n",
+            "target.example:8081",
+            ("target.example", "8081"),
+        ),
+        (
+            b"GET http://target.example/p?q=1 HTTP/1.0\r\n\r\n",
+            "target.example",
+            ("target.example", "80"),
+        ),
+        (
+            b"GET http://[::1]:9/ HTTP/1.1\r\nHost: other.example:7\r\n\r\n",
+            "[::1]:9",
+            ("[::1]", "9"),
+        ),
+    ],
+)
+async def test_absolute_form_authority_is_the_host(
+    request_head: bytes, host: str, server: tuple[str, str]
+) -> None:
+    async with serving(environ_json) as (_, port):
+        status, body = await fetch(port, request_head)
+    assert status == 200
+    seen = json.loads(body)
+    assert seen["HTTP_HOST"] == host
+    assert (seen["SERVER_NAME"], seen["SERVER_PORT"]) == server
+
+
+# Until http11._check_request_line calls environ.check_authority these get a 200;
+# strict, so the marker must go when it does.
+@pytest.mark.xfail(
+    strict=True,
+    reason="http11 does not call environ.check_authority on the target yet",
+)
+@pytest.mark.parametrize(
+    "target",
+    [
+        b"http://ev\"il'<x>/",
+        b"http://user:pw@target.example/",  # RFC 9110 §4.2.4: userinfo is an error
+        b"http://target.example:80:80/",
+        b"http://:80/",  # RFC 9110 §4.2.1: an empty host MUST be rejected
+    ],
+)
+async def test_a_bad_absolute_form_authority_is_a_400(target: bytes) -> None:
+    async with serving(environ_json) as (_, port):
+        client = await Client.connect(port)
+        await client.send(b"GET " + target + b" HTTP/1.0\r\n\r\n")
+        raw = await client.read_until_eof()
+    assert raw.startswith(b"HTTP/1.1 400 "), raw[:80]
+
+
+async def test_a_bad_host_header_is_a_400() -> None:
+    """What the absolute-form authority must match: the same text as Host is a 400."""
+    async with serving(environ_json) as (_, port):
+        client = await Client.connect(port)
+        await client.send(b"GET / HTTP/1.0\r\nHost: ev\"il'<x>\r\n\r\n")
+        raw = await client.read_until_eof()
+    assert raw.startswith(b"HTTP/1.1 400 ")

@@ -15,6 +15,7 @@ import h11
 import pytest
 
 from aiogate import environ as environ_module
+from aiogate import http11
 from aiogate._types import ConnectionInfo
 from aiogate.environ import build_environ, header_environ_key
 
@@ -285,21 +286,128 @@ def test_first_of_several_host_headers_counts() -> None:
 
 
 @pytest.mark.parametrize(
-    ("target", "name", "port"),
+    ("target", "host", "name", "port"),
     [
-        (b"http://target.example:81/p", "target.example", "81"),
-        (b"http://target.example/p", "target.example", "80"),
-        (b"http://user:pw@target.example:82/p", "target.example", "82"),
-        (b"http://[::2]:83?q", "[::2]", "83"),
+        (b"http://target.example:81/p", "target.example:81", "target.example", "81"),
+        (b"http://target.example/p", "target.example", "target.example", "80"),
+        (
+            b"https://Target.Example:443#f",
+            "Target.Example:443",
+            "Target.Example",
+            "443",
+        ),
+        (b"http://[::2]:83?q", "[::2]:83", "[::2]", "83"),
+        # A port that does not parse: HTTP_HOST as sent, SERVER_* from the socket,
+        # as for the same Host header.
+        (b"http://target.example:99999/", "target.example:99999", "127.0.0.1", "8000"),
     ],
 )
-def test_absolute_form_authority_overrides_host(
-    target: bytes, name: str, port: str
+def test_absolute_form_authority_replaces_host(
+    target: bytes, host: str, name: str, port: str
 ) -> None:
+    """RFC 9112 §3.2.2: the Host header is ignored; the authority is HTTP_HOST and
+    SERVER_NAME/SERVER_PORT, so the app never sees two disagreeing hosts."""
+    for headers in (((b"host", b"host.example:9"),), ()):
+        for request in fake_and_h11(target, headers, http_version=b"1.0"):
+            environ = environ_of(request)
+            assert environ["HTTP_HOST"] == host
+            assert (environ["SERVER_NAME"], environ["SERVER_PORT"]) == (name, port)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        b"http://ev\"il'<x>/",
+        b"http://user:pw@target.example:82/p",  # RFC 9110 §4.2.4
+        b"http://@target.example/",
+        b"http://:80/",  # RFC 9110 §4.2.1: no host
+        b"http://target.example:80:80/",
+        b"http://[::1/",
+        b"http://::1/",
+        b"http://%zz/",
+    ],
+)
+def test_a_bad_absolute_form_authority_reaches_the_app_nowhere(target: bytes) -> None:
+    """The parser refuses these (400); if a head like this arrives anyway, neither
+    the authority nor the Host header it overrides is believed."""
     for request in fake_and_h11(target, ((b"host", b"host.example:9"),)):
         environ = environ_of(request)
-        assert (environ["SERVER_NAME"], environ["SERVER_PORT"]) == (name, port)
-        assert environ["HTTP_HOST"] == "host.example:9"
+        assert "HTTP_HOST" not in environ
+        assert (environ["SERVER_NAME"], environ["SERVER_PORT"]) == ("127.0.0.1", "8000")
+
+
+@pytest.mark.parametrize(
+    ("target", "authority"),
+    [
+        (b"http://h/p", b"h"),
+        (b"http://h", b"h"),
+        (b"https://h:8443?q", b"h:8443"),
+        (b"http://h#frag", b"h"),
+        (b"http://u:p@h:1/x", b"u:p@h:1"),
+        (b"http://", b""),
+        (b"HTTP://H/", b"H"),
+        (b"/p", None),
+        (b"*", None),
+        (b"example.com:443", None),
+        (b"/a://b", None),
+        (b"://h/", None),
+    ],
+)
+def test_absolute_form_authority(target: bytes, authority: bytes | None) -> None:
+    assert environ_module.absolute_form_authority(target) == authority
+
+
+VALID_AUTHORITIES = [
+    b"example.com",
+    b"EXAMPLE.com:8080",
+    b"h:",  # RFC 3986: port = *DIGIT
+    b"127.0.0.1",
+    b"[::1]",
+    b"[::1]:80",
+    b"[fe80::1%25eth0]:80",  # RFC 6874 zone
+    b"[v1.fe:x]",  # IPvFuture
+    b"a-b.c_d~e",
+    b"%41bc",
+    b"sub!$&'()*+,;=.example",
+]
+INVALID_AUTHORITIES = [
+    b"",
+    b":80",
+    b"user@h",
+    b"user:pw@h:80",
+    b"ev\"il'<x>",
+    b"h:80:80",
+    b"h:8o",
+    b"[::1",
+    b"::1",
+    b"[::1]x",
+    b"h/p",
+    b"h?q",
+    b"h#f",
+    b"a b",
+    b"h\t",
+    b"%zz",
+    b"h\xe9",
+]
+
+
+@pytest.mark.parametrize("value", VALID_AUTHORITIES)
+def test_check_authority_accepts(value: bytes) -> None:
+    assert environ_module.check_authority(value)
+
+
+@pytest.mark.parametrize("value", INVALID_AUTHORITIES)
+def test_check_authority_rejects(value: bytes) -> None:
+    assert not environ_module.check_authority(value)
+
+
+@pytest.mark.parametrize("value", VALID_AUTHORITIES + INVALID_AUTHORITIES)
+def test_check_authority_is_the_host_rule(value: bytes) -> None:
+    """The same text is good as an authority exactly when it is good as a Host
+    header (http11's rule), with a host in it and no userinfo."""
+    host_ok = http11._HOST_RE.fullmatch(value) is not None
+    has_host = value.partition(b":")[0] != b"" or value.startswith(b"[")
+    assert environ_module.check_authority(value) == (host_ok and has_host)
 
 
 @pytest.mark.parametrize(
