@@ -67,6 +67,7 @@ from .writer import ABORT, DATA, END, START, Item, ResponseWriter
 
 if TYPE_CHECKING:
     from ._types import Address, WSGIApplication
+    from .listener import Slot
     from .thread_pool import ThreadPool
 
 __all__ = ["H11Protocol", "RequestCycle", "ServerState"]
@@ -132,16 +133,12 @@ class ServerState:
     timeout_request_header: float = 10.0
     timeout_request: float = 0.0  # 0: no deadline for the app call
     max_queue_wait: float = 0.0  # 0: never shed
-    limit_connections: int = 0  # 0: no limit
     limit_concurrency: int = 0  # 0: no limit
     body_buffer_size: int = 512 * 1024
     limit_request_body: int = 1024 * 1024 * 1024
+    #: Every connected protocol, until ``connection_lost`` (the budget of open
+    #: sockets, which counts from accept, is the listener's).
     connections: set[H11Protocol] = field(default_factory=set)
-    #: Of ``connections``, those closing: our FIN is sent and they linger (at most
-    #: ``LINGER_TIMEOUT``, or while a slow reader still takes the response). They
-    #: serve nothing more, so they do not count against ``limit_connections``:
-    #: a wave of closes must not turn the clients that reconnect away.
-    lingering: int = 0
     #: Requests dispatched to the pool whose response has not ended.
     in_flight: int = 0
     #: Requests dispatched to the pool since the start (for --max-requests).
@@ -168,8 +165,6 @@ class ServerState:
     #: The clock of ``loop.time()``, readable from any thread (uvloop's ``time()``
     #: updates the loop's cached clock, so threads must not call it).
     clock: Callable[[], float] = time.monotonic
-    #: Called on the loop each time a connection is gone (the server waits on it).
-    on_connection_lost: Callable[[], None] = lambda: None
 
 
 def _address(value: Any) -> Address | None:
@@ -372,8 +367,10 @@ class RequestCycle:
 class H11Protocol(asyncio.Protocol):
     """One client connection. Every method runs on the event loop."""
 
-    def __init__(self, state: ServerState) -> None:
+    def __init__(self, state: ServerState, slot: Slot | None = None) -> None:
         self.state = state
+        #: This socket's place in the listener's budget, released when it is closed.
+        self.slot = slot
         self.conn = ServerConnection(
             limit_request_line=state.limit_request_line,
             limit_request_fields=state.limit_request_fields,
@@ -381,7 +378,6 @@ class H11Protocol(asyncio.Protocol):
         )
         self.cycle: RequestCycle | None = None
         self._closing = False  # FIN sent or close() called: ignore further requests
-        self._lingering = False  # counted in ``state.lingering``
         self._client_eof = False  # the client has closed its sending side
         # One deadline at a time, checked by the server's sweep (``check_deadline``):
         # a call_later per request cost about 3 µs; setting two attributes costs ~0.
@@ -423,19 +419,12 @@ class H11Protocol(asyncio.Protocol):
             # it, which would reset a request the kernel had already accepted.
             self._arm_timer(min(FRESH_GRACE, state.timeout_keep_alive), self._on_idle)
             return
-        if (
-            state.limit_connections
-            and len(state.connections) - state.lingering > state.limit_connections
-        ):
-            # Answered, not left in the backlog: the client learns at once, and
-            # Retry-After tells it when to come back (uvicorn answers 503 too).
+        if self.slot is not None and self.slot.refused:
+            # Over limit_connections (the listener decided, and logged, at accept):
+            # answered rather than left in the backlog, so the client learns at once,
+            # and Retry-After tells it when to come back (uvicorn answers 503 too).
             state.rejections["limit"] += 1
             state.last_overload = state.loop.time()
-            log.warning(
-                "Connection limit (%d) reached; refusing %s",
-                state.limit_connections,
-                self.info.client,
-            )
             self.transport.write(
                 self.conn.error_response(
                     503, "too many connections", retry_after=RETRY_AFTER
@@ -475,10 +464,9 @@ class H11Protocol(asyncio.Protocol):
                 state.metrics is not None or state.access_log is not None
             ):
                 cycle.record(state.loop.time(), 0)  # the client left before the end
-        if self._lingering:
-            self.state.lingering -= 1
         self.state.connections.discard(self)
-        self.state.on_connection_lost()
+        if self.slot is not None:
+            self.slot.release()  # the listener tells the server (it waits on it)
 
     def pause_writing(self) -> None:
         self.flow.write_paused = True
@@ -817,8 +805,6 @@ class H11Protocol(asyncio.Protocol):
             return
         if transport.can_write_eof() and not self._client_eof:
             transport.write_eof()
-            self._lingering = True
-            self.state.lingering += 1
             self.flow.resume_reading("pipeline")
             self._arm_timer(LINGER_TIMEOUT, self._end_linger)
         else:

@@ -1,4 +1,5 @@
-"""Serving a WSGI app: listening sockets, the thread pool, start and graceful shutdown.
+"""Serving a WSGI app: the listener (``listener.Listener``: accepting and the connection
+budget), the thread pool, the open-file limit, start and graceful shutdown.
 
 Owns: ``Server`` (the embedding API: ``start``/``serve_forever``/``shutdown``/``async
 with``) and ``run`` (blocking; picks the event loop and handles SIGINT/SIGTERM). The
@@ -32,6 +33,7 @@ from .config import Config
 from .deadlines import DeadlineSweeper
 from .errors import ConfigError
 from .handlers import ServerHandler
+from .listener import Listener, open_files_needed
 from .log_writer import AccessLogWriter
 from .metrics import Metrics, render
 from .protocol import H11Protocol, ServerState
@@ -117,7 +119,7 @@ class Server:
             if config.proxy_headers == "off"
             else parse_trusted(config.forwarded_allow_ips)
         )
-        self._servers: list[asyncio.Server] = []
+        self._listener: Listener | None = None
         self._state: ServerState | None = None
         self._pool: ThreadPool | None = None
         self._stopped: asyncio.Event | None = None
@@ -144,7 +146,7 @@ class Server:
     @property
     def sockets(self) -> list[socket.socket]:
         """The listening sockets (``getsockname()`` gives the real port)."""
-        return [sock for server in self._servers for sock in server.sockets]
+        return [] if self._listener is None else list(self._listener.sockets)
 
     @property
     def ready(self) -> bool:
@@ -163,6 +165,7 @@ class Server:
             raise RuntimeError("server already started")
         config = self.config
         loop = asyncio.get_running_loop()
+        _raise_open_file_limit(config.limit_connections, config.threads)
         pool = ThreadPool(config.threads)
         pool.start()
         self._pool = pool
@@ -192,11 +195,9 @@ class Server:
             timeout_request_header=config.timeout_request_header,
             timeout_request=config.timeout_request,
             max_queue_wait=config.max_queue_wait,
-            limit_connections=config.limit_connections,
             limit_concurrency=config.limit_concurrency,
             body_buffer_size=config.body_buffer_size,
             limit_request_body=config.limit_request_body,
-            on_connection_lost=self._on_connection_lost,
         )
         if config.metrics_path:
             state.metrics = Metrics()
@@ -213,27 +214,26 @@ class Server:
         self._state = state
         self._stopped = asyncio.Event()
         self._all_closed = asyncio.Event()
-        factory = partial(H11Protocol, state)
-        # The handshake counts against the head's deadline: a client that opens a
-        # TLS connection and stalls is a slowloris too.
-        tls: dict[str, Any] = (
-            {}
-            if self._ssl_context is None
-            else {
-                "ssl": self._ssl_context,
-                "ssl_handshake_timeout": config.timeout_request_header,
-            }
-        )
         try:
             if not sockets:
                 sockets = bind_sockets(config)
-            for sock in sockets:
-                self._servers.append(
-                    await loop.create_server(
-                        factory, sock=sock, backlog=config.backlog, **tls
-                    )
-                )
+            self._listener = Listener(
+                loop,
+                sockets,
+                partial(H11Protocol, state),
+                limit_connections=config.limit_connections,
+                backlog=config.backlog,
+                ssl=self._ssl_context,
+                # The handshake counts against the head's deadline: a client that
+                # opens a TLS connection and stalls is a slowloris too.
+                ssl_handshake_timeout=config.timeout_request_header,
+                on_release=self._on_connection_lost,
+            )
+            self._listener.start()
         except BaseException:
+            if self._listener is not None:
+                self._listener.close()
+                self._listener = None
             pool.shutdown(0)
             if self._access_writer is not None:
                 self._access_writer.close()
@@ -295,8 +295,9 @@ class Server:
             log.info("Not ready; serving %gs more before draining", delay)
             await asyncio.sleep(delay)
         state.shutting_down = True
-        for server in self._servers:
-            server.close()
+        listener = self._listener
+        assert listener is not None
+        listener.close()
         # One more turn of the loop before idle connections are closed: a request
         # that already sits in a socket's receive buffer is read and served (with
         # Connection: close) instead of being dropped with the connection.
@@ -304,20 +305,20 @@ class Server:
         for protocol in list(state.connections):
             protocol.shutdown()
         assert self._all_closed is not None
-        if state.connections:
-            log.info("Waiting for %d connections to finish", len(state.connections))
+        # listener.open: TLS handshakes in progress too (they have no protocol yet).
+        if listener.open:
+            log.info("Waiting for %d connections to finish", listener.open)
             try:
                 async with asyncio.timeout(timeout):
                     await self._all_closed.wait()
             except TimeoutError:
                 log.warning(
                     "Graceful shutdown timed out; aborting %d connections",
-                    len(state.connections),
+                    listener.open,
                 )
+                listener.abort_connecting()
                 for protocol in list(state.connections):
                     protocol.abort()
-        for server in self._servers:
-            await server.wait_closed()
         assert self._pool is not None
         # Jobs of aborted connections end at their next read or write; a thread stuck
         # in app code cannot be stopped, so do not wait for it on the loop.
@@ -371,7 +372,10 @@ class Server:
                 "Threads replaced after the request timeout.",
                 stats["stuck"],
             ),
-            "connections_open": ("Open client connections.", len(state.connections)),
+            "connections_open": (
+                "Open client connections (in the TLS handshake or closing too).",
+                self._listener.open if self._listener is not None else 0,
+            ),
             "connections_idle": (
                 "Open connections between requests (keep-alive).",
                 idle,
@@ -401,8 +405,14 @@ class Server:
                 self.on_max_requests()
 
     def _on_connection_lost(self) -> None:
+        """A client socket is closed (the listener released its slot)."""
         state = self._state
-        if state is not None and state.shutting_down and not state.connections:
+        if (
+            state is not None
+            and state.shutting_down
+            and self._listener is not None
+            and not self._listener.open
+        ):
             assert self._all_closed is not None
             self._all_closed.set()
 
@@ -444,14 +454,13 @@ async def _serve_until_signalled(server: Server) -> None:
     log.info("Stopped")
 
 
-# Descriptors beyond the connections: listeners, body temp files, logs, the app's own.
-_SPARE_FILES = 256
-
-
-def _raise_open_file_limit(limit_connections: int) -> None:
-    """Raise the soft limit on open files so ``limit_connections`` can be reached
-    (many systems start processes at 1024, the hard limit is usually far higher;
-    nginx's worker_rlimit_nofile does the same). Warn when the hard limit is lower."""
+def _raise_open_file_limit(limit_connections: int, threads: int) -> None:
+    """Raise the soft limit on open files to what ``limit_connections`` may need
+    (``listener.open_files_needed``: a socket and a spooled body per connection, the
+    refused ones, the threads' files, spare), or to the hard limit when there is no
+    connection limit. Many systems start processes at 1024 while the hard limit is
+    far higher (nginx's worker_rlimit_nofile does the same). Warn when the hard limit
+    is lower: the listener then meets EMFILE before the connection limit."""
     try:
         import resource
     except ImportError:  # pragma: no cover - not on Windows
@@ -460,13 +469,14 @@ def _raise_open_file_limit(limit_connections: int) -> None:
     if limit_connections == 0:
         wanted = hard
     else:
-        wanted = limit_connections + _SPARE_FILES
+        wanted = open_files_needed(limit_connections, threads)
         if hard != resource.RLIM_INFINITY and hard < wanted:
             log.warning(
-                "Open-file limit %d is below limit_connections + %d; connections may "
-                "fail to be accepted before limit_connections (%d) is reached",
+                "Open-file hard limit %d is below the %d descriptors that "
+                "limit_connections %d may need; raise it (ulimit -Hn, systemd "
+                "LimitNOFILE=) or lower --limit-connections",
                 hard,
-                _SPARE_FILES,
+                wanted,
                 limit_connections,
             )
             wanted = hard
@@ -494,7 +504,6 @@ def run(
     main thread (embedded programs use ``Server`` instead)."""
     server = Server(app, config, **options)
     server.on_max_requests = on_max_requests
-    _raise_open_file_limit(server.config.limit_connections)
 
     async def main() -> None:
         await server.start(sockets)

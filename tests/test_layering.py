@@ -36,8 +36,10 @@ ALLOWED: dict[str, set[str]] = {
     "deadlines": set(),
     "tls": LEAF | {"config"},
     "sockets": LEAF | {"config"},
+    "listener": LEAF,
     "protocol": LEAF
     | {
+        "listener",
         "http11",
         "handlers",
         "body",
@@ -62,6 +64,7 @@ ALLOWED: dict[str, set[str]] = {
         "log_writer",
         "tls",
         "sockets",
+        "listener",
     },
     "importer": LEAF | {"config", "handlers"},
     "logs": LEAF | {"config"},

@@ -17,6 +17,7 @@ import pytest
 
 from aiogate.body import EMPTY_BODY
 from aiogate.handlers import ServerHandler
+from aiogate.listener import Listener, Slot
 from aiogate.protocol import FRESH_GRACE, LINGER_TIMEOUT, H11Protocol, ServerState
 
 Environ = dict[str, Any]
@@ -496,9 +497,9 @@ def test_concurrency_limit_answers_503_with_retry_after() -> None:
     assert h.pool.jobs  # admitted once the first finished
 
 
-def test_connection_limit_answers_503_and_closes() -> None:
-    h = Harness(hello, limit_connections=1)
-    extra = H11Protocol(h.state)
+def test_a_connection_refused_at_accept_gets_503_and_is_closed() -> None:
+    h = Harness(hello)
+    extra = H11Protocol(h.state, Slot(None, refused=True))  # over the limit
     transport = FakeTransport()
     extra.connection_made(transport)  # type: ignore[arg-type]
     assert transport.written.startswith(b"HTTP/1.1 503 ")
@@ -702,24 +703,22 @@ def test_a_slow_app_does_not_hold_the_loop() -> None:
     assert len(calls) == 1
 
 
-def test_lingering_connections_do_not_count_against_the_connection_limit() -> None:
-    h = Harness(hello, limit_connections=1)
-    h.tick(5.0)  # keep-alive timeout: our FIN, then a linger
-    assert h.transport.eof_written
-    assert h.state.lingering == 1
-    newcomer = H11Protocol(h.state)
+def test_a_lingering_connection_keeps_its_slot_until_it_is_closed() -> None:
+    h = Harness(hello)
+    listener = Listener(h.loop, [], partial(H11Protocol, h.state))  # type: ignore[arg-type]
+    listener.open = 1  # as if accepted
+    protocol = H11Protocol(h.state, Slot(listener))
     transport = FakeTransport()
-    newcomer.connection_made(transport)  # type: ignore[arg-type]
-    assert transport.written == b""  # admitted: the lingering one serves nothing
-    newcomer.data_received(GET)
-    assert h.pool.jobs
-    third = H11Protocol(h.state)
-    third_transport = FakeTransport()
-    third.connection_made(third_transport)  # type: ignore[arg-type]
-    assert third_transport.written.startswith(b"HTTP/1.1 503 ")
-    h.protocol.connection_lost(None)  # the linger ends
-    third.connection_lost(None)
-    assert h.state.lingering == 0
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    h.loop.now += 5.0  # keep-alive timeout: our FIN, then a linger
+    protocol.check_deadline(h.loop.now)
+    assert transport.eof_written
+    assert listener.open == 1  # a socket still open counts, lingering or not
+    protocol.connection_lost(None)
+    assert listener.open == 0
+    assert protocol.slot is not None
+    protocol.slot.release()  # released once only
+    assert listener.open == 0
 
 
 def test_a_large_body_is_handed_to_the_transport_without_a_copy() -> None:
