@@ -153,8 +153,10 @@ class Config:
     # write buffers busy. waitress stops at 100 connections, a common complaint.
     limit_connections: int = _opt(
         2048,
-        "Most open connections; a new one beyond it gets a 503 with Retry-After and "
-        "is closed (0: no limit).",
+        "Most open connections, each counted from accept until closed (TLS handshake "
+        "and lingering close included); a new one beyond it gets a 503 with "
+        "Retry-After and is closed, and while 64 of those are open too, new ones "
+        "wait in the listen backlog (0: no limit).",
     )
     limit_concurrency: int = _opt(
         0,
