@@ -48,16 +48,19 @@ __all__ = ["OVERFLOW", "Listener", "Slot", "open_files_needed"]
 
 log = logging.getLogger("aiogate.error")
 
-#: Refused sockets open at once, beyond ``limit_connections``. A refused one costs a
-#: socket and a small protocol object for a few milliseconds when the client reads
-#: its 503 and closes, and at most the 2 s linger when it does not: 64 of them are
-#: under 1 MiB and 64 descriptors, while at 64 refusals per 2 s a burst that
-#: overshoots the limit still gets its answer instead of a stall in the backlog.
+#: Refused sockets open at once, beyond ``limit_connections``. Each holds a
+#: descriptor and a protocol object (about 6.5 KiB) until its client has read the 503
+#: and closed: milliseconds for a normal client, at most the 2 s linger for one that
+#: never reads (the 503 fits in the socket buffer, so nothing extends the linger).
+#: 64 is small next to any useful limit (3 % of the default 2048, under 0.5 MiB) and
+#: large enough that a burst overshooting the limit is answered at once; even against
+#: clients that hold on, 64 places every 2 s answer 32 refusals a second, while the
+#: rest wait in the backlog.
 OVERFLOW = 64
 #: Connections accepted per wake-up of one listening socket, so that a burst cannot
 #: hold the loop and, with several workers, one process does not take all of it
-#: (asyncio accepts up to the whole backlog per wake-up; 16 accepts with their
-#: protocol objects take well under a millisecond).
+#: (asyncio accepts up to the whole backlog per wake-up). An accept and its task
+#: cost a few microseconds, so a batch stays well under a millisecond.
 ACCEPT_BATCH = 16
 #: How long to stop accepting when out of descriptors or memory (asyncio's
 #: ``ACCEPT_RETRY_DELAY`` is 1 s; a shorter pause notices freed descriptors sooner).
