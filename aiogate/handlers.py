@@ -790,11 +790,12 @@ class ServerHandler(BaseHandler):
             if length is not None:
                 del env["HTTP_TRANSFER_ENCODING"]
                 env["CONTENT_LENGTH"] = str(length)
-        # Most requests carry no proxy header: six dict lookups, and done.
-        for key in PROXY_ENVIRON_KEYS:
-            if key in env:
-                self.apply_proxy_headers(env)
-                break
+        # Most requests carry no proxy header: one C-level pass over the environ's
+        # keys, whatever the size of the set. timeit: 0.17 µs for wrk's 14-key
+        # environ, as for the six dict lookups of the old six-key list; 0.24 µs
+        # (+0.07) for a browser's 21 keys, where 32 lookups would cost 0.8 µs.
+        if not PROXY_ENVIRON_KEYS.isdisjoint(env):
+            self.apply_proxy_headers(env)
         if log.isEnabledFor(logging.DEBUG):
             # build_environ drops them (HTTP_X_A would be ambiguous between X-A and
             # X_A, a header-spoofing risk); say so, since it surprises people.
@@ -811,7 +812,8 @@ class ServerHandler(BaseHandler):
         """The request carries proxy headers: from a trusted peer (``--forwarded-allow-
         ips``), let them set ``REMOTE_ADDR``/``REMOTE_PORT``, the URL scheme, the host
         and ``SERVER_NAME``/``SERVER_PORT``, and ``SCRIPT_NAME`` (a prefix, before
-        ``--root-path``); from any other peer, remove them all, so a spoofed header
+        ``--root-path``); from any other peer, remove them all (every key of
+        ``PROXY_ENVIRON_KEYS``, those we never read included), so a spoofed header
         changes nothing and the app never sees it."""
         trusted = self._trusted_proxies
         result = (
@@ -827,8 +829,10 @@ class ServerHandler(BaseHandler):
             else None
         )
         if result is None or not result.trusted:
-            for key in PROXY_ENVIRON_KEYS:
-                env.pop(key, None)
+            # The set's keys found in the environ, in one C-level pass (0.5 µs;
+            # popping each of the 32 would take 1.1 µs).
+            for key in PROXY_ENVIRON_KEYS.intersection(env):
+                del env[key]
             return
         if result.client is not None:
             env["REMOTE_ADDR"] = result.client[0]

@@ -2,9 +2,10 @@
 
 Owns: the trust list (``parse_trusted`` → ``TrustedProxies``), the reading of
 ``X-Forwarded-For/Proto/Host/Port/Prefix`` or of RFC 7239 ``Forwarded`` (``resolve`` →
-``ProxyResult``), and the list of environ keys a request from an untrusted peer must not
-carry (``PROXY_ENVIRON_KEYS``). Sans-IO and pure: strings in, a frozen record out; no
-I/O, no logging, no locks, no caches. ``parse_trusted`` runs once, when the
+``ProxyResult``), and the set of environ keys a request from an untrusted peer must not
+carry (``PROXY_ENVIRON_KEYS``: those ``resolve`` reads, and the other proxy-identity
+headers that apps, frameworks and libraries believe). Sans-IO and pure: strings in, a
+frozen record out; no I/O, no logging, no locks, no caches. ``parse_trusted`` runs once, when the
 configuration is read; ``resolve`` runs in a worker thread for every request, after
 ``environ.build_environ``.
 
@@ -102,7 +103,11 @@ our own):
 - **Headers are kept when the peer is trusted** (uvicorn and werkzeug keep them; werkzeug
   also adds ``X-Original-*`` copies, which we don't), and the headers of the mode not
   in use are left alone: a trusted proxy answers for everything it forwards. When the
-  peer is not trusted, every key of ``PROXY_ENVIRON_KEYS`` (both modes) must go.
+  peer is not trusted (or proxy headers are off), every key of ``PROXY_ENVIRON_KEYS``
+  must go: both modes, and also the headers we never read but someone further in
+  might (``X-Real-IP``, ``True-Client-IP``, ``X-Forwarded-Ssl`` ...), since a client
+  can send any of them and only a proxy we trust may. The list is what widely used
+  code believes (see the constant); a header not on it reaches the app as sent.
 """
 
 from __future__ import annotations
@@ -138,15 +143,54 @@ PROXY_MODES: Final[tuple[ProxyMode, ...]] = ("x-forwarded", "forwarded")
 #: ``forwarded_allow_ips`` default; uvicorn's is ``127.0.0.1``).
 DEFAULT_TRUSTED: Final = "127.0.0.1,::1"
 
-#: The environ keys of every header ``resolve`` reads, in either mode. A request whose
-#: peer is not trusted must not carry them to the app.
-PROXY_ENVIRON_KEYS: Final = (
-    "HTTP_FORWARDED",
-    "HTTP_X_FORWARDED_FOR",
-    "HTTP_X_FORWARDED_HOST",
-    "HTTP_X_FORWARDED_PORT",
-    "HTTP_X_FORWARDED_PREFIX",
-    "HTTP_X_FORWARDED_PROTO",
+#: The environ keys of the headers by which a proxy says who the client is, how it
+#: connected, or where the request was sent: every header ``resolve`` reads, in either
+#: mode, and the others that apps and their libraries take on trust. A request whose
+#: peer is not trusted must not carry any of them to the app. Test membership with
+#: ``isdisjoint``/``intersection`` against the environ: one C-level pass over its
+#: keys, whatever the length of this set.
+PROXY_ENVIRON_KEYS: Final = frozenset(
+    {
+        # Read by resolve (X-Forwarded-* mode, RFC 7239 mode).
+        "HTTP_FORWARDED",
+        "HTTP_X_FORWARDED_FOR",
+        "HTTP_X_FORWARDED_HOST",
+        "HTTP_X_FORWARDED_PORT",
+        "HTTP_X_FORWARDED_PREFIX",
+        "HTTP_X_FORWARDED_PROTO",
+        # The client's address. The first nine are in the default list of
+        # python-ipware/django-ipware (so of django-axes and others), the usual
+        # source of "the client IP" in Django apps; the rest are set by the
+        # platforms named, and read by code written for them.
+        "HTTP_X_REAL_IP",  # nginx convention (ngx_http_realip)
+        "HTTP_CLIENT_IP",  # also Rails' RemoteIp
+        "HTTP_X_CLIENT_IP",  # Azure
+        "HTTP_TRUE_CLIENT_IP",  # Akamai, Cloudflare Enterprise
+        "HTTP_CF_CONNECTING_IP",  # Cloudflare
+        "HTTP_FASTLY_CLIENT_IP",  # Fastly, Firebase Hosting
+        "HTTP_X_CLUSTER_CLIENT_IP",  # Rackspace, Riverbed Stingray
+        "HTTP_X_FORWARDED",  # Squid and others
+        "HTTP_FORWARDED_FOR",  # a pre-RFC 7239 spelling
+        "HTTP_X_APPENGINE_USER_IP",  # Google App Engine
+        "HTTP_X_PROXYUSER_IP",  # Google
+        "HTTP_X_ORIGINAL_FORWARDED_FOR",  # ingress-nginx: the X-F-F it received
+        "HTTP_X_ENVOY_EXTERNAL_ADDRESS",  # Envoy, Istio
+        # The scheme ("is it HTTPS?").
+        "HTTP_X_FORWARDED_PROTOCOL",  # gunicorn's secure_scheme_headers ("ssl")
+        "HTTP_X_FORWARDED_SSL",  # gunicorn's secure_scheme_headers, Rack ("on")
+        "HTTP_X_FORWARDED_SCHEME",  # Rack, Plack, ingress-nginx
+        "HTTP_X_SCHEME",  # ingress-nginx; the Flask "ReverseProxied" recipe
+        "HTTP_X_URL_SCHEME",  # Kallithea/RhodeCode's https fixup
+        "HTTP_FRONT_END_HTTPS",  # Microsoft's ("on"); Plack
+        "HTTP_X_ARR_SSL",  # Azure App Service (ARR)
+        "HTTP_CF_VISITOR",  # Cloudflare, {"scheme":"https"}
+        # The host, the prefix and the original URL.
+        "HTTP_X_FORWARDED_SERVER",  # Apache mod_proxy
+        "HTTP_X_ORIGINAL_HOST",  # Azure Application Gateway
+        "HTTP_X_SCRIPT_NAME",  # the Flask "ReverseProxied" recipe
+        "HTTP_X_ORIGINAL_URL",  # IIS; Symfony and Zend believed these two
+        "HTTP_X_REWRITE_URL",  # until CVE-2018-14773
+    }
 )
 
 _IP = ipaddress.IPv4Address | ipaddress.IPv6Address

@@ -9,6 +9,9 @@ One test (or table) per defect; each failed on the code before its fix:
 3. An absolute-form target's authority is what the app sees as ``HTTP_HOST`` and
    ``SERVER_NAME``/``SERVER_PORT`` (RFC 9112 §3.2.2: the Host header is ignored), and
    an authority that is not a valid host is a 400, like the same text in ``Host``.
+4. Proxy-identity headers beyond the six ``resolve`` reads (``X-Real-IP``,
+   ``True-Client-IP`` ...) reached the app from an untrusted peer; now they are
+   removed like those six.
 
 Each test runs on the stdlib loop and on uvloop (see conftest.py).
 """
@@ -197,3 +200,71 @@ async def test_a_bad_host_header_is_a_400() -> None:
         await client.send(b"GET / HTTP/1.0\r\nHost: ev\"il'<x>\r\n\r\n")
         raw = await client.read_until_eof()
     assert raw.startswith(b"HTTP/1.1 400 ")
+
+
+# --- 4: proxy-identity headers from an untrusted peer ------------------------------
+
+# One of every kind: the six resolve reads, and the others frameworks and libraries
+# believe (see PROXY_ENVIRON_KEYS).
+IDENTITY_HEADERS = (
+    b"X-Forwarded-For: 6.6.6.6\r\n"
+    b"Forwarded: for=6.6.6.6\r\n"
+    b"X-Real-IP: 6.6.6.6\r\n"
+    b"True-Client-IP: 6.6.6.6\r\n"
+    b"X-Client-IP: 6.6.6.6\r\n"
+    b"Client-IP: 6.6.6.6\r\n"
+    b"CF-Connecting-IP: 6.6.6.6\r\n"
+    b"Fastly-Client-IP: 6.6.6.6\r\n"
+    b"X-Cluster-Client-IP: 6.6.6.6\r\n"
+    b"X-Original-Forwarded-For: 6.6.6.6\r\n"
+    b"X-ProxyUser-Ip: 6.6.6.6\r\n"
+    b"X-Forwarded-Ssl: on\r\n"
+    b"X-Forwarded-Scheme: https\r\n"
+    b"X-Url-Scheme: https\r\n"
+    b"Front-End-Https: on\r\n"
+    b"X-Forwarded-Protocol: ssl\r\n"
+    b"X-Original-URL: /admin\r\n"
+    b"X-Forwarded-Server: evil.test\r\n"
+    b"X-Forwarded-Prefix: /evil\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"forwarded_allow_ips": "10.0.0.1"}, {"proxy_headers": "off"}],
+)
+async def test_proxy_identity_headers_from_an_untrusted_peer_are_removed(
+    options: dict[str, str],
+) -> None:
+    request = (
+        b"GET / HTTP/1.1\r\nHost: example.com\r\n"
+        + IDENTITY_HEADERS
+        + b"X-Other: kept\r\n\r\n"
+    )
+    async with serving(environ_json, **options) as (_, port):
+        status, body = await fetch(port, request)
+    assert status == 200
+    seen = json.loads(body)
+    assert seen["REMOTE_ADDR"] == "127.0.0.1"
+    assert seen["HTTP_X_OTHER"] == "kept"
+    assert "6.6.6.6" not in body.decode()
+    leaked = sorted(
+        key
+        for key in seen
+        if key not in ("HTTP_HOST", "HTTP_X_OTHER") and key.startswith("HTTP_")
+    )
+    assert leaked == []
+
+
+async def test_a_trusted_proxy_passes_them_on() -> None:
+    """What the removal must not touch: from a trusted peer (loopback, the default)
+    the headers reach the app as sent."""
+    request = b"GET / HTTP/1.1\r\nHost: example.com\r\n" + IDENTITY_HEADERS + b"\r\n"
+    async with serving(environ_json) as (_, port):
+        status, body = await fetch(port, request)
+    assert status == 200
+    seen = json.loads(body)
+    assert seen["REMOTE_ADDR"] == "6.6.6.6"
+    assert seen["HTTP_X_REAL_IP"] == "6.6.6.6"
+    assert seen["HTTP_X_FORWARDED_SSL"] == "on"
+    assert seen["HTTP_X_ORIGINAL_URL"] == "/admin"

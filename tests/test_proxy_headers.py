@@ -8,6 +8,8 @@ in, a ``ProxyResult`` out. The trust list of most tables is ``TRUSTED`` and the 
 from __future__ import annotations
 
 import ipaddress
+import re
+from pathlib import Path
 from typing import Any
 
 import h11
@@ -17,7 +19,7 @@ from hypothesis import strategies as st
 
 from aiogate import proxy_headers
 from aiogate._types import Address, ConnectionInfo
-from aiogate.environ import build_environ
+from aiogate.environ import build_environ, header_environ_key
 from aiogate.errors import ConfigError
 from aiogate.proxy_headers import (
     DEFAULT_TRUSTED,
@@ -241,15 +243,83 @@ def test_proxy_environ_keys_cover_every_header_read() -> None:
     read: set[str] = set()
     for mode in PROXY_MODES:
         resolve(TRUSTED, mode, PEER, Recording(SPOOFED), "http", HOST)
-    assert read == set(PROXY_ENVIRON_KEYS)
-    assert set(PROXY_ENVIRON_KEYS) == {
-        "HTTP_FORWARDED",
-        "HTTP_X_FORWARDED_FOR",
-        "HTTP_X_FORWARDED_PROTO",
-        "HTTP_X_FORWARDED_HOST",
-        "HTTP_X_FORWARDED_PORT",
-        "HTTP_X_FORWARDED_PREFIX",
+    assert read == READ_KEYS
+    assert read < PROXY_ENVIRON_KEYS
+
+
+# What resolve reads; PROXY_ENVIRON_KEYS also has the headers it never reads.
+READ_KEYS = {
+    "HTTP_FORWARDED",
+    "HTTP_X_FORWARDED_FOR",
+    "HTTP_X_FORWARDED_PROTO",
+    "HTTP_X_FORWARDED_HOST",
+    "HTTP_X_FORWARDED_PORT",
+    "HTTP_X_FORWARDED_PREFIX",
+}
+
+
+def header_name(key: str) -> str:
+    """``HTTP_X_REAL_IP`` → ``x-real-ip``."""
+    return key.removeprefix("HTTP_").lower().replace("_", "-")
+
+
+def test_proxy_environ_keys_are_what_the_headers_become() -> None:
+    """One frozen set, each key the environ key of a real header name (a typo such as
+    ``HTTP_X-REAL-IP`` would strip nothing)."""
+    assert type(PROXY_ENVIRON_KEYS) is frozenset
+    for key in PROXY_ENVIRON_KEYS:
+        assert key.startswith("HTTP_")
+        assert header_environ_key(header_name(key).encode()) == key
+    # The identity headers frameworks and CDNs use besides X-Forwarded-*/Forwarded
+    # (issue 12); the module comment says who reads each.
+    for name in (
+        "X-Real-IP",
+        "True-Client-IP",
+        "X-Client-IP",
+        "Client-IP",
+        "CF-Connecting-IP",
+        "Fastly-Client-IP",
+        "X-Cluster-Client-IP",
+        "X-Original-Forwarded-For",
+        "X-ProxyUser-Ip",
+        "X-Forwarded-Ssl",
+        "X-Forwarded-Scheme",
+        "X-Forwarded-Protocol",
+        "X-Url-Scheme",
+        "Front-End-Https",
+        "X-Forwarded-Server",
+    ):
+        assert header_environ_key(name.lower().encode()) in PROXY_ENVIRON_KEYS
+
+
+def test_an_untrusted_request_keeps_only_other_headers() -> None:
+    """build_environ, then what the handler does for an untrusted peer: every
+    listed header is gone, and nothing else."""
+    names = sorted(header_name(key) for key in PROXY_ENVIRON_KEYS)
+    request = h11.Request(
+        method="GET",
+        target="/",
+        headers=[("Host", "example.com"), ("X-Other", "kept")]
+        + [(name, "6.6.6.6") for name in names],
+    )
+    environ = build_environ(request, ConnectionInfo(None, ("203.0.113.7", 1)), "")
+    assert resolve(
+        TRUSTED, "x-forwarded", ("203.0.113.7", 1), environ, "http", None
+    ) is (UNTRUSTED)
+    for key in PROXY_ENVIRON_KEYS.intersection(environ):
+        del environ[key]
+    assert {k: v for k, v in environ.items() if k.startswith("HTTP_")} == {
+        "HTTP_HOST": "example.com",
+        "HTTP_X_OTHER": "kept",
     }
+
+
+def test_readme_lists_every_removed_header() -> None:
+    """README's proxy section names each header an untrusted peer loses."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.partition("## Behind a proxy")[2].partition("\n## ")[0]
+    named = {m.lower() for m in re.findall(r"`([A-Za-z][-A-Za-z]*)`", section)}
+    assert {header_name(key) for key in PROXY_ENVIRON_KEYS} <= named
 
 
 # --- X-Forwarded-* ----------------------------------------------------------------
@@ -757,7 +827,7 @@ HEADER_TEXT = st.lists(
 @settings(max_examples=300, deadline=None)
 @given(
     st.sampled_from(PROXY_MODES),
-    st.fixed_dictionaries({key: HEADER_TEXT for key in PROXY_ENVIRON_KEYS}),
+    st.fixed_dictionaries({key: HEADER_TEXT for key in sorted(READ_KEYS)}),
     st.sampled_from([None, HOST, "example.com", "bad host"]),
 )
 def test_results_are_always_valid(
