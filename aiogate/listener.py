@@ -98,9 +98,10 @@ _RESOURCE_ERRORS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.E
 
 def open_files_needed(limit_connections: int, threads: int) -> int:
     """Descriptors the server may need with ``limit_connections`` (not 0): per served
-    connection its socket and, while a large request body is spooled, one temporary
-    file; the refused sockets (``OVERFLOW``); one file per thread the app may have
-    open (``wsgi.file_wrapper``); ``SPARE_FILES``."""
+    connection its socket and one temporary file (a large request body arriving, or
+    anything else spooled to disk for it); the refused sockets (``OVERFLOW``); per
+    thread one more, for the app call, when a connection's files overlap or the app
+    opens one (``wsgi.file_wrapper``); ``SPARE_FILES``."""
     return 2 * limit_connections + OVERFLOW + threads + SPARE_FILES
 
 
