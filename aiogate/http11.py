@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Final, TypeAlias
 
 import h11
 
+from .environ import absolute_form_authority, check_authority
 from .errors import ProtocolError
 from .response import http_date
 
@@ -192,6 +193,11 @@ def _check_request_line(line: bytes) -> bytes:
         # RFC 9110 §4.2.1: an http(s) URI with an empty host MUST be rejected.
         if not rest or rest[:1] in (b"/", b"?", b"#"):
             raise _error(f"request target has no host: {_show(target)}")
+        # RFC 9112 §3.2.2: this authority replaces Host (environ makes it HTTP_HOST
+        # and SERVER_NAME), so it must pass the Host check too, without userinfo.
+        authority = absolute_form_authority(target)
+        if authority is None or not check_authority(authority):
+            raise _error(f"invalid host in request target: {_show(target)}")
     return version
 
 
@@ -868,7 +874,8 @@ class ServerConnection:
         for name, value in headers:
             lowered = name.lower()
             if lowered == "content-length":
-                if not value.isdigit() or (length != -1 and int(value) != length):
+                # One field of ASCII digits (RFC 9110 §8.6), as the handler checks.
+                if length != -1 or not (value.isascii() and value.isdigit()):
                     raise h11.LocalProtocolError(f"bad Content-Length {value!r}")
                 length = int(value)
             elif lowered == "connection":

@@ -170,12 +170,6 @@ async def test_absolute_form_authority_is_the_host(
     assert (seen["SERVER_NAME"], seen["SERVER_PORT"]) == server
 
 
-# Until http11._check_request_line calls environ.check_authority these get a 200;
-# strict, so the marker must go when it does.
-@pytest.mark.xfail(
-    strict=True,
-    reason="http11 does not call environ.check_authority on the target yet",
-)
 @pytest.mark.parametrize(
     "target",
     [

@@ -1106,7 +1106,7 @@ BODYLESS = [
     b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
     b"DELETE /x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
     b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
-    # (An Upgrade request still goes through h11: tested with the upgrade rules.)
+    # (An Upgrade request ends as any other: see test_upgrade_request_with_a_body_is_ours_too.)
 ]
 
 

@@ -27,7 +27,7 @@ ALLOWED: dict[str, set[str]] = {
     "access_log": LEAF,
     "metrics": LEAF,
     "log_writer": LEAF | {"access_log"},
-    "http11": LEAF | {"response"},
+    "http11": LEAF | {"response", "environ"},
     "body": LEAF,
     "writer": LEAF,
     "thread_pool": LEAF,
