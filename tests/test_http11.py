@@ -1290,3 +1290,23 @@ def test_upgrade_request_with_a_body_is_ours_too() -> None:
     respond(conn)
     conn.start_next_cycle()
     assert request(conn).target == b"/"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("Content-Length", "2"), ("Content-Length", "2")],
+        [("Content-Length", "²")],
+        [("Content-Length", "2, 2")],
+    ],
+)
+def test_serialiser_takes_one_ascii_content_length(
+    headers: list[tuple[str, str]],
+) -> None:
+    # The handler refuses these first; the serialiser is the last guard for a
+    # custom handler that does not.
+    conn = ServerConnection()
+    conn.receive_data(GET)
+    request(conn)
+    with pytest.raises(h11.LocalProtocolError):
+        conn.start_response("200 OK", headers)
