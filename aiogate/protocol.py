@@ -83,8 +83,14 @@ WRITELINES_THRESHOLD = 64 * 1024
 # Retry-After on a 503 for overload (limits and shedding): one second spreads
 # retries without making clients wait long once the burst has passed.
 RETRY_AFTER = 1
-# On a drain, how long a just-accepted connection may take to send its first request.
-FRESH_GRACE = 1.0
+# On a drain, how long an idle connection (just accepted, or between keep-alive
+# requests) may take to send its next request, which is then served with
+# Connection: close; capped by timeout_keep_alive. A client under load sends its next
+# request as soon as it has read a response (microseconds to a few ms, even on a
+# loaded host), so 1 s covers it with a wide margin, while a connection left idle
+# that long is not about to be used.
+DRAIN_GRACE = 1.0
+FRESH_GRACE = DRAIN_GRACE  # the name connection_made uses
 PID = os.getpid()  # for the access log; updated in a forked worker process
 
 
@@ -647,7 +653,7 @@ class H11Protocol(asyncio.Protocol):
             self.transport.close()
             return
         conn = self.conn
-        if conn.our_state is h11.MUST_CLOSE or self.state.shutting_down:
+        if conn.our_state is h11.MUST_CLOSE:  # (so is every response of a drain)
             self._close()
         elif conn.their_state is h11.DONE:
             self._next_cycle()
@@ -657,11 +663,13 @@ class H11Protocol(asyncio.Protocol):
     def _next_cycle(self) -> None:
         self.conn.start_next_cycle()
         self.cycle = None
-        if self.state.shutting_down and not self.conn.has_unparsed_data:
-            self._close()
-            return
         self.flow.resume_reading("pipeline")
         self._handle_events()
+        if self.state.shutting_down:
+            # A drain began after this response's head had gone out without
+            # Connection: close, so its client may send the next request at once:
+            # the connection gets the grace of an idle one, not a close now.
+            self.shutdown()
 
     def _uncount(self, cycle: RequestCycle) -> None:
         if cycle.counted:
@@ -824,21 +832,28 @@ class H11Protocol(asyncio.Protocol):
             self._arm_timer(self.state.timeout_write, self._end_linger)
 
     def shutdown(self) -> None:
-        """The server is draining: close now if idle; a request that is arriving or
-        running is served first, and its response closes the connection. A
-        connection accepted so recently that its first request has not arrived yet
-        gets a moment (``FRESH_GRACE``) for it: its client, unlike one on an old
-        keep-alive connection, has no reason to expect a close and retry."""
-        if self.cycle is None:
+        """The server is draining (called once per connection, and again by
+        ``_next_cycle``). A request that is arriving or running is served first, and
+        its response, which says ``Connection: close``, ends the connection.
+
+        An idle connection, just accepted or between keep-alive requests, is not
+        closed at once: its client may be sending a request on it this very moment,
+        and a client that does not retry would count that request as failed. It
+        gets ``DRAIN_GRACE`` (no longer than its keep-alive deadline) for the next
+        request, which is then served with ``Connection: close``; ``_on_idle``
+        closes it gracefully once the grace is over. Reading goes on meanwhile."""
+        if self._closing:
+            return  # closing already: its linger deadline stands
+        cycle = self.cycle
+        if cycle is None:
             if self.conn.has_unparsed_data:
-                return
-            if not self._served:
-                self._arm_timer(
-                    min(FRESH_GRACE, self.state.timeout_keep_alive), self._on_idle
-                )
-                return
-            self._close()
-        elif self.cycle.ended:
+                return  # a head is arriving: served, under its own deadline
+            now = self.state.loop.time()
+            due = now + min(DRAIN_GRACE, self.state.timeout_keep_alive)
+            if self._on_deadline == self._on_idle:
+                due = min(due, self._deadline)  # what keep-alive would have given
+            self._arm_timer(due - now, self._on_idle)
+        elif cycle.ended:
             self._close()
 
     def abort(self) -> None:
@@ -846,6 +861,9 @@ class H11Protocol(asyncio.Protocol):
         self.transport.abort()
 
     def _on_idle(self) -> None:
+        """No request came within the keep-alive timeout, or the drain's grace:
+        close gracefully (our FIN, then a linger that reads and discards, so a
+        request crossing the FIN gets EOF rather than a reset)."""
         if self.cycle is None:
             self._close()
 

@@ -5,11 +5,12 @@ Owns: ``Server`` (the embedding API: ``start``/``serve_forever``/``shutdown``/``
 with``) and ``run`` (blocking; picks the event loop and handles SIGINT/SIGTERM). The
 ``Server`` methods run on the event loop; ``run`` runs in the main thread.
 
-Shutdown, in order: stop accepting; close idle connections now and busy ones after their
-current response (which carries ``Connection: close``); wait for connections to finish
-up to ``timeout_graceful_shutdown``; abort what remains; stop the thread pool. A thread
-stuck inside app code cannot be killed: the pool's threads are daemons, so the process
-can still exit.
+Shutdown, in order: stop accepting; close busy connections after their current response
+(which carries ``Connection: close``), and idle ones after a grace in which a request
+already on its way is still served (``H11Protocol.shutdown``); wait for connections to
+finish up to ``timeout_graceful_shutdown``; abort what remains; stop the thread pool.
+A thread stuck inside app code cannot be killed: the pool's threads are daemons, so the
+process can still exit.
 """
 
 from __future__ import annotations
@@ -298,9 +299,9 @@ class Server:
         listener = self._listener
         assert listener is not None
         listener.close()
-        # One more turn of the loop before idle connections are closed: a request
-        # that already sits in a socket's receive buffer is read and served (with
-        # Connection: close) instead of being dropped with the connection.
+        # One more turn of the loop first: a request that already sits in a socket's
+        # receive buffer is read, and then served (with Connection: close) as a
+        # request arriving, not left to an idle connection's grace.
         await asyncio.sleep(0)
         for protocol in list(state.connections):
             protocol.shutdown()

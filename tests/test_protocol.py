@@ -630,11 +630,13 @@ def test_linger_closes_once_the_buffer_is_empty() -> None:
     assert not h.transport.aborted
 
 
-def test_shutdown_closes_idle_now_and_busy_after_response() -> None:
-    idle = Harness(hello)  # a keep-alive connection between requests: closed now
+def test_shutdown_gives_idle_a_grace_and_closes_busy_after_response() -> None:
+    idle = Harness(hello)  # between keep-alive requests: the next may be on its way
     idle.receive(GET)
     idle.run_jobs()
     idle.protocol.shutdown()
+    assert not idle.transport.eof_written
+    idle.tick(FRESH_GRACE)  # (the drain grace; see tests/test_drain.py)
     assert idle.transport.eof_written
 
     fresh = Harness(hello)  # accepted, first request not here yet: a moment for it

@@ -1,12 +1,14 @@
 """--workers: a supervisor and forked workers, as a real process tree. Load spreads
 over the workers; a killed worker is replaced; SIGHUP and --max-requests replace
-workers under load without a failed request; TTIN/TTOU change the count; SIGTERM
+workers under load without a failed request, on new connections or keep-alive ones
+(``KeepAliveLoad``: clients that never retry); TTIN/TTOU change the count; SIGTERM
 drains everything and exits 0. An app or a worker that cannot start stops the
 supervisor (exit 3) instead of a restart loop; workers leave with their supervisor."""
 
 from __future__ import annotations
 
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -96,6 +98,104 @@ class Load:
         self._done.set()
         for thread in self._threads:
             thread.join(WAIT)
+
+
+REQUEST = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def closed_while_idle(sock: socket.socket) -> bool:
+    """Before reusing a keep-alive connection, see whether the server has closed it,
+    as a pooling client does (urllib3's ``is_connection_dropped``). A reset here is
+    an ungraceful close; raised, so that the load counts it."""
+    readable, _, _ = select.select([sock], [], [], 0)
+    if not readable:
+        return False
+    data = sock.recv(1, socket.MSG_PEEK)
+    if data:
+        raise AssertionError(f"unexpected bytes on an idle connection: {data!r}")
+    return True
+
+
+def read_response(sock: socket.socket) -> tuple[bytes, bool]:
+    """The body of one Content-Length response, and whether it said
+    ``Connection: close``. EOF or a reset before it is complete raises."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            what = "any response byte" if not data else "the end of the head"
+            raise ConnectionError(f"EOF before {what}")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").lower().split("\r\n")
+    assert lines[0].startswith("http/1.1 200 "), head
+    fields = dict(line.split(": ", 1) for line in lines[1:])
+    length = int(fields["content-length"])
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("EOF in the body")
+        body += chunk
+    assert len(body) == length, "bytes after the response"
+    return body, fields.get("connection") == "close"
+
+
+class KeepAliveLoad:
+    """Client threads sending requests without pause on keep-alive connections, and
+    never retrying one. A client opens a new connection only after a response said
+    ``Connection: close`` or after the server closed its connection while idle
+    (``closed_while_idle``); a request answered by EOF or a reset is a failure."""
+
+    def __init__(self, port: int, clients: int = 8) -> None:
+        self.port = port
+        self.pids: Counter[int] = Counter()
+        self.failures: list[str] = []
+        self.reconnects: Counter[str] = Counter()  # why a client opened another
+        self._done = threading.Event()
+        self._threads = [threading.Thread(target=self._run) for _ in range(clients)]
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def served(self) -> int:
+        return sum(self.pids.values())
+
+    def _run(self) -> None:
+        sock: socket.socket | None = None
+        while not self._done.is_set():
+            try:
+                if sock is not None and closed_while_idle(sock):
+                    self.reconnects["closed while idle"] += 1
+                    sock.close()
+                    sock = None
+                if sock is None:
+                    sock = socket.create_connection(("127.0.0.1", self.port), 10)
+                sock.sendall(REQUEST)
+                body, close = read_response(sock)
+            except (OSError, AssertionError) as exc:
+                self.failures.append(repr(exc))
+                if sock is not None:
+                    sock.close()
+                    sock = None
+                continue
+            self.pids[int(body.split()[0])] += 1
+            if close:
+                self.reconnects["Connection: close"] += 1
+                sock.close()
+                sock = None
+        if sock is not None:
+            sock.close()
+
+    def stop(self) -> None:
+        self._done.set()
+        for thread in self._threads:
+            thread.join(WAIT)
+
+    def run_for(self, seconds: float) -> None:
+        """Keep the load on for ``seconds`` (how long the test loads the server, not
+        a synchronisation), then stop it."""
+        self._done.wait(seconds)
+        self.stop()
 
 
 @pytest.fixture
@@ -192,6 +292,52 @@ def test_max_requests_recycles_workers_under_load(
     assert max(load.pids.values()) <= 120 + 10  # a worker stops soon after its limit
     assert server.stop(signal.SIGTERM) == 0
     assert len(children(supervisor)) == 0 if server.proc.poll() is None else True
+
+
+def test_max_requests_under_keep_alive_load_loses_no_request(
+    start: Callable[..., tuple[ServerProcess, int]],
+) -> None:
+    """Issue 12, item 5: a draining worker used to close idle keep-alive connections
+    while their clients' next requests were on the way (28-54 failed per run here)."""
+    server, port = start(
+        "--workers", "2", "--max-requests", "200", "--max-requests-jitter", "50"
+    )
+    load = KeepAliveLoad(port)
+    load.run_for(4.0)
+    assert load.failures == []
+    assert len(load.pids) >= 6, load.pids  # workers were replaced, many times here
+    assert load.reconnects["Connection: close"] >= 4
+    assert server.stop(signal.SIGTERM) == 0
+
+
+def test_sighup_under_keep_alive_load_loses_no_request(
+    start: Callable[..., tuple[ServerProcess, int]],
+) -> None:
+    server, port = start("--workers", "2")
+    supervisor = server.proc.pid
+    wait_until(lambda: len(children(supervisor)) == 2, "two workers")
+    load = KeepAliveLoad(port)
+
+    def replace_all() -> None:
+        old = children(supervisor)
+        served = load.served
+        wait_until(lambda: load.served >= served + 200, "load")
+        server.proc.send_signal(signal.SIGHUP)
+        wait_until(
+            lambda: not (children(supervisor) & old) and len(children(supervisor)) == 2,
+            "every worker replaced",
+        )
+
+    for _ in range(6):  # closing idle connections at once failed on about every other
+        replace_all()
+    served = load.served
+    wait_until(lambda: load.served >= served + 200, "the new workers serve")
+    load.stop()
+    assert load.failures == []
+    # Drains met keep-alive connections (which stay with their worker: a new worker
+    # may serve none before the next SIGHUP replaces it).
+    assert load.reconnects["Connection: close"] >= 6, load.reconnects
+    assert server.stop(signal.SIGTERM) == 0
 
 
 def test_ttin_and_ttou_change_the_number_of_workers(
