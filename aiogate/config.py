@@ -120,8 +120,8 @@ class Config:
     )
     timeout_write: float = _opt(
         30.0,
-        "Drop a client that has not read any of the response for this many seconds "
-        "(the app's thread waits meanwhile).",
+        "Drop a client that reads under --min-write-rate for this many seconds "
+        "while the app's thread waits on it or its response's spool is sent.",
     )
     # Off by default: a deadline that fires on a legitimately slow endpoint is worse
     # than none; set it above the slowest request the app is meant to serve.
@@ -172,6 +172,23 @@ class Config:
     )
     limit_request_body: int = _opt(
         1024 * 1024 * 1024, "Largest request body, in bytes (413 beyond)."
+    )
+    # waitress's outbuf_high_watermark: a slow reader's response goes to a temporary
+    # file instead of holding the app's thread, up to this; it is disk (page cache),
+    # not RSS, and only responses whose client falls behind get one.
+    response_spool_size: int = _opt(
+        16 * 1024 * 1024,
+        "Bytes of a response held in an anonymous temporary file (in TMPDIR) for a "
+        "client that reads slower than the app writes, so the app's thread is "
+        "released; beyond it the thread waits (0: no file, the thread waits).",
+    )
+    # A third of a slow mobile link (~50 KB/s, 400 kbit/s), so a bad but real link is
+    # never cut over a 30 s window, while a trickle (bytes a minute) cannot hold a
+    # thread or a spool file for long. 0 keeps only the idle rule: a byte a window.
+    min_write_rate: int = _opt(
+        16 * 1024,
+        "Bytes/s a client must read, over each --timeout-write, while the app's "
+        "thread waits on it or its response's spool is sent; slower ones are dropped.",
     )
     # gunicorn allows 100 fields of 8190 bytes and a 4094-byte request line; we allow
     # 8190 for the line too, since long query strings are common behind APIs.
@@ -324,7 +341,13 @@ class Config:
                 raise ConfigError(
                     f"{name} must be at least 1, not {getattr(self, name)}"
                 )
-        for name in ("limit_connections", "limit_concurrency", "body_buffer_size"):
+        for name in (
+            "limit_connections",
+            "limit_concurrency",
+            "body_buffer_size",
+            "response_spool_size",
+            "min_write_rate",
+        ):
             if getattr(self, name) < 0:
                 raise ConfigError(
                     f"{name} must be 0 or more, not {getattr(self, name)}"

@@ -1,14 +1,27 @@
-"""ResponseWriter: coalescing, backpressure, timeouts and disconnects, on a fake loop."""
+"""ResponseWriter: coalescing, backpressure, the spool, the minimum rate, timeouts and
+disconnects, on a fake loop."""
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from typing import Any
 
 import pytest
 
+from aiogate import writer as writer_module
 from aiogate.errors import ClientDisconnected, WriteTimeout
-from aiogate.writer import ABORT, DATA, END, START, Item, ResponseWriter
+from aiogate.writer import (
+    ABORT,
+    DATA,
+    END,
+    SPOOL,
+    SPOOL_GRACE,
+    START,
+    Item,
+    ResponseWriter,
+)
 from tests.fakes import FakeLoop
 
 
@@ -129,3 +142,236 @@ def test_close_wakes_blocked_writer_and_fails_later_calls() -> None:
         writer.start("200 OK", [])
     writer.abort()  # aborting a closed writer is quiet
     assert writer.ensure_ended() is False
+
+
+# -- the spool (rules 3 to 7) --------------------------------------------------------
+
+
+@pytest.fixture
+def spools(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every spool file the writers of a test open."""
+    opened: list[Any] = []
+    real = writer_module._open_spool
+
+    def open_spool() -> Any:
+        opened.append(real())
+        return opened[-1]
+
+    monkeypatch.setattr(writer_module, "_open_spool", open_spool)
+    return opened
+
+
+def read_all(writer: ResponseWriter, batches: list[list[Item]]) -> bytes:
+    """As the loop does: read every byte the SPOOL items announced."""
+    out = b""
+    for batch in batches:
+        for item in batch:
+            if item[0] == SPOOL:
+                left = item[1]
+                assert isinstance(left, int)
+                while left:
+                    data = writer.read_spool(min(left, 7))
+                    out += data
+                    left -= len(data)
+    return out
+
+
+def test_a_client_keeping_up_costs_no_spool(spools: list[Any]) -> None:
+    writer, loop, delivered = make_writer(spool_size=1024)
+    writer.start("200 OK", [])
+    for _ in range(100):
+        writer.write(b"x" * 1000)
+        loop.run_pending()  # the loop keeps up
+    writer.finish()
+    loop.run_pending()
+    assert spools == []
+    assert all(item[0] != SPOOL for batch in delivered for item in batch)
+
+
+def test_a_client_behind_gets_the_spool_and_the_app_goes_on(
+    spools: list[Any],
+) -> None:
+    writer, loop, delivered = make_writer(spool_size=1024)
+    writer.set_write_paused(True)  # the client is not reading
+    writer.start("200 OK", [])
+    began = time.monotonic()
+    writer.write(b"abc")  # waits SPOOL_GRACE, then spools: no loop needed
+    assert time.monotonic() - began >= SPOOL_GRACE
+    writer.set_write_paused(False)  # caught up: later writes still go behind
+    writer.write(b"def")
+    writer.finish()
+    loop.run_pending()
+    # One SPOOL item for both writes, and the END behind it.
+    assert delivered == [[(START, "200 OK", []), (SPOOL, 6), (END,)]]
+    assert len(spools) == 1
+    assert writer.spooled
+    assert read_all(writer, delivered) == b"abcdef"
+    assert spools[0].closed  # ended and all read: released (rule 7)
+
+
+def test_a_client_that_catches_up_within_the_grace_gets_no_spool(
+    spools: list[Any],
+) -> None:
+    writer, loop, delivered = make_writer(spool_size=1024)
+    writer.set_write_paused(True)
+    thread = threading.Thread(target=writer.write, args=(b"x",))
+    thread.start()
+    writer.set_write_paused(False)
+    thread.join(5)
+    loop.run_pending()
+    assert delivered == [[(DATA, b"x")]]
+    assert spools == []
+
+
+def test_once_drained_writes_are_queued_again(spools: list[Any]) -> None:
+    writer, loop, delivered = make_writer(spool_size=1024)
+    writer.set_write_paused(True)
+    writer.write(b"abc")
+    writer.set_write_paused(False)
+    loop.run_pending()
+    assert read_all(writer, delivered) == b"abc"
+    writer.write(b"d")
+    loop.run_pending()
+    assert delivered[-1] == [(DATA, b"d")]
+    assert writer.spooled  # kept for the rest of the response
+    writer.finish()
+    assert spools[0].closed
+
+
+def test_the_spool_is_a_ring_and_a_big_write_waits_for_room(
+    spools: list[Any],
+) -> None:
+    # 10 bytes of spool, 26 written at once: they go in as the loop reads, wrapping
+    # around the file's end, which never grows past 10 bytes.
+    writer, loop, delivered = make_writer(spool_size=10)
+    writer.set_write_paused(True)
+    data = b"abcdefghijklmnopqrstuvwxyz"
+    thread = threading.Thread(target=writer.write, args=(data,))
+    thread.start()
+    received = b""
+    done = 0  # batches read
+    deadline = time.monotonic() + 5
+    while received != data:
+        assert time.monotonic() < deadline
+        loop.wakeup.wait(0.01)
+        loop.run_pending()
+        received += read_all(writer, delivered[done:])
+        done = len(delivered)
+    thread.join(5)
+    assert len(delivered) > 2  # in several rounds
+    assert os.fstat(spools[0].fileno()).st_size <= 10
+    writer.finish()
+    assert spools[0].closed  # ended, and every byte was read
+
+
+def test_below_the_min_rate_the_waiting_thread_is_dropped() -> None:
+    # No spool: each write waits for the loop to take the one before. The loop
+    # takes 10 bytes every 20 ms, 100 per 0.2 s window, under 1000 bytes/s x 0.2 s.
+    writer, loop, delivered = make_writer(
+        timeout=0.2, high_water=0, spool_size=0, min_rate=1000
+    )
+    errors: list[BaseException] = []
+
+    def app_thread() -> None:
+        try:
+            while True:
+                writer.write(b"x" * 10)
+        except WriteTimeout as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=app_thread)
+    thread.start()
+    while thread.is_alive():
+        loop.run_pending()
+        thread.join(0.02)
+    loop.run_pending()
+    assert "under the minimum of 1000 bytes/s" in str(errors[0])
+    assert delivered[-1][-1] == (ABORT,)
+
+
+def test_min_rate_zero_is_an_idle_rule() -> None:
+    # The same client, with no minimum: a byte per window is enough.
+    writer, loop, _ = make_writer(timeout=0.2, high_water=0, spool_size=0)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def app_thread() -> None:
+        try:
+            while not stop.is_set():
+                writer.write(b"x" * 10)
+        except WriteTimeout as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=app_thread)
+    thread.start()
+    deadline = time.monotonic() + 0.6  # three windows
+    while time.monotonic() < deadline:
+        loop.run_pending()
+        thread.join(0.02)
+    stop.set()
+    while thread.is_alive():
+        loop.run_pending()
+        thread.join(0.02)
+    assert errors == []
+
+
+def test_a_full_spool_waits_against_the_min_rate(spools: list[Any]) -> None:
+    writer, loop, delivered = make_writer(timeout=0.1, spool_size=4, min_rate=1)
+    writer.set_write_paused(True)
+    writer.write(b"abcd")  # the spool is full now
+    with pytest.raises(WriteTimeout, match=r"read nothing for 0\.1 seconds"):
+        writer.write(b"e")
+    writer.abort()
+    loop.run_pending()
+    assert delivered[-1][-1] == (ABORT,)
+    assert not spools[0].closed  # the loop may be reading it: its close() closes it
+    writer.close("response aborted")
+    assert spools[0].closed
+
+
+def test_close_closes_the_spool_and_fails_the_thread(spools: list[Any]) -> None:
+    writer, _, _ = make_writer(spool_size=1024)
+    writer.set_write_paused(True)
+    writer.write(b"abc")
+    writer.close()
+    assert spools[0].closed
+    assert not writer.spooled
+    with pytest.raises(ClientDisconnected):
+        writer.write(b"d")
+
+
+def test_close_during_a_spool_write_leaves_the_file_to_the_thread(
+    spools: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer, _, _ = make_writer(spool_size=1024)
+    real = writer_module._pwrite_all
+
+    def pwrite_while_the_loop_closes(fd: int, data: memoryview, offset: int) -> None:
+        writer.close()  # the connection is lost meanwhile, on the loop
+        assert not spools[0].closed  # not under the thread's feet
+        real(fd, data, offset)
+
+    monkeypatch.setattr(writer_module, "_pwrite_all", pwrite_while_the_loop_closes)
+    writer.set_write_paused(True)
+    with pytest.raises(ClientDisconnected):
+        writer.write(b"abc")
+    assert spools[0].closed
+
+
+def test_a_failed_spool_write_raises_and_close_frees_the_file(
+    spools: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer, loop, delivered = make_writer(spool_size=1024)
+
+    def disk_full(fd: int, data: memoryview, offset: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(writer_module, "_pwrite_all", disk_full)
+    writer.set_write_paused(True)
+    with pytest.raises(OSError, match="No space"):
+        writer.write(b"abc")
+    writer.abort()  # as the handler does
+    loop.run_pending()
+    assert delivered[-1] == [(ABORT,)]
+    writer.close("response aborted")  # as the loop does on the ABORT
+    assert spools[0].closed
