@@ -3,7 +3,7 @@
 Owns: ``build_environ``, which turns one parsed request head plus the facts about its
 connection into the CGI variables (``REQUEST_METHOD``, ``PATH_INFO``, ``HTTP_*``,
 ``SERVER_*``, ``REMOTE_*`` ...), and ``check_authority``, the rule an absolute-form
-target's authority must meet (the parser, ``http11``, answers 400 when it does not).
+target's authority must meet (the parser, ``aiogate.http``, answers 400 when it does not).
 The handler adds the ``wsgi.*`` keys itself. Sans-IO and pure: no I/O, no logging, no
 locks. Runs in a worker thread, once per request, so it is on the hot path: plain
 ``str``/``bytes`` methods, no regexes (one for the rare absolute-form target), bounded
@@ -145,7 +145,7 @@ _COMMON_HEADERS = (
 
 # RFC 9110 §7.2: Host = uri-host [ ":" port ], uri-host from RFC 3986 §3.2.2
 # (IP-literal with an RFC 6874 zone, IPvFuture, IPv4address or reg-name): the same
-# pattern as http11's _HOST_RE for the Host header, except that the host may not be
+# pattern as aiogate.http._syntax.HOST_RE for the Host header, except that the host may not be
 # empty (RFC 9110 §4.2.1: an http(s) URI with an empty host "MUST" be rejected).
 # There is no "@": RFC 9110 §4.2.4 asks a recipient to treat userinfo in an http(s)
 # URI as an error (it is mostly used to make one host look like another).

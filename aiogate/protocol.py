@@ -60,7 +60,7 @@ from .access_log import AccessRecord
 from .body import EMPTY_BODY, BodyBuffer, EmptyBody
 from .errors import ProtocolError
 from .flow_control import FlowControl
-from .http11 import ServerConnection
+from .http import ServerConnection, State
 from .metrics import Metrics
 from .tls import tls_environ
 from .writer import ABORT, DATA, END, START, Item, ResponseWriter
@@ -576,7 +576,7 @@ class H11Protocol(asyncio.Protocol):
             + conn.send_data(body)
             + conn.end_response()
         )
-        if conn.our_state is h11.MUST_CLOSE or close:
+        if conn.our_state is State.MUST_CLOSE or close:
             self._close()
         else:
             # The next cycle starts at this request's EndOfMessage (_body_end), which
@@ -653,9 +653,9 @@ class H11Protocol(asyncio.Protocol):
             self.transport.close()
             return
         conn = self.conn
-        if conn.our_state is h11.MUST_CLOSE:  # (so is every response of a drain)
+        if conn.our_state is State.MUST_CLOSE:  # (so is every response of a drain)
             self._close()
-        elif conn.their_state is h11.DONE:
+        elif conn.their_state is State.DONE:
             self._next_cycle()
         else:  # the client closed its side: nothing more will come
             self._close()
@@ -808,6 +808,7 @@ class H11Protocol(asyncio.Protocol):
         if self._closing:
             return
         self._closing = True
+        self.conn.closing()
         transport = self.transport
         if transport.is_closing():
             return

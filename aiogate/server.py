@@ -34,6 +34,7 @@ from .config import Config
 from .deadlines import DeadlineSweeper
 from .errors import ConfigError
 from .handlers import ServerHandler
+from .http import Phase
 from .listener import Listener, open_files_needed
 from .log_writer import AccessLogWriter
 from .metrics import Metrics, render
@@ -360,7 +361,9 @@ class Server:
         assert state.metrics is not None
         assert pool is not None
         stats = pool.statistics()
-        idle = sum(1 for protocol in state.connections if protocol.cycle is None)
+        idle = sum(
+            1 for protocol in state.connections if protocol.conn.phase is Phase.IDLE
+        )
         gauges = {
             "requests_in_flight": (
                 "Requests running or waiting for a thread.",

@@ -1,5 +1,5 @@
 """Hypothesis strategies for ``test_fuzz.py``: raw HTTP/1.1 requests to throw at the
-parser policy (``aiogate.http11``) and the environ builder (``aiogate.environ``).
+parser policy (``aiogate.http``) and the environ builder (``aiogate.environ``).
 
 - ``mutated_corpus``: a valid request from ``tests/requests/valid`` with byte-level
   mutations (bytes from an alphabet rich in ``\\r \\n SP HTAB : ; , NUL VT`` and hex

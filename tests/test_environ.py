@@ -15,9 +15,9 @@ import h11
 import pytest
 
 from aiogate import environ as environ_module
-from aiogate import http11
 from aiogate._types import ConnectionInfo
 from aiogate.environ import build_environ, header_environ_key
+from aiogate.http import _syntax
 
 
 @dataclass(frozen=True, slots=True)
@@ -405,7 +405,7 @@ def test_check_authority_rejects(value: bytes) -> None:
 def test_check_authority_is_the_host_rule(value: bytes) -> None:
     """The same text is good as an authority exactly when it is good as a Host
     header (http11's rule), with a host in it and no userinfo."""
-    host_ok = http11._HOST_RE.fullmatch(value) is not None
+    host_ok = _syntax.HOST_RE.fullmatch(value) is not None
     has_host = value.partition(b":")[0] != b"" or value.startswith(b"[")
     assert environ_module.check_authority(value) == (host_ok and has_host)
 

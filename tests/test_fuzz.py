@@ -1,10 +1,10 @@
 """Property-based fuzzing of the request parser policy and the environ builder.
 
-``aiogate.http11.ServerConnection`` stands between the network and h11: it must turn
+``aiogate.http.ServerConnection`` stands between the network and h11: it must turn
 *any* byte stream, however split into ``receive_data`` calls, into h11 events or one
 ``ProtocolError``, and it must never let a request hide inside another one (request
 smuggling). ``aiogate.environ.build_environ`` must turn any request it lets through
-into a PEP 3333 environ without raising. Hand-written tables (``test_http11.py``,
+into a PEP 3333 environ without raising. Hand-written tables (``test_http.py``,
 ``test_environ.py``) and the raw corpus (``test_request_corpus.py``) check the known
 cases; this module throws generated and mutated requests at both and checks:
 
@@ -54,7 +54,7 @@ from hypothesis import strategies as st
 from aiogate._types import ConnectionInfo
 from aiogate.environ import build_environ
 from aiogate.errors import ProtocolError
-from aiogate.http11 import ServerConnection
+from aiogate.http import ServerConnection, State
 from tests.strategies import (
     CORPUS,
     CUTS,
@@ -94,7 +94,7 @@ def fuzz(max_examples: int) -> settings:
 
 # -- driving ServerConnection ----------------------------------------------------------
 
-#: The statuses ``ServerConnection`` rejects with (aiogate/http11.py and h11's hints):
+#: The statuses ``ServerConnection`` rejects with (aiogate/http and h11's hints):
 #: 400 malformed, 405 CONNECT, 414 request line, 431 fields, 501 Transfer-Encoding,
 #: 505 HTTP version. (No 413: aiogate sets no body size limit.)
 REJECTION_STATUSES = frozenset({400, 405, 414, 431, 501, 505})
@@ -173,7 +173,7 @@ def drive(
             if ev is h11.PAUSED:
                 # We answer every request at once and start the next cycle when both
                 # sides are done, so only a connection that must close stays paused.
-                assert conn.our_state is h11.MUST_CLOSE, (
+                assert conn.our_state is State.MUST_CLOSE, (
                     "PAUSED with nothing to wait for"
                 )
                 trace.end = "must_close"
@@ -187,7 +187,7 @@ def drive(
                 if respond_early:  # an app that answers without reading the body
                     respond(conn)
                     responded = True
-                    if conn.our_state is h11.MUST_CLOSE:
+                    if conn.our_state is State.MUST_CLOSE:
                         trace.end = "must_close"  # the server closes at once
                         return trace
             elif kind is h11.Data:
@@ -201,11 +201,11 @@ def drive(
                 if not responded:
                     respond(conn)
                     responded = True
-                if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+                if conn.our_state is State.DONE and conn.their_state is State.DONE:
                     conn.start_next_cycle()
                     responded = False
                 else:
-                    assert conn.our_state is h11.MUST_CLOSE
+                    assert conn.our_state is State.MUST_CLOSE
                     check_never_parsed(conn, feed[index + 1 :])
                     trace.end = "must_close"
                     return trace
@@ -237,7 +237,7 @@ def check_rejection(
 ) -> None:
     """A rejection: a documented status, a dead connection, a valid error response."""
     assert exc.status_hint in REJECTION_STATUSES, (exc.status_hint, str(exc))
-    assert conn.their_state is h11.ERROR
+    assert conn.their_state is State.ERROR
     # Nothing after a rejection is ever parsed: next_event keeps raising.
     for _ in range(2):
         with pytest.raises(ProtocolError) as again:
@@ -893,8 +893,9 @@ def test_body_before_a_chunked_body_error_does_not_depend_on_splits() -> None:
     (``...x`` then ``y``) the ``x`` comes out as ``Data`` first. The verdict is the
     same (400), but what the app may have read before it is not.
 
-    Cause: ``ServerConnection._feed_chunked`` (aiogate/http11.py) collects the units
-    it has checked in ``out`` and hands them to h11 only after its loop; a
+    Cause (fixed): the chunked scanner (then ``ServerConnection._feed_chunked``)
+    collected the units it had checked in ``out`` and handed them to h11 only after
+    its loop; a
     ``ProtocolError`` raised in the loop drops the units already checked in this
     call, which an earlier ``receive_data`` would have delivered.
     """

@@ -24,7 +24,7 @@ import h11
 import pytest
 
 from aiogate.errors import ProtocolError
-from aiogate.http11 import ServerConnection
+from aiogate.http import ServerConnection, State
 
 CORPUS = Path(__file__).parent / "requests"
 VALID = sorted((CORPUS / "valid").glob("*.http"))
@@ -157,7 +157,7 @@ def test_valid_request_pipelined(path: Path, bytewise: bool) -> None:
     assert first.trailers is not None  # the first request ended
     assert conn.next_event() is h11.PAUSED  # the second one waits
     respond(conn)
-    if conn.our_state is h11.MUST_CLOSE:  # HTTP/1.0 or Connection: close
+    if conn.our_state is State.MUST_CLOSE:  # HTTP/1.0 or Connection: close
         assert conn.next_event() is h11.PAUSED
         conn.receive_data(b"")
         assert conn.next_event() is h11.PAUSED  # never parsed, even after EOF
@@ -200,7 +200,7 @@ def test_nothing_after_an_invalid_request_is_parsed(path: Path) -> None:
         assert "-eof-" in path.name
         return
     assert outcome.status == status
-    assert conn.their_state is h11.ERROR
+    assert conn.their_state is State.ERROR
     for _ in range(2):
         conn.receive_data(NEXT_REQUEST)
         with pytest.raises(ProtocolError) as excinfo:
