@@ -36,14 +36,36 @@ Theory of operation:
    loop sheds it first; both sides change the state under the connection's lock, so
    a shed request's app is never called and a running one is never shed.
 8. ``connection_lost`` fails the writer, so a thread blocked writing wakes with
-   ``ClientDisconnected`` and the app's iterable is closed.
+   ``ClientDisconnected`` and the app's iterable is closed. So does a cycle that
+   ends aborted, and an aborted response aborts the transport (a reset, never a FIN
+   that could pass for the end of a close-delimited body).
+9. One connection gets a bounded share of each turn of the loop: at most
+   ``EVENTS_PER_TURN`` events per callback (a chunked body's ``Data`` event is at
+   most a few hundred chunks), then reading pauses (reason ``"busy"``) and the rest
+   is handled at the next turn, after the loop has polled every other socket. So
+   tiny chunks or a burst of pipelined probes cannot hold the loop.
+10. While the transport's buffer is above its high-water mark (``pause_writing``),
+   reading pauses (reason ``"write"``) and no new request starts, whatever filled
+   the buffer: an app's body, responses without a body, probes or errors. A client
+   that sends requests but reads nothing therefore holds at most one buffer of our
+   output and one read of its input; if it reads nothing for ``timeout_write``
+   seconds while requests wait, it is dropped.
+11. A client that reads slower than the app writes gets the rest of the response
+   from a temporary file (the writer's spool, up to ``response_spool_size``), so
+   the app's thread is free; the loop sends the spool a piece at a time as the
+   client reads, and items behind it wait. Past the spool the thread waits, and
+   a client reading under ``min_write_rate`` over ``timeout_write`` is dropped;
+   the spool's drain is held to the same rate.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import socket
+import struct
 import sys
 import threading
 import time
@@ -63,7 +85,7 @@ from .flow_control import FlowControl
 from .http import ServerConnection, State
 from .metrics import Metrics
 from .tls import tls_environ
-from .writer import ABORT, DATA, END, START, Item, ResponseWriter
+from .writer import ABORT, DATA, END, SPOOL, START, Item, ResponseWriter
 
 if TYPE_CHECKING:
     from ._types import Address, WSGIApplication
@@ -80,9 +102,27 @@ LINGER_TIMEOUT = 2.0
 #: A response's pieces (head, body chunks) are joined into one write below this
 #: size, and handed to ``transport.writelines`` as they are above it.
 WRITELINES_THRESHOLD = 64 * 1024
+#: A response's spool is sent a piece of this size at a time (one pread, one write:
+#: the transport's high-water mark), and at most this many pieces per turn of the
+#: loop for a client that reads fast (1 MiB: a 64 KiB pread takes 4.3 µs, a send
+#: about as long again, so well under a millisecond).
+SPOOL_PIECE = 64 * 1024
+SPOOL_PIECES_PER_TURN = 16
 # Retry-After on a 503 for overload (limits and shedding): one second spreads
 # retries without making clients wait long once the burst has passed.
 RETRY_AFTER = 1
+#: Events one connection may handle in one turn of the loop before it yields (rule
+#: 9). A request without a body is two events and a chunked body's Data event is at
+#: most ``http.CHUNK_LINES_PER_CALL`` (128) chunks, about a microsecond each, so a
+#: turn is well under a millisecond of work.
+EVENTS_PER_TURN = 4
+#: How long a connection that used up its turn waits for the next (rule 9). Only
+#: tiny chunks or bursts of pipelined probes use up a turn (a 256 KiB read of 1 KiB
+#: chunks does not), so this caps abuse, not uploads. Measured with a client sending
+#: 1-byte chunks as fast as it can: a bystander's GET p99 was 32-36 ms when the next
+#: turn came at once (call_soon: the loop thread never slept, so the app's threads
+#: waited for the GIL), 3.4-3.9 ms with this pause.
+BUSY_PAUSE = 0.001
 # On a drain, how long an idle connection (just accepted, or between keep-alive
 # requests) may take to send its next request, which is then served with
 # Connection: close; capped by timeout_keep_alive. A client under load sends its next
@@ -92,6 +132,8 @@ RETRY_AFTER = 1
 DRAIN_GRACE = 1.0
 FRESH_GRACE = DRAIN_GRACE  # the name connection_made uses
 PID = os.getpid()  # for the access log; updated in a forked worker process
+# struct linger {l_onoff = 1, l_linger = 0}: close() resets the connection.
+_RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 
 
 def _reset_pid() -> None:
@@ -142,6 +184,11 @@ class ServerState:
     limit_concurrency: int = 0  # 0: no limit
     body_buffer_size: int = 512 * 1024
     limit_request_body: int = 1024 * 1024 * 1024
+    #: Bytes of a response a slow reader may leave in a temporary file (0: none).
+    response_spool_size: int = 16 * 1024 * 1024
+    #: Bytes/s a client must read while the app waits on it (or, once the app is
+    #: done, while its spool is sent), over windows of ``timeout_write``.
+    min_write_rate: int = 16 * 1024
     #: Every connected protocol, until ``connection_lost`` (the budget of open
     #: sockets, which counts from accept, is the listener's).
     connections: set[H11Protocol] = field(default_factory=set)
@@ -203,12 +250,15 @@ class RequestCycle:
         "bytes_sent",
         "counted",
         "ended",
+        "held",
         "job_state",
         "protocol",
         "queue_wait",
         "queued_at",
         "request",
         "response_headers",
+        "spool_left",
+        "spool_mark",
         "started",
         "started_at",
         "status",
@@ -243,8 +293,18 @@ class RequestCycle:
         )
         self.body: BinaryIO | EmptyBody = EMPTY_BODY
         self.writer = ResponseWriter(
-            state.loop, self.deliver, timeout=state.timeout_write, cond=protocol.cond
+            state.loop,
+            self.deliver,
+            timeout=state.timeout_write,
+            spool_size=state.response_spool_size,
+            min_rate=state.min_write_rate,
+            cond=protocol.cond,
         )
+        # Sending from the writer's spool (``send_spooled``): the items waiting behind
+        # it (None when not spooling), the announced spool bytes not yet sent, and
+        # ``writer.spool_pos`` when the current read-rate window began.
+        self.held: list[Item] | None = None
+        self.spool_left = self.spool_mark = 0
         if protocol.flow.write_paused:
             self.writer.set_write_paused(True)
 
@@ -286,11 +346,15 @@ class RequestCycle:
         protocol = self.protocol
         if self.ended or protocol.transport.is_closing():
             return
+        if self.held is not None:  # behind spooled bytes not sent yet: wait there
+            self._hold(items)
+            return
         conn = protocol.conn
         state = protocol.state
         observe = state.metrics is not None or state.access_log is not None
         out: list[bytes] = []
         end: object = None
+        spooled: list[Item] | None = None
         try:
             for item in items:
                 kind = item[0]
@@ -314,6 +378,9 @@ class RequestCycle:
                 elif kind is ABORT:
                     end = ABORT
                     break
+                else:  # SPOOL: from here on the body comes from the writer's spool
+                    spooled = items[items.index(item) :]
+                    break
         except h11.LocalProtocolError as exc:
             # The handler validates headers and framing; reaching this is a bug in a
             # custom handler. The client gets a closed connection, never a bad message.
@@ -333,6 +400,104 @@ class RequestCycle:
         if end is not None:
             self.ended = True
             protocol.cycle_ended(self, aborted=end is ABORT)
+        elif spooled is not None:
+            self._hold(spooled)
+
+    def _hold(self, items: list[Item]) -> None:
+        """Runs on the event loop: ``items`` wait behind the spooled bytes (writer rule
+        4), which go out as the client reads (``send_spooled``). An ``ABORT`` acts at
+        once. Behind an ``END`` the app's call is over: from then on this cycle, not
+        the thread, holds the client to the minimum read rate (writer rule 5), on the
+        connection's deadline, which nothing else needs in this phase."""
+        protocol = self.protocol
+        held = self.held
+        for item in items:
+            kind = item[0]
+            if kind is ABORT:
+                self.held = None
+                self.ended = True
+                protocol.cycle_ended(self, aborted=True)
+                return
+            if kind is END:
+                self.spool_mark = self.writer.spool_pos
+                protocol._arm_timer(protocol.state.timeout_write, self._check_read_rate)
+        if held is None:
+            self.held = items
+        else:
+            held.extend(items)
+        self.send_spooled()
+
+    def send_spooled(self) -> None:
+        """Runs on the event loop, from ``_hold`` and, once the client has read some,
+        ``resume_writing``: send spooled bytes, a piece at a time, while the transport
+        is not paused, then the items that waited behind them."""
+        held = self.held
+        protocol = self.protocol
+        transport = protocol.transport
+        if held is None or self.ended or transport.is_closing():
+            return
+        conn = protocol.conn
+        writer = self.writer
+        state = protocol.state
+        observe = state.metrics is not None or state.access_log is not None
+        budget = SPOOL_PIECES_PER_TURN
+        while True:
+            if not self.spool_left:
+                count = 0
+                for item in held:  # the next spooled bytes, if they come next
+                    if item[0] is not SPOOL:
+                        break
+                    self.spool_left += item[1]  # type: ignore[operator]
+                    count += 1
+                del held[:count]
+                if not self.spool_left:
+                    # All sent: what followed goes the usual way (and may spool again).
+                    self.held = None
+                    if held:
+                        self.deliver(held)
+                    return
+            if protocol.flow.write_paused:
+                return  # resume_writing calls again
+            if not budget:  # the other connections' turn; go on at the next one
+                state.loop.call_soon(self.send_spooled)
+                return
+            budget -= 1
+            try:
+                data = writer.read_spool(min(self.spool_left, SPOOL_PIECE))
+                framed = conn.send_data(data)
+            except (OSError, h11.LocalProtocolError) as exc:
+                log.error("Response cut, closing the connection: %s", exc)
+                self.held = None
+                self.ended = True
+                protocol.cycle_ended(self, aborted=True)
+                return
+            self.spool_left -= len(data)
+            if observe:
+                self.bytes_sent += len(data)
+            transport.write(framed)
+
+    def _check_read_rate(self) -> None:
+        """The deadline while the app is done and the spool is sent: over each
+        ``timeout_write`` the client must have read ``min_write_rate`` bytes a second
+        of it (at least one byte), as the thread asked before (writer rule 5)."""
+        protocol = self.protocol
+        if self.ended or protocol.cycle is not self or self.held is None:
+            return
+        state = protocol.state
+        sent = self.writer.spool_pos - self.spool_mark
+        if sent >= max(1, int(state.min_write_rate * state.timeout_write)):
+            self.spool_mark = self.writer.spool_pos
+            protocol._arm_timer(state.timeout_write, self._check_read_rate)
+            return
+        log.debug(
+            "%s read %d bytes in %gs, under --min-write-rate; dropping the connection",
+            protocol.info.client,
+            sent,
+            state.timeout_write,
+        )
+        self.held = None
+        self.ended = True
+        protocol.cycle_ended(self, aborted=True)
 
     def record(self, now: float, status: int) -> None:
         """Runs on the event loop when the request is over: feed the metrics and the
@@ -391,7 +556,6 @@ class H11Protocol(asyncio.Protocol):
         self._on_deadline: Callable[[], object] | None = None
         self._linger_buffered = -1  # write buffer size at the last linger check
         self._answered_on_loop = False  # a probe was answered; its end is due
-        self._served = 0  # requests started on this connection
 
     # -- asyncio callbacks -------------------------------------------------------
 
@@ -475,20 +639,49 @@ class H11Protocol(asyncio.Protocol):
             self.slot.release()  # the listener tells the server (it waits on it)
 
     def pause_writing(self) -> None:
+        # Rule 10: whatever filled the buffer (an app's body, bodyless responses to
+        # pipelined requests, probes), nothing more is read until the client reads.
         self.flow.write_paused = True
+        self.flow.pause_reading("write")
         if self.cycle is not None:
             self.cycle.writer.set_write_paused(True)
 
     def resume_writing(self) -> None:
         self.flow.write_paused = False
-        if self.cycle is not None:
-            self.cycle.writer.set_write_paused(False)
+        cycle = self.cycle
+        if cycle is not None:
+            cycle.writer.set_write_paused(False)
+            if cycle.held is not None:
+                # The client read some: more of the spool, on a turn of its own.
+                self.state.loop.call_soon(cycle.send_spooled)
+        elif not self._closing:
+            # Requests may have been held back while the client was not reading (and
+            # the write-stall deadline armed): go on on a turn of their own, not
+            # inside the transport's callback.
+            self.flow.pause_reading("busy")
+            self.state.loop.call_soon(self._next_turn)
+        self.flow.resume_reading("write")
 
     # -- events --------------------------------------------------------------------
 
     def _handle_events(self) -> None:
         conn = self.conn
+        budget = EVENTS_PER_TURN
         while not self._closing:
+            if self.cycle is None and self.flow.write_paused:
+                # Rule 10: the client is not reading our responses; start no new
+                # request until it does, or until ``timeout_write`` gives up on it.
+                if self._on_deadline != self._on_write_stalled:
+                    self._arm_timer(self.state.timeout_write, self._on_write_stalled)
+                return
+            if not budget:
+                # Rule 9: this connection has had its share of the loop; the rest
+                # of what it sent waits (reading paused) a moment, in which the loop
+                # serves the others and the app's threads get the GIL.
+                self.flow.pause_reading("busy")
+                self.state.loop.call_later(BUSY_PAUSE, self._next_turn)
+                return
+            budget -= 1
             try:
                 event = conn.next_event()
             except ProtocolError as exc:
@@ -514,6 +707,13 @@ class H11Protocol(asyncio.Protocol):
                 self._client_closed()
                 return
 
+    def _next_turn(self) -> None:
+        """Go on with the events held back by rule 9 or 10."""
+        if self.flow.is_paused_for("busy"):
+            self.flow.resume_reading("busy")
+            if not self._closing and not self.transport.is_closing():
+                self._handle_events()
+
     def _waiting_for_head(self) -> None:
         """No request yet: the keep-alive clock runs while nothing has arrived, and
         once the first byte of a head is here, the whole head is due within
@@ -538,7 +738,6 @@ class H11Protocol(asyncio.Protocol):
                 self._answer_on_loop(*endpoint())
                 return
         cycle = self.cycle = RequestCycle(self, request)
-        self._served += 1
         if state.metrics is not None or state.access_log is not None:
             cycle.arrived_at = state.loop.time()
         if cycle.buffer is None:
@@ -649,8 +848,13 @@ class H11Protocol(asyncio.Protocol):
         if state.metrics is not None or state.access_log is not None:
             cycle.record(state.loop.time(), 0 if aborted else cycle.status)
         if aborted:
+            # Whatever cut the response (the app, a refused header, the thread gone),
+            # the thread must stop writing into it, and the client must see a reset,
+            # not a FIN: for a close-delimited (HTTP/1.0) body, a FIN would read as
+            # a complete response.
+            cycle.writer.close("response aborted")
             self.conn.send_failed()
-            self.transport.close()
+            self._reset()
             return
         conn = self.conn
         if conn.our_state is State.MUST_CLOSE:  # (so is every response of a drain)
@@ -751,7 +955,7 @@ class H11Protocol(asyncio.Protocol):
             if state.metrics is not None or state.access_log is not None:
                 cycle.record(state.loop.time(), 0)
             self.conn.send_failed()
-            self.transport.abort()
+            self._reset()
         else:
             self._reject(503, "request timed out", count=False)
 
@@ -814,7 +1018,8 @@ class H11Protocol(asyncio.Protocol):
             return
         if transport.can_write_eof() and not self._client_eof:
             transport.write_eof()
-            self.flow.resume_reading("pipeline")
+            # Read (and drop) what the client still sends, whatever held reading.
+            self.flow.resume_all()
             self._arm_timer(LINGER_TIMEOUT, self._end_linger)
         else:
             transport.close()
@@ -861,6 +1066,17 @@ class H11Protocol(asyncio.Protocol):
         """The graceful-shutdown deadline passed: drop the connection."""
         self.transport.abort()
 
+    def _reset(self) -> None:
+        """Drop the connection with a reset, for a response cut short. A plain
+        ``transport.abort()`` lets the kernel send what it has queued and then a
+        FIN, which for a close-delimited (HTTP/1.0) body reads as the complete
+        response; with SO_LINGER set to zero the close sends RST at once."""
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):  # the socket may be gone already
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+        self.transport.abort()
+
     def _on_idle(self) -> None:
         """No request came within the keep-alive timeout, or the drain's grace:
         close gracefully (our FIN, then a linger that reads and discards, so a
@@ -875,6 +1091,17 @@ class H11Protocol(asyncio.Protocol):
                 f"request head not received within "
                 f"{self.state.timeout_request_header:g} seconds",
             )
+
+    def _on_write_stalled(self) -> None:
+        """Requests are waiting, but the client has read nothing of our responses
+        for ``timeout_write`` seconds: give up on it."""
+        if self.cycle is None and self.flow.write_paused:
+            log.debug(
+                "%s read nothing for %gs; dropping the connection",
+                self.info.client,
+                self.state.timeout_write,
+            )
+            self.transport.abort()
 
     def _on_body_timeout(self) -> None:
         cycle = self.cycle

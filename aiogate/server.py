@@ -200,6 +200,8 @@ class Server:
             limit_concurrency=config.limit_concurrency,
             body_buffer_size=config.body_buffer_size,
             limit_request_body=config.limit_request_body,
+            response_spool_size=config.response_spool_size,
+            min_write_rate=config.min_write_rate,
         )
         if config.metrics_path:
             state.metrics = Metrics()

@@ -123,6 +123,22 @@ class Client:
         await self.close()  # the server closed; release our end too
         return b"".join(chunks)
 
+    async def read_until_reset(self) -> tuple[bytes, bool]:
+        """Read until the server closes: what arrived, and whether the close was a
+        reset (True) rather than a FIN."""
+        chunks = [self._leftover]
+        self._leftover = b""
+        reset = False
+        async with asyncio.timeout(TIMEOUT):
+            try:
+                while data := await self.reader.read(65536):
+                    chunks.append(data)
+            except ConnectionResetError:
+                reset = True
+        self._eof = True
+        self.writer.close()
+        return b"".join(chunks), reset
+
     async def closed_by_server(self) -> bool:
         """True when the server closes the connection (EOF) with nothing more sent."""
         return await self.read_until_eof() == b""

@@ -164,8 +164,9 @@ def test_class2_one_byte_chunks_neither_stall_the_loop_nor_cost_memory_per_chunk
 
 SLOW_RATE = 64 * 1024  # bytes a second each slow reader takes
 SLOW_READERS = 3  # one more than --threads (2)
-# All three responses are 60 MiB; a server that frees its threads by buffering
-# whole responses would hold them. What a reader may cost is its buffers.
+# All three responses are 36 MiB; a server that frees its threads by buffering
+# whole responses in memory would hold them. What a reader may cost is its buffers
+# (the response spool is a temporary file, not memory).
 SLOW_RSS_LIMIT_KIB = 16 * 1024
 
 
@@ -178,9 +179,9 @@ def test_class3_slow_readers_of_large_responses_do_not_starve_other_clients(
     rss_before = proc_status(pid, "VmRSS")
     readers: list[SlowReader] = []
     try:
-        # One at a time, until both threads are taken: on today's server they now
-        # wait to write for as long as their readers take (20 MiB at 64 KiB/s: five
-        # minutes), and the third reader's request waits for one of them.
+        # One at a time, until both threads are taken: before the response spool
+        # they waited to write for as long as their readers took (12 MiB at 64
+        # KiB/s: three minutes), and the third reader's request waited for one.
         for _ in range(SLOW_READERS):
             readers.append(SlowReader(port, SLOW_RATE))
             if len(readers) <= 2:

@@ -262,3 +262,27 @@ async def test_a_trusted_proxy_passes_them_on() -> None:
     assert seen["HTTP_X_REAL_IP"] == "6.6.6.6"
     assert seen["HTTP_X_FORWARDED_SSL"] == "on"
     assert seen["HTTP_X_ORIGINAL_URL"] == "/admin"
+
+
+# -- a response cut by an app error ----------------------------------------------------
+
+
+def cut_short(environ: dict[str, Any], start_response: Any) -> Any:
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+    yield b"x" * 300_000  # more than the socket buffers take at once
+    raise RuntimeError("the app fails half way")
+
+
+@pytest.mark.parametrize("version", [b"HTTP/1.0", b"HTTP/1.1"])
+async def test_a_response_cut_by_an_app_error_ends_with_a_reset(
+    version: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    # For HTTP/1.0 the body is close-delimited: a FIN would read as a complete
+    # response. The client must see a reset, whatever was queued before it.
+    caplog.set_level(logging.CRITICAL, logger="aiogate.error")
+    async with serving(cut_short) as (_, port):
+        client = await Client.connect(port)
+        await client.send(b"GET / " + version + b"\r\nHost: x\r\n\r\n")
+        received, reset = await client.read_until_reset()
+        assert reset
+        assert len(received) < 300_000 + 1000

@@ -26,9 +26,18 @@ Environ = dict[str, Any]
 class FakeLoop:
     def __init__(self) -> None:
         self.callbacks: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        self.delays: list[float] = []  # of call_later
         self.now = 1000.0
 
     def call_soon_threadsafe(self, callback: Callable[..., Any], *args: Any) -> None:
+        self.callbacks.append((callback, args))
+
+    call_soon = call_soon_threadsafe
+
+    def call_later(
+        self, delay: float, callback: Callable[..., Any], *args: Any
+    ) -> None:
+        self.delays.append(delay)
         self.callbacks.append((callback, args))
 
     def time(self) -> float:
@@ -333,11 +342,80 @@ def test_write_pause_reaches_the_writer() -> None:
     assert not writer.write_paused
 
 
-def test_a_new_cycle_starts_paused_if_the_transport_is() -> None:
+def test_no_new_request_starts_while_the_client_is_not_reading() -> None:
+    # Rule 10: the transport's buffer is full, so the next request waits (reading
+    # paused) until the client reads, whatever filled the buffer.
     h = Harness(hello)
     h.protocol.pause_writing()
     h.receive(GET)
-    assert h.protocol.cycle.writer.write_paused  # type: ignore[union-attr]
+    assert h.protocol.cycle is None
+    assert not h.transport.reading
+    h.protocol.resume_writing()
+    assert h.protocol.cycle is None  # not inside the transport's callback
+    h.loop.run_callbacks()
+    assert h.protocol.cycle is not None
+    assert h.run_jobs() == 1
+    assert h.responses() == [(200, b"hi")]
+    assert h.transport.reading
+
+
+def test_pipelined_probes_stop_when_the_write_buffer_fills() -> None:
+    # Answered on the loop, without a thread: before rule 10 a client that never
+    # read got every one of them queued in the transport's buffer.
+    h = Harness(hello)
+    h.state.endpoints[b"/livez"] = lambda: (200, "text/plain", b"ok\n")
+    probe = b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n"
+    written = []
+
+    def write(data: bytes) -> None:
+        written.append(data)
+        if len(written) == 3:
+            h.protocol.pause_writing()  # as a transport above its high water
+
+    h.transport.write = write  # type: ignore[method-assign]
+    h.receive(probe * 50)
+    h.loop.run_callbacks()
+    assert len(written) == 3
+    assert not h.transport.reading
+    # The client reads nothing for timeout_write: it is dropped.
+    h.tick(4.9)
+    assert not h.transport.aborted
+    h.tick(0.2)
+    assert h.transport.aborted
+
+
+def test_one_connection_yields_the_loop_between_turns() -> None:
+    # Rule 9: a burst of pipelined probes is answered a few per turn of the loop,
+    # reading paused in between, so other connections are served meanwhile.
+    h = Harness(hello)
+    h.state.endpoints[b"/livez"] = lambda: (200, "text/plain", b"ok\n")
+    probe = b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n"
+    h.receive(probe * 20)
+    first_turn = h.transport.written.count(b"HTTP/1.1 200")
+    assert 0 < first_turn < 20
+    assert not h.transport.reading
+    turns = 1
+    while h.loop.callbacks:
+        callback, args = h.loop.callbacks.pop(0)
+        callback(*args)
+        turns += 1
+    assert h.transport.written.count(b"HTTP/1.1 200") == 20
+    assert turns > 2
+    assert h.loop.delays
+    assert all(delay > 0 for delay in h.loop.delays)
+    assert h.transport.reading
+
+
+def test_a_held_turn_does_nothing_once_the_connection_is_gone() -> None:
+    h = Harness(hello)
+    h.state.endpoints[b"/livez"] = lambda: (200, "text/plain", b"ok\n")
+    h.receive(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n" * 20)
+    assert h.loop.callbacks  # the rest is held for the next turn
+    written = len(h.transport.written)
+    h.transport.abort()
+    h.protocol.connection_lost(None)
+    h.loop.run_callbacks()
+    assert len(h.transport.written) == written
 
 
 def test_bad_request_gets_error_response_and_close() -> None:
@@ -744,3 +822,165 @@ def test_a_small_response_is_one_write() -> None:
     h.run_jobs()
     assert h.responses() == [(200, b"hi")]
     assert h.transport.handed_over == []
+
+
+# -- a slow reader's response goes through the spool (writer rules 3 to 7) ----------
+
+
+def streamed(pieces: list[bytes]) -> Callable[..., Any]:
+    def app(environ: Environ, start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        yield from pieces
+
+    return app
+
+
+def pause_after_each_write(h: Harness) -> list[int]:
+    """The transport goes above its high water with every write (a client reading
+    one piece at a time): the sizes written, in order."""
+    sizes: list[int] = []
+    write = h.transport.write
+
+    def write_then_pause(data: bytes) -> None:
+        write(data)
+        sizes.append(len(data))
+        h.protocol.pause_writing()
+
+    h.transport.write = write_then_pause  # type: ignore[method-assign]
+    return sizes
+
+
+def test_a_slow_readers_response_is_spooled_and_its_thread_released() -> None:
+    pieces = [bytes([65 + i]) * 50_000 for i in range(6)]
+    h = Harness(streamed(pieces))
+    h.receive(GET)
+    h.protocol.pause_writing()  # the client reads nothing for now
+    h.run_jobs()  # the app runs to its end: no write waits past SPOOL_GRACE
+    cycle = h.protocol.cycle
+    assert cycle is not None
+    assert cycle.job_state == "done"
+    assert not cycle.ended  # the response is not sent yet
+    assert cycle.writer.spooled
+    assert h.transport.written.endswith(b"\r\n\r\n")  # only the head so far
+    sizes = pause_after_each_write(h)
+    for _ in range(100):  # the client reads a piece, the loop sends the next one
+        if cycle.ended:
+            break
+        h.protocol.resume_writing()
+        h.loop.run_callbacks()
+    assert h.responses() == [(200, b"".join(pieces))]  # every byte, in order
+    assert max(sizes) <= 64 * 1024 + 16  # a piece at a time, with its chunk framing
+    assert not cycle.writer.spooled  # the file is closed
+    assert h.state.in_flight == 0
+    assert h.protocol.cycle is None  # and the connection is ready for more
+
+
+def test_a_fast_readers_spool_goes_out_a_bounded_share_per_turn() -> None:
+    from aiogate.protocol import SPOOL_PIECE, SPOOL_PIECES_PER_TURN
+
+    body = b"z" * (SPOOL_PIECE * SPOOL_PIECES_PER_TURN * 2)
+    h = Harness(streamed([body[i : i + 65536] for i in range(0, len(body), 65536)]))
+    h.receive(GET)
+    h.protocol.pause_writing()
+    h.run_jobs()
+    h.protocol.resume_writing()  # and it never pauses again
+    callback, args = h.loop.callbacks.pop(0)
+    callback(*args)  # one turn of the loop
+    sent = len(h.transport.written) + len(h.transport.handed_over)
+    assert sent < len(body) * 3 // 4
+    assert h.loop.callbacks  # the rest at the next turn
+    h.loop.run_callbacks()
+    assert h.responses() == [(200, body)]
+
+
+def test_the_spool_comes_before_what_the_app_writes_after_it() -> None:
+    def app(environ: Environ, start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        yield b"a" * 1000  # the client is behind: spooled
+        h.loop.run_callbacks()  # the loop holds it: the transport is paused
+        assert b"aaa" not in h.transport.written
+        h.protocol.resume_writing()
+        h.loop.run_callbacks()  # the client catches up: the spool is sent
+        assert h.transport.written.endswith(b"a" * 1000 + b"\r\n")
+        yield b"b" * 1000  # no backpressure now: queued as usual
+        yield b"c" * 1000
+
+    h = Harness(app)
+    h.receive(GET)
+    h.protocol.pause_writing()
+    h.run_jobs()
+    assert h.responses() == [(200, b"a" * 1000 + b"b" * 1000 + b"c" * 1000)]
+
+
+def test_after_the_app_the_loop_holds_the_client_to_the_min_rate() -> None:
+    pieces = [b"x" * 65536] * 8
+    h = Harness(streamed(pieces), timeout_write=5.0, min_write_rate=10_000)
+    h.receive(GET)
+    h.protocol.pause_writing()
+    h.run_jobs()
+    cycle = h.protocol.cycle
+    assert cycle is not None
+    pause_after_each_write(h)
+    h.tick(4.9)
+    h.protocol.resume_writing()  # the client reads a 64 KiB piece: over 50,000 B
+    h.loop.run_callbacks()
+    h.tick(0.2)  # the first window is over, and was fast enough
+    assert not h.transport.aborted
+    h.tick(4.9)
+    assert not h.transport.aborted
+    h.tick(0.2)  # a window in which the client read nothing
+    assert h.transport.aborted
+    assert cycle.ended
+    assert not cycle.writer.spooled
+    assert h.state.in_flight == 0
+
+
+def test_an_abort_behind_the_spool_acts_at_once() -> None:
+    def app(environ: Environ, start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        yield b"x" * 1000
+        raise RuntimeError("the app failed after its headers")
+
+    h = Harness(app)
+    h.receive(GET)
+    h.protocol.pause_writing()
+    h.run_jobs()
+    cycle = h.protocol.cycle
+    assert cycle is not None
+    assert cycle.ended
+    assert h.transport.aborted  # no wait for the client to read the spool first
+    assert not cycle.writer.spooled
+
+
+def test_a_client_gone_mid_spool_leaves_no_file() -> None:
+    h = Harness(streamed([b"x" * 65536] * 4))
+    h.receive(GET)
+    h.protocol.pause_writing()
+    h.run_jobs()
+    cycle = h.protocol.cycle
+    assert cycle is not None
+    assert cycle.writer.spooled
+    h.protocol.connection_lost(ConnectionResetError())
+    assert not cycle.writer.spooled
+    h.protocol.resume_writing()  # a late callback finds nothing to do
+    h.loop.run_callbacks()
+
+
+def test_an_end_that_comes_later_still_waits_behind_the_spool() -> None:
+    def app(environ: Environ, start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        yield b"a" * 1000  # spooled
+        h.loop.run_callbacks()  # delivered and held: the transport is paused
+        # ... and the END comes in a drain of its own.
+
+    h = Harness(app)
+    h.receive(GET)
+    h.protocol.pause_writing()
+    h.run_jobs()
+    cycle = h.protocol.cycle
+    assert cycle is not None
+    assert not cycle.ended
+    assert not h.transport.written.endswith(b"0\r\n\r\n")  # not ended before its body
+    h.protocol.resume_writing()
+    h.loop.run_callbacks()
+    assert h.responses() == [(200, b"a" * 1000)]
