@@ -1,61 +1,51 @@
-"""One HTTP/1.1 connection on the event loop, and the request cycles on it.
+"""One HTTP/1.1 connection on the event loop: asyncio's callbacks, adapted to the
+sans-IO core and to the request cycles.
 
-Owns: ``H11Protocol`` (an ``asyncio.Protocol``, one per connection), ``RequestCycle``
-(one per request) and ``ServerState`` (what the connections of one server share). This
-is the only module where the transport, the h11 policy layer (``ServerConnection``),
-flow control, the request body, the response writer and the thread pool meet.
-Everything here runs on the event loop, except ``RequestCycle.job``, which runs in a
-worker thread and touches only the handler, the body stream and the writer.
+Owns: ``H11Protocol`` (an ``asyncio.Protocol``, one per connection). This is the
+only module where the transport, the connection's state (``http.ServerConnection``),
+flow control and the request cycles (``dispatch``) meet; every method runs on the
+event loop.
 
 Theory of operation:
 
-1. Bytes from the transport go to ``ServerConnection``, which checks them before h11
-   sees them and yields h11 events. A bad request gets ``error_response`` and a close;
-   nothing after it is ever parsed.
-2. A ``Request`` starts a ``RequestCycle``. Its body, if any, is collected on the loop
-   (``BodyBuffer``: memory, then a temporary file) and the app is dispatched to the
-   thread pool only once the request is complete, so a slow client never holds a
-   thread. ``Expect: 100-continue`` is answered as soon as the head passes the limits,
-   since the app cannot be asked before its body is here.
+1. Bytes from the transport go to ``ServerConnection``, which checks them and
+   yields h11 events. A bad request gets ``error_response`` and a close; nothing
+   after it is ever parsed.
+2. A ``Request`` starts a ``RequestCycle`` (``dispatch``), which collects the body on
+   the loop and submits the app's call once the request is complete.
+   ``Expect: 100-continue`` is answered as soon as the head passes the limits, since
+   the app cannot be asked before its body is here. Paths of the probes are answered
+   here, without a thread (``observe.Probes``).
 3. At most one cycle is active per connection; a pipelined request behind it stays
    buffered and reading pauses (reason ``"pipeline"``) until the cycle ends, so
    responses go out in order and pipelining cannot grow memory.
-4. The thread's response items come back through ``ResponseWriter`` and are turned
-   into bytes here; one drain makes one ``transport.write``.
-5. A cycle ends when its response has ended (``END`` or ``ABORT``). Then, if h11 says
-   the connection must close or the server is draining, it is closed gracefully (FIN
+4. A cycle ends when its response has ended (``cycle_ended``). Then, if the
+   connection must close or the server is draining, it is closed gracefully (FIN
    after the response, then a linger that discards what the client still sends, so a
    client that has not finished sending sees our response rather than a reset);
-   otherwise the next cycle starts and any buffered request is handled.
-6. Each connection has one deadline at a time, checked by the server's sweep
+   otherwise the next cycle starts and any buffered request is handled. An aborted
+   response fails the cycle's writer (the app's thread stops writing into it) and
+   resets the connection: never a FIN that could pass for the end of a
+   close-delimited body.
+5. Each connection has one deadline at a time, checked by the server's sweep
    (``deadlines``, a few at a time so a wave of timeouts does not stall the loop): idle
    keep-alive, the whole request head, body progress, the wait for a thread
-   (``max_queue_wait``), the app call (``timeout_request``), and the linger. Each
-   phase of a cycle arms the one that applies.
-7. A job moves QUEUED -> RUNNING -> DONE in the thread, or QUEUED -> CANCELLED when the
-   loop sheds it first; both sides change the state under the connection's lock, so
-   a shed request's app is never called and a running one is never shed.
-8. ``connection_lost`` fails the writer, so a thread blocked writing wakes with
-   ``ClientDisconnected`` and the app's iterable is closed. So does a cycle that
-   ends aborted, and an aborted response aborts the transport (a reset, never a FIN
-   that could pass for the end of a close-delimited body).
-9. One connection gets a bounded share of each turn of the loop: at most
-   ``EVENTS_PER_TURN`` events per callback (a chunked body's ``Data`` event is at
-   most a few hundred chunks), then reading pauses (reason ``"busy"``) and the rest
-   is handled at the next turn, after the loop has polled every other socket. So
-   tiny chunks or a burst of pipelined probes cannot hold the loop.
-10. While the transport's buffer is above its high-water mark (``pause_writing``),
+   (``max_queue_wait``), the app call (``timeout_request``), the spool's read rate,
+   a stalled writer, and the linger. Each phase of a cycle arms the one that
+   applies.
+6. ``connection_lost`` fails the writer, so a thread blocked writing wakes with
+   ``ClientDisconnected`` and the app's iterable is closed.
+7. One connection gets a bounded share of the loop: at most ``EVENTS_PER_TURN``
+   events per callback (a chunked body's ``Data`` event is at most a few hundred
+   chunks), then reading pauses (reason ``"busy"``) and the rest is handled
+   ``BUSY_PAUSE`` later, after the loop has served every other socket. So tiny
+   chunks or a burst of pipelined probes cannot hold the loop.
+8. While the transport's buffer is above its high-water mark (``pause_writing``),
    reading pauses (reason ``"write"``) and no new request starts, whatever filled
    the buffer: an app's body, responses without a body, probes or errors. A client
    that sends requests but reads nothing therefore holds at most one buffer of our
    output and one read of its input; if it reads nothing for ``timeout_write``
    seconds while requests wait, it is dropped.
-11. A client that reads slower than the app writes gets the rest of the response
-   from a temporary file (the writer's spool, up to ``response_spool_size``), so
-   the app's thread is free; the loop sends the spool a piece at a time as the
-   client reads, and items behind it wait. Past the spool the thread waits, and
-   a client reading under ``min_write_rate`` over ``timeout_write`` is dropped;
-   the spool's drain is held to the same rate.
 """
 
 from __future__ import annotations
@@ -63,60 +53,42 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import socket
 import struct
 import sys
 import threading
-import time
 import traceback
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, BinaryIO, Final, Protocol, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import h11
 
 from ._types import ConnectionInfo
-from .access_log import AccessRecord
-from .body import EMPTY_BODY, BodyBuffer, EmptyBody
+from .dispatch import JobState, RequestCycle
 from .errors import ProtocolError
 from .flow_control import FlowControl
 from .http import ServerConnection, State
-from .metrics import Metrics
+from .observe import record
+from .server_state import RETRY_AFTER, ServerState, rejection_kind
 from .tls import tls_environ
-from .writer import ABORT, DATA, END, SPOOL, START, Item, ResponseWriter
 
 if TYPE_CHECKING:
-    from ._types import Address, WSGIApplication
+    from ._types import Address
     from .listener import Slot
-    from .thread_pool import ThreadPool
 
-__all__ = ["H11Protocol", "RequestCycle", "ServerState"]
+__all__ = ["H11Protocol"]
 
 log = logging.getLogger("aiogate.error")
 
 # After our FIN, wait this long for the client to close before closing ourselves
 # (Apache's lingering close waits up to 2 s for the same reason).
 LINGER_TIMEOUT = 2.0
-#: A response's pieces (head, body chunks) are joined into one write below this
-#: size, and handed to ``transport.writelines`` as they are above it.
-WRITELINES_THRESHOLD = 64 * 1024
-#: A response's spool is sent a piece of this size at a time (one pread, one write:
-#: the transport's high-water mark), and at most this many pieces per turn of the
-#: loop for a client that reads fast (1 MiB: a 64 KiB pread takes 4.3 µs, a send
-#: about as long again, so well under a millisecond).
-SPOOL_PIECE = 64 * 1024
-SPOOL_PIECES_PER_TURN = 16
-# Retry-After on a 503 for overload (limits and shedding): one second spreads
-# retries without making clients wait long once the burst has passed.
-RETRY_AFTER = 1
 #: Events one connection may handle in one turn of the loop before it yields (rule
-#: 9). A request without a body is two events and a chunked body's Data event is at
+#: 7). A request without a body is two events and a chunked body's Data event is at
 #: most ``http.CHUNK_LINES_PER_CALL`` (128) chunks, about a microsecond each, so a
 #: turn is well under a millisecond of work.
 EVENTS_PER_TURN = 4
-#: How long a connection that used up its turn waits for the next (rule 9). Only
+#: How long a connection that used up its turn waits for the next (rule 7). Only
 #: tiny chunks or bursts of pipelined probes use up a turn (a 256 KiB read of 1 KiB
 #: chunks does not), so this caps abuse, not uploads. Measured with a client sending
 #: 1-byte chunks as fast as it can: a bystander's GET p99 was 32-36 ms when the next
@@ -130,94 +102,8 @@ BUSY_PAUSE = 0.001
 # loaded host), so 1 s covers it with a wide margin, while a connection left idle
 # that long is not about to be used.
 DRAIN_GRACE = 1.0
-FRESH_GRACE = DRAIN_GRACE  # the name connection_made uses
-PID = os.getpid()  # for the access log; updated in a forked worker process
 # struct linger {l_onoff = 1, l_linger = 0}: close() resets the connection.
 _RESET_ON_CLOSE = struct.pack("ii", 1, 0)
-
-
-def _reset_pid() -> None:
-    global PID
-    PID = os.getpid()
-
-
-os.register_at_fork(after_in_child=_reset_pid)
-
-# Job states (see rule 7 of the module docstring).
-RECEIVING: Final = "receiving"  # the body is still arriving; not submitted
-QUEUED: Final = "queued"  # submitted, waiting for a thread
-RUNNING: Final = "running"  # a thread is running the app
-DONE: Final = "done"  # the app call is over
-CANCELLED: Final = "cancelled"  # shed or dropped before a thread took it
-
-
-class HandlerFactory(Protocol):
-    """Makes the per-request handler; ``partial(ServerHandler, **per-server options)``."""
-
-    def __call__(
-        self,
-        stdin: BinaryIO | EmptyBody,
-        sink: ResponseWriter,
-        stderr: Any,
-        request: h11.Request,
-        conn: ConnectionInfo,
-    ) -> Any: ...
-
-
-@dataclass(slots=True, eq=False)
-class ServerState:
-    """What every connection of one server shares. Lives on the event loop."""
-
-    loop: asyncio.AbstractEventLoop
-    app: WSGIApplication
-    pool: ThreadPool
-    make_handler: HandlerFactory
-    limit_request_line: int
-    limit_request_fields: int
-    limit_request_field_size: int
-    timeout_keep_alive: float
-    timeout_request_body: float
-    timeout_write: float
-    timeout_request_header: float = 10.0
-    timeout_request: float = 0.0  # 0: no deadline for the app call
-    max_queue_wait: float = 0.0  # 0: never shed
-    limit_concurrency: int = 0  # 0: no limit
-    body_buffer_size: int = 512 * 1024
-    limit_request_body: int = 1024 * 1024 * 1024
-    #: Bytes of a response a slow reader may leave in a temporary file (0: none).
-    response_spool_size: int = 16 * 1024 * 1024
-    #: Bytes/s a client must read while the app waits on it (or, once the app is
-    #: done, while its spool is sent), over windows of ``timeout_write``.
-    min_write_rate: int = 16 * 1024
-    #: Every connected protocol, until ``connection_lost`` (the budget of open
-    #: sockets, which counts from accept, is the listener's).
-    connections: set[H11Protocol] = field(default_factory=set)
-    #: Requests dispatched to the pool whose response has not ended.
-    in_flight: int = 0
-    #: Requests dispatched to the pool since the start (for --max-requests).
-    dispatched: int = 0
-    #: When ``dispatched`` reaches this (0: never), ``on_max_requests`` is called.
-    max_requests: int = 0
-    on_max_requests: Callable[[], object] = lambda: None
-    #: Requests and connections turned away, by reason: ``bad_request``, ``limit``,
-    #: ``timeout``, ``shed`` (for logs and metrics).
-    rejections: Counter[str] = field(default_factory=Counter)
-    shutting_down: bool = False
-    #: Listening and not draining: what the readiness endpoint reports (with load).
-    ready: bool = False
-    #: ``loop.time()`` of the last request or connection refused for overload.
-    last_overload: float = float("-inf")
-    #: Counters and histograms, when the metrics endpoint is on (else None).
-    metrics: Metrics | None = None
-    #: Takes one ``AccessRecord`` per finished request, when the access log is on.
-    access_log: Callable[[AccessRecord], None] | None = None
-    #: Paths answered on the loop (health, metrics): path -> (status, type, body).
-    endpoints: dict[bytes, Callable[[], tuple[int, str, bytes]]] = field(
-        default_factory=dict
-    )
-    #: The clock of ``loop.time()``, readable from any thread (uvloop's ``time()``
-    #: updates the loop's cached clock, so threads must not call it).
-    clock: Callable[[], float] = time.monotonic
 
 
 def _address(value: Any) -> Address | None:
@@ -231,310 +117,6 @@ def _address(value: Any) -> Address | None:
     return None
 
 
-def _rejection_kind(status: int) -> str:
-    """The ``ServerState.rejections`` key of an error status we send."""
-    if status == 408:
-        return "timeout"
-    if status in (413, 414, 431, 503):
-        return "limit"
-    return "bad_request"
-
-
-class RequestCycle:
-    """One request and its response. Loop-side, except ``job`` (worker thread)."""
-
-    __slots__ = (
-        "arrived_at",
-        "body",
-        "buffer",
-        "bytes_sent",
-        "counted",
-        "ended",
-        "held",
-        "job_state",
-        "protocol",
-        "queue_wait",
-        "queued_at",
-        "request",
-        "response_headers",
-        "spool_left",
-        "spool_mark",
-        "started",
-        "started_at",
-        "status",
-        "thread",
-        "writer",
-    )
-
-    def __init__(self, protocol: H11Protocol, request: h11.Request) -> None:
-        state = protocol.state
-        self.protocol = protocol
-        self.request = request
-        self.started = False  # response head sent
-        self.ended = False  # response ended (END or ABORT seen, or rejected)
-        self.counted = False  # counted in ServerState.in_flight
-        self.job_state = RECEIVING
-        self.queued_at = 0.0  # loop.time() at dispatch
-        self.started_at = 0.0  # state.clock() when a thread took the job
-        #: Seconds the complete request waited for a thread (for the access log).
-        self.queue_wait = 0.0
-        self.thread: threading.Thread | None = None
-        # What the access log and metrics record (only filled when either is on).
-        self.arrived_at = 0.0  # loop.time() when the head was parsed
-        self.status = 0
-        self.response_headers: list[tuple[str, str]] = []
-        self.bytes_sent = 0
-        self.buffer: BodyBuffer | None = (
-            BodyBuffer(
-                spill_size=state.body_buffer_size, limit=state.limit_request_body
-            )
-            if protocol.conn.request_has_body
-            else None
-        )
-        self.body: BinaryIO | EmptyBody = EMPTY_BODY
-        self.writer = ResponseWriter(
-            state.loop,
-            self.deliver,
-            timeout=state.timeout_write,
-            spool_size=state.response_spool_size,
-            min_rate=state.min_write_rate,
-            cond=protocol.cond,
-        )
-        # Sending from the writer's spool (``send_spooled``): the items waiting behind
-        # it (None when not spooling), the announced spool bytes not yet sent, and
-        # ``writer.spool_pos`` when the current read-rate window began.
-        self.held: list[Item] | None = None
-        self.spool_left = self.spool_mark = 0
-        if protocol.flow.write_paused:
-            self.writer.set_write_paused(True)
-
-    def job(self) -> None:
-        """Runs in a worker thread: build the handler and run the app."""
-        protocol = self.protocol
-        state = protocol.state
-        with protocol.cond:
-            if self.job_state is not QUEUED:
-                return  # shed or dropped on the loop before a thread was free
-            now = state.clock()
-            self.queue_wait = now - self.queued_at
-            if state.max_queue_wait and self.queue_wait > state.max_queue_wait:
-                self.job_state = CANCELLED
-            else:
-                self.job_state = RUNNING
-                self.started_at = now
-                self.thread = threading.current_thread()
-        if self.job_state is CANCELLED:
-            state.loop.call_soon_threadsafe(protocol.shed, self)
-            return
-        writer = self.writer
-        try:
-            handler = state.make_handler(
-                self.body, writer, sys.stderr, self.request, protocol.info
-            )
-            handler.run(state.app)
-        finally:
-            self.body.close()
-            with protocol.cond:
-                self.job_state = DONE
-            if writer.ensure_ended():
-                log.debug("Handler returned without ending the response; aborted it")
-
-    # -- loop side ---------------------------------------------------------------
-
-    def deliver(self, items: list[Item]) -> None:
-        """Runs on the event loop: turn the thread's items into bytes on the wire."""
-        protocol = self.protocol
-        if self.ended or protocol.transport.is_closing():
-            return
-        if self.held is not None:  # behind spooled bytes not sent yet: wait there
-            self._hold(items)
-            return
-        conn = protocol.conn
-        state = protocol.state
-        observe = state.metrics is not None or state.access_log is not None
-        out: list[bytes] = []
-        end: object = None
-        spooled: list[Item] | None = None
-        try:
-            for item in items:
-                kind = item[0]
-                if kind is DATA:
-                    out.append(conn.send_data(item[1]))  # type: ignore[arg-type]
-                    if observe:
-                        self.bytes_sent += len(item[1])  # type: ignore[arg-type]
-                elif kind is START:
-                    # Draining: this response says Connection: close, and is the last.
-                    close = state.shutting_down
-                    out.append(conn.start_response(item[1], item[2], close=close))  # type: ignore[arg-type]
-                    self.started = True
-                    if observe:
-                        status = item[1]
-                        self.status = int(status[:3])  # type: ignore[index]
-                        self.response_headers = item[2]  # type: ignore[assignment]
-                elif kind is END:
-                    out.append(conn.end_response())
-                    end = END
-                    break
-                elif kind is ABORT:
-                    end = ABORT
-                    break
-                else:  # SPOOL: from here on the body comes from the writer's spool
-                    spooled = items[items.index(item) :]
-                    break
-        except h11.LocalProtocolError as exc:
-            # The handler validates headers and framing; reaching this is a bug in a
-            # custom handler. The client gets a closed connection, never a bad message.
-            log.error("Response refused, closing the connection: %s", exc)
-            end = ABORT
-        if out:
-            transport = protocol.transport
-            if len(out) == 1:
-                transport.write(out[0])
-            elif sum(map(len, out)) < WRITELINES_THRESHOLD:
-                transport.write(b"".join(out))  # one small send beats several
-            else:
-                # Large body pieces are handed over as they are: joining would copy
-                # every byte once more on the loop thread (uvloop sends the list
-                # with one writev, the stdlib loop joins it itself).
-                transport.writelines(out)
-        if end is not None:
-            self.ended = True
-            protocol.cycle_ended(self, aborted=end is ABORT)
-        elif spooled is not None:
-            self._hold(spooled)
-
-    def _hold(self, items: list[Item]) -> None:
-        """Runs on the event loop: ``items`` wait behind the spooled bytes (writer rule
-        4), which go out as the client reads (``send_spooled``). An ``ABORT`` acts at
-        once. Behind an ``END`` the app's call is over: from then on this cycle, not
-        the thread, holds the client to the minimum read rate (writer rule 5), on the
-        connection's deadline, which nothing else needs in this phase."""
-        protocol = self.protocol
-        held = self.held
-        for item in items:
-            kind = item[0]
-            if kind is ABORT:
-                self.held = None
-                self.ended = True
-                protocol.cycle_ended(self, aborted=True)
-                return
-            if kind is END:
-                self.spool_mark = self.writer.spool_pos
-                protocol._arm_timer(protocol.state.timeout_write, self._check_read_rate)
-        if held is None:
-            self.held = items
-        else:
-            held.extend(items)
-        self.send_spooled()
-
-    def send_spooled(self) -> None:
-        """Runs on the event loop, from ``_hold`` and, once the client has read some,
-        ``resume_writing``: send spooled bytes, a piece at a time, while the transport
-        is not paused, then the items that waited behind them."""
-        held = self.held
-        protocol = self.protocol
-        transport = protocol.transport
-        if held is None or self.ended or transport.is_closing():
-            return
-        conn = protocol.conn
-        writer = self.writer
-        state = protocol.state
-        observe = state.metrics is not None or state.access_log is not None
-        budget = SPOOL_PIECES_PER_TURN
-        while True:
-            if not self.spool_left:
-                count = 0
-                for item in held:  # the next spooled bytes, if they come next
-                    if item[0] is not SPOOL:
-                        break
-                    self.spool_left += item[1]  # type: ignore[operator]
-                    count += 1
-                del held[:count]
-                if not self.spool_left:
-                    # All sent: what followed goes the usual way (and may spool again).
-                    self.held = None
-                    if held:
-                        self.deliver(held)
-                    return
-            if protocol.flow.write_paused:
-                return  # resume_writing calls again
-            if not budget:  # the other connections' turn; go on at the next one
-                state.loop.call_soon(self.send_spooled)
-                return
-            budget -= 1
-            try:
-                data = writer.read_spool(min(self.spool_left, SPOOL_PIECE))
-                framed = conn.send_data(data)
-            except (OSError, h11.LocalProtocolError) as exc:
-                log.error("Response cut, closing the connection: %s", exc)
-                self.held = None
-                self.ended = True
-                protocol.cycle_ended(self, aborted=True)
-                return
-            self.spool_left -= len(data)
-            if observe:
-                self.bytes_sent += len(data)
-            transport.write(framed)
-
-    def _check_read_rate(self) -> None:
-        """The deadline while the app is done and the spool is sent: over each
-        ``timeout_write`` the client must have read ``min_write_rate`` bytes a second
-        of it (at least one byte), as the thread asked before (writer rule 5)."""
-        protocol = self.protocol
-        if self.ended or protocol.cycle is not self or self.held is None:
-            return
-        state = protocol.state
-        sent = self.writer.spool_pos - self.spool_mark
-        if sent >= max(1, int(state.min_write_rate * state.timeout_write)):
-            self.spool_mark = self.writer.spool_pos
-            protocol._arm_timer(state.timeout_write, self._check_read_rate)
-            return
-        log.debug(
-            "%s read %d bytes in %gs, under --min-write-rate; dropping the connection",
-            protocol.info.client,
-            sent,
-            state.timeout_write,
-        )
-        self.held = None
-        self.ended = True
-        protocol.cycle_ended(self, aborted=True)
-
-    def record(self, now: float, status: int) -> None:
-        """Runs on the event loop when the request is over: feed the metrics and the
-        access log (only called when one of them is on)."""
-        state = self.protocol.state
-        duration = now - self.arrived_at
-        if state.metrics is not None:
-            state.metrics.observe_request(
-                status, duration, self.queue_wait, self.bytes_sent
-            )
-        if state.access_log is not None:
-            request = self.request
-            client = self.protocol.info.client
-            state.access_log(
-                AccessRecord(
-                    client=client[0] if isinstance(client, tuple) else "-",
-                    method=request.method,
-                    target=request.target,
-                    http_version=request.http_version,
-                    status=status,
-                    bytes_sent=self.bytes_sent,
-                    request_headers=list(request.headers),
-                    response_headers=self.response_headers,
-                    started=time.time() - duration,
-                    duration=duration,
-                    queue_wait=self.queue_wait,
-                    pid=PID,
-                )
-            )
-
-    def describe(self) -> str:
-        """``GET /path`` (the target without its query), for log messages."""
-        request = self.request
-        path = request.target.partition(b"?")[0][:200]
-        return f"{request.method.decode('latin-1')} {path.decode('latin-1')}"
-
-
 class H11Protocol(asyncio.Protocol):
     """One client connection. Every method runs on the event loop."""
 
@@ -543,9 +125,9 @@ class H11Protocol(asyncio.Protocol):
         #: This socket's place in the listener's budget, released when it is closed.
         self.slot = slot
         self.conn = ServerConnection(
-            limit_request_line=state.limit_request_line,
-            limit_request_fields=state.limit_request_fields,
-            limit_request_field_size=state.limit_request_field_size,
+            limit_request_line=state.config.limit_request_line,
+            limit_request_fields=state.config.limit_request_fields,
+            limit_request_field_size=state.config.limit_request_field_size,
         )
         self.cycle: RequestCycle | None = None
         self._closing = False  # FIN sent or close() called: ignore further requests
@@ -587,7 +169,7 @@ class H11Protocol(asyncio.Protocol):
             # Accepted just before the listener closed: its client has sent, or is
             # sending, a request; serve it (with Connection: close) rather than cut
             # it, which would reset a request the kernel had already accepted.
-            self._arm_timer(min(FRESH_GRACE, state.timeout_keep_alive), self._on_idle)
+            self.arm_timer(min(DRAIN_GRACE, state.config.timeout_keep_alive), self._on_idle)
             return
         if self.slot is not None and self.slot.refused:
             # Over limit_connections (the listener decided, and logged, at accept):
@@ -602,7 +184,7 @@ class H11Protocol(asyncio.Protocol):
             )
             self._close()
             return
-        self._arm_timer(state.timeout_keep_alive, self._on_idle)
+        self.arm_timer(state.config.timeout_keep_alive, self._on_idle)
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
@@ -627,13 +209,13 @@ class H11Protocol(asyncio.Protocol):
         self._cancel_timer()
         cycle = self.cycle
         if cycle is not None and not cycle.ended:
-            dispatched = cycle.job_state is not RECEIVING
+            dispatched = cycle.job_state is not JobState.RECEIVING
             self._drop_cycle(cycle, "client disconnected")
             state = self.state
             if dispatched and (
-                state.metrics is not None or state.access_log is not None
+                state.observing
             ):
-                cycle.record(state.loop.time(), 0)  # the client left before the end
+                record(cycle, state.loop.time(), 0)  # the client left before the end
         self.state.connections.discard(self)
         if self.slot is not None:
             self.slot.release()  # the listener tells the server (it waits on it)
@@ -672,7 +254,7 @@ class H11Protocol(asyncio.Protocol):
                 # Rule 10: the client is not reading our responses; start no new
                 # request until it does, or until ``timeout_write`` gives up on it.
                 if self._on_deadline != self._on_write_stalled:
-                    self._arm_timer(self.state.timeout_write, self._on_write_stalled)
+                    self.arm_timer(self.state.config.timeout_write, self._on_write_stalled)
                 return
             if not budget:
                 # Rule 9: this connection has had its share of the loop; the rest
@@ -696,14 +278,13 @@ class H11Protocol(asyncio.Protocol):
                 # until the cycle ends, so pipelining cannot grow memory.
                 self.flow.pause_reading("pipeline")
                 return
-            event_type = type(event)
-            if event_type is h11.Request:
-                self._start_cycle(event)  # type: ignore[arg-type]
-            elif event_type is h11.Data:
-                self._body_data(event.data)  # type: ignore[union-attr]
-            elif event_type is h11.EndOfMessage:
+            if isinstance(event, h11.Data):
+                self._body_data(event.data)
+            elif isinstance(event, h11.Request):
+                self._start_cycle(event)
+            elif isinstance(event, h11.EndOfMessage):
                 self._body_end()
-            elif event_type is h11.ConnectionClosed:
+            elif isinstance(event, h11.ConnectionClosed):
                 self._client_closed()
                 return
 
@@ -720,11 +301,11 @@ class H11Protocol(asyncio.Protocol):
         ``timeout_request_header`` (a trickle of bytes does not restart it)."""
         if self.conn.has_unparsed_data:
             if self._on_deadline != self._on_head_timeout:
-                self._arm_timer(
-                    self.state.timeout_request_header, self._on_head_timeout
+                self.arm_timer(
+                    self.state.config.timeout_request_header, self._on_head_timeout
                 )
         elif self._on_deadline != self._on_idle:
-            self._arm_timer(self.state.timeout_keep_alive, self._on_idle)
+            self.arm_timer(self.state.config.timeout_keep_alive, self._on_idle)
 
     def _start_cycle(self, request: h11.Request) -> None:
         state = self.state
@@ -738,17 +319,17 @@ class H11Protocol(asyncio.Protocol):
                 self._answer_on_loop(*endpoint())
                 return
         cycle = self.cycle = RequestCycle(self, request)
-        if state.metrics is not None or state.access_log is not None:
+        if state.observing:
             cycle.arrived_at = state.loop.time()
         if cycle.buffer is None:
             self._dispatch(cycle)
             return
         conn = self.conn
         expected = conn.body_bytes_expected
-        if expected is not None and expected > state.limit_request_body:
+        if expected is not None and expected > state.config.limit_request_body:
             # Refused before a byte of it is read; with 100-continue, never sent.
             self._reject(
-                413, f"request body larger than {state.limit_request_body} bytes"
+                413, f"request body larger than {state.config.limit_request_body} bytes"
             )
             return
         if conn.they_are_waiting_for_100_continue:
@@ -756,7 +337,7 @@ class H11Protocol(asyncio.Protocol):
             # the head passed every check, so tell the client to go on (nginx does the
             # same when it buffers bodies). RFC 9110 §10.1.1.
             self.transport.write(conn.send_100_continue())
-        self._arm_timer(state.timeout_request_body, self._on_body_timeout)
+        self.arm_timer(state.config.timeout_request_body, self._on_body_timeout)
 
     def _answer_on_loop(self, status: int, content_type: str, body: bytes) -> None:
         """Answer a health or metrics request here, without a thread: it works while
@@ -792,7 +373,7 @@ class H11Protocol(asyncio.Protocol):
             self._reject(exc.status_hint, str(exc))
             return
         # Body progress pushes the deadline on (an idle rule, like nginx's).
-        self._deadline = self.state.loop.time() + self.state.timeout_request_body
+        self._deadline = self.state.loop.time() + self.state.config.timeout_request_body
 
     def _body_end(self) -> None:
         cycle = self.cycle
@@ -810,10 +391,10 @@ class H11Protocol(asyncio.Protocol):
     def _dispatch(self, cycle: RequestCycle) -> None:
         """The request is complete: admit it and hand it to the thread pool."""
         state = self.state
-        if state.limit_concurrency and state.in_flight >= state.limit_concurrency:
+        if state.config.limit_concurrency and state.in_flight >= state.config.limit_concurrency:
             log.warning(
                 "Concurrency limit (%d) reached; 503 for %s",
-                state.limit_concurrency,
+                state.config.limit_concurrency,
                 cycle.describe(),
             )
             state.last_overload = state.loop.time()
@@ -826,11 +407,11 @@ class H11Protocol(asyncio.Protocol):
         cycle.counted = True
         now = state.loop.time()
         cycle.queued_at = now
-        cycle.job_state = QUEUED
+        cycle.job_state = JobState.QUEUED
         state.pool.submit(cycle.job)
-        if state.max_queue_wait or state.timeout_request:
-            self._arm_timer(
-                state.max_queue_wait or state.timeout_request, self._on_job_deadline
+        if state.config.max_queue_wait or state.config.timeout_request:
+            self.arm_timer(
+                state.config.max_queue_wait or state.config.timeout_request, self._on_job_deadline
             )
         else:
             self._cancel_timer()
@@ -845,8 +426,8 @@ class H11Protocol(asyncio.Protocol):
         """The response of ``cycle`` has ended, well or not."""
         self._uncount(cycle)
         state = self.state
-        if state.metrics is not None or state.access_log is not None:
-            cycle.record(state.loop.time(), 0 if aborted else cycle.status)
+        if state.observing:
+            record(cycle, state.loop.time(), 0 if aborted else cycle.status)
         if aborted:
             # Whatever cut the response (the app, a refused header, the thread gone),
             # the thread must stop writing into it, and the client must see a reset,
@@ -894,7 +475,7 @@ class H11Protocol(asyncio.Protocol):
             "Shed %s: waited %.3fs for a thread (max-queue-wait %gs)",
             cycle.describe(),
             state.loop.time() - cycle.queued_at,
-            state.max_queue_wait,
+            state.config.max_queue_wait,
         )
         cycle.body.close()
         self._reject(
@@ -911,24 +492,24 @@ class H11Protocol(asyncio.Protocol):
         with self.cond:
             job_state = cycle.job_state
             if (
-                job_state is QUEUED
-                and state.max_queue_wait
-                and now - cycle.queued_at >= state.max_queue_wait
+                job_state is JobState.QUEUED
+                and state.config.max_queue_wait
+                and now - cycle.queued_at >= state.config.max_queue_wait
             ):
-                job_state = cycle.job_state = CANCELLED
-        if job_state is CANCELLED:
+                job_state = cycle.job_state = JobState.CANCELLED
+        if job_state is JobState.CANCELLED:
             self.shed(cycle)
-        elif job_state is QUEUED:  # waiting, not yet overdue
-            due = now + state.timeout_request
-            if state.max_queue_wait:
-                due = cycle.queued_at + state.max_queue_wait
-            self._arm_timer(due - now, self._on_job_deadline)
-        elif job_state is RUNNING and state.timeout_request:
-            due = cycle.started_at + state.timeout_request
+        elif job_state is JobState.QUEUED:  # waiting, not yet overdue
+            due = now + state.config.timeout_request
+            if state.config.max_queue_wait:
+                due = cycle.queued_at + state.config.max_queue_wait
+            self.arm_timer(due - now, self._on_job_deadline)
+        elif job_state is JobState.RUNNING and state.config.timeout_request:
+            due = cycle.started_at + state.config.timeout_request
             if now >= due:
                 self._request_timed_out(cycle)
             else:
-                self._arm_timer(due - now, self._on_job_deadline)
+                self.arm_timer(due - now, self._on_job_deadline)
 
     def _request_timed_out(self, cycle: RequestCycle) -> None:
         """The app call overran ``timeout_request``: answer for it, log where it is
@@ -942,7 +523,7 @@ class H11Protocol(asyncio.Protocol):
         log.error(
             "Request %s exceeded the %gs request timeout; stack of %s:\n%s",
             cycle.describe(),
-            state.timeout_request,
+            state.config.timeout_request,
             thread.name,
             stack.rstrip("\n"),
         )
@@ -952,8 +533,8 @@ class H11Protocol(asyncio.Protocol):
             cycle.writer.close("request timed out")
             cycle.ended = True
             self._uncount(cycle)
-            if state.metrics is not None or state.access_log is not None:
-                cycle.record(state.loop.time(), 0)
+            if state.observing:
+                record(cycle, state.loop.time(), 0)
             self.conn.send_failed()
             self._reset()
         else:
@@ -965,8 +546,8 @@ class H11Protocol(asyncio.Protocol):
         """The cycle will get no (further) response: free what it holds and wake its
         thread if one is writing."""
         with self.cond:
-            if cycle.job_state is QUEUED or cycle.job_state is RECEIVING:
-                cycle.job_state = CANCELLED
+            if cycle.job_state is JobState.QUEUED or cycle.job_state is JobState.RECEIVING:
+                cycle.job_state = JobState.CANCELLED
                 cancelled = True
             else:
                 cancelled = False
@@ -990,16 +571,16 @@ class H11Protocol(asyncio.Protocol):
         """Answer with an error if we still can, then close."""
         log.debug("%d for %s: %s", status, self.info.client, reason)
         if count:
-            self.state.rejections[_rejection_kind(status)] += 1
+            self.state.rejections[rejection_kind(status)] += 1
             if status == 503:
                 self.state.last_overload = self.state.loop.time()
         cycle = self.cycle
         state = self.state
         if cycle is not None and not cycle.ended:
             self._drop_cycle(cycle, f"connection closed: {reason}")
-            if state.metrics is not None or state.access_log is not None:
+            if state.observing:
                 # A request refused or given up on still shows in logs and metrics.
-                cycle.record(state.loop.time(), 0 if cycle.started else status)
+                record(cycle, state.loop.time(), 0 if cycle.started else status)
         data = self.conn.error_response(status, reason, retry_after=retry_after)
         if data:
             self.transport.write(data)
@@ -1020,7 +601,7 @@ class H11Protocol(asyncio.Protocol):
             transport.write_eof()
             # Read (and drop) what the client still sends, whatever held reading.
             self.flow.resume_all()
-            self._arm_timer(LINGER_TIMEOUT, self._end_linger)
+            self.arm_timer(LINGER_TIMEOUT, self._end_linger)
         else:
             transport.close()
 
@@ -1035,7 +616,7 @@ class H11Protocol(asyncio.Protocol):
             transport.abort()
         else:
             self._linger_buffered = buffered
-            self._arm_timer(self.state.timeout_write, self._end_linger)
+            self.arm_timer(self.state.config.timeout_write, self._end_linger)
 
     def shutdown(self) -> None:
         """The server is draining (called once per connection, and again by
@@ -1055,10 +636,10 @@ class H11Protocol(asyncio.Protocol):
             if self.conn.has_unparsed_data:
                 return  # a head is arriving: served, under its own deadline
             now = self.state.loop.time()
-            due = now + min(DRAIN_GRACE, self.state.timeout_keep_alive)
+            due = now + min(DRAIN_GRACE, self.state.config.timeout_keep_alive)
             if self._on_deadline == self._on_idle:
                 due = min(due, self._deadline)  # what keep-alive would have given
-            self._arm_timer(due - now, self._on_idle)
+            self.arm_timer(due - now, self._on_idle)
         elif cycle.ended:
             self._close()
 
@@ -1089,7 +670,7 @@ class H11Protocol(asyncio.Protocol):
             self._reject(
                 408,
                 f"request head not received within "
-                f"{self.state.timeout_request_header:g} seconds",
+                f"{self.state.config.timeout_request_header:g} seconds",
             )
 
     def _on_write_stalled(self) -> None:
@@ -1099,21 +680,21 @@ class H11Protocol(asyncio.Protocol):
             log.debug(
                 "%s read nothing for %gs; dropping the connection",
                 self.info.client,
-                self.state.timeout_write,
+                self.state.config.timeout_write,
             )
             self.transport.abort()
 
     def _on_body_timeout(self) -> None:
         cycle = self.cycle
-        if cycle is not None and cycle.job_state is RECEIVING:
+        if cycle is not None and cycle.job_state is JobState.RECEIVING:
             self._reject(
                 408,
-                f"no request body data for {self.state.timeout_request_body:g} seconds",
+                f"no request body data for {self.state.config.timeout_request_body:g} seconds",
             )
 
     # -- deadline ------------------------------------------------------------------
 
-    def _arm_timer(self, delay: float, callback: Callable[[], object]) -> None:
+    def arm_timer(self, delay: float, callback: Callable[[], object]) -> None:
         self._deadline = self.state.loop.time() + delay
         self._on_deadline = callback
 

@@ -34,12 +34,13 @@ from .config import Config
 from .deadlines import DeadlineSweeper
 from .errors import ConfigError
 from .handlers import ServerHandler
-from .http import Phase
 from .listener import Listener, open_files_needed
 from .log_writer import AccessLogWriter
-from .metrics import Metrics, render
-from .protocol import H11Protocol, ServerState
+from .metrics import Metrics
+from .observe import Probes
+from .protocol import H11Protocol
 from .proxy_headers import parse_trusted
+from .server_state import ServerState
 from .sockets import bind_sockets
 from .thread_pool import ThreadPool
 from .tls import make_ssl_context
@@ -188,33 +189,16 @@ class Server:
             app=self.app,
             pool=pool,
             make_handler=make_handler,
-            limit_request_line=config.limit_request_line,
-            limit_request_fields=config.limit_request_fields,
-            limit_request_field_size=config.limit_request_field_size,
-            timeout_keep_alive=config.timeout_keep_alive,
-            timeout_request_body=config.timeout_request_body,
-            timeout_write=config.timeout_write,
-            timeout_request_header=config.timeout_request_header,
-            timeout_request=config.timeout_request,
-            max_queue_wait=config.max_queue_wait,
-            limit_concurrency=config.limit_concurrency,
-            body_buffer_size=config.body_buffer_size,
-            limit_request_body=config.limit_request_body,
-            response_spool_size=config.response_spool_size,
-            min_write_rate=config.min_write_rate,
+            config=config,
         )
         if config.metrics_path:
             state.metrics = Metrics()
         if config.access_log:
             self._access_writer = AccessLogWriter(self._access_line)
             state.access_log = self._access_writer.submit
-        for path, endpoint in (
-            (config.liveness_path, self._liveness),
-            (config.readiness_path, self._readiness),
-            (config.metrics_path, self._metrics),
-        ):
-            if path:
-                state.endpoints[path.encode("latin-1")] = endpoint
+        Probes(state, pool, self._open_connections).install(
+            config.liveness_path, config.readiness_path, config.metrics_path
+        )
         self._state = state
         self._stopped = asyncio.Event()
         self._all_closed = asyncio.Event()
@@ -338,61 +322,8 @@ class Server:
 
     # -- endpoints answered on the event loop ----------------------------------------
 
-    def _liveness(self) -> tuple[int, str, bytes]:
-        """200 while the loop runs (it is answering) and not every thread is stuck."""
-        assert self._pool is not None
-        stats = self._pool.statistics()
-        if stats["stuck"] >= stats["threads"]:
-            return 503, "text/plain; charset=utf-8", b"every thread is stuck\n"
-        return 200, "text/plain; charset=utf-8", b"ok\n"
-
-    def _readiness(self) -> tuple[int, str, bytes]:
-        """200 when serving; 503 while starting or draining, and for a second after
-        any request or connection was refused for overload."""
-        state = self._state
-        assert state is not None
-        if not state.ready:
-            return 503, "text/plain; charset=utf-8", b"not ready\n"
-        if state.loop.time() - state.last_overload < 1.0:
-            return 503, "text/plain; charset=utf-8", b"overloaded\n"
-        return 200, "text/plain; charset=utf-8", b"ready\n"
-
-    def _metrics(self) -> tuple[int, str, bytes]:
-        state, pool = self._state, self._pool
-        assert state is not None
-        assert state.metrics is not None
-        assert pool is not None
-        stats = pool.statistics()
-        idle = sum(
-            1 for protocol in state.connections if protocol.conn.phase is Phase.IDLE
-        )
-        gauges = {
-            "requests_in_flight": (
-                "Requests running or waiting for a thread.",
-                state.in_flight,
-            ),
-            "queue_depth": ("Complete requests waiting for a thread.", stats["queued"]),
-            "threads": ("Threads that run the app.", stats["threads"]),
-            "threads_busy": ("Threads running the app now.", stats["busy"]),
-            "threads_stuck": (
-                "Threads replaced after the request timeout.",
-                stats["stuck"],
-            ),
-            "connections_open": (
-                "Open client connections (in the TLS handshake or closing too).",
-                self._listener.open if self._listener is not None else 0,
-            ),
-            "connections_idle": (
-                "Open connections between requests (keep-alive).",
-                idle,
-            ),
-            "ready": (
-                "1 when the readiness endpoint would say ready.",
-                self._readiness()[0] == 200,
-            ),
-        }
-        text = render(state.metrics, rejections=state.rejections, gauges=gauges)
-        return 200, "text/plain; version=0.0.4; charset=utf-8", text.encode()
+    def _open_connections(self) -> int:
+        return self._listener.open if self._listener is not None else 0
 
     def _on_max_requests(self) -> None:
         """Runs on the loop when the request that reaches --max-requests is

@@ -54,7 +54,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import BinaryIO, Final, cast
+from typing import Any, BinaryIO, Final, cast
 
 from ._types import LoopLike
 from .errors import ClientDisconnected, WriteTimeout
@@ -70,7 +70,9 @@ END: Final = 2
 ABORT: Final = 3
 SPOOL: Final = 4
 
-Item = tuple[object, ...]
+# An item's fields depend on its kind (the first field), which a tuple type cannot
+# say; the loop side reads them by kind.
+Item = tuple[Any, ...]
 
 # Queue at most 64 KiB of body between thread and loop before the thread waits; the
 # transport buffers more on its own (its high-water mark, set by the protocol).

@@ -104,8 +104,12 @@ def test_class1_pipelined_bodyless_responses_never_read_stop_the_reading(
     assert result.rss_growth_kib < FLOOD_RSS_LIMIT_KIB, str(result)
     # The client sends faster than the server answers, so a server that stops when
     # it cannot write leaves the attacker's sends blocked. (Closing on the attacker
-    # bounds memory too, and is accepted.)
-    assert result.outcome in ("server stopped reading", "server closed"), str(result)
+    # bounds memory too, and is accepted.) The stall detector can miss a server that
+    # takes a few bytes now and then (a zero-window probe lets one more answer out);
+    # then what it read must still be a small part of what was sent.
+    assert result.outcome in ("server stopped reading", "server closed") or (
+        result.outcome == "time" and result.consumed < min(MiB, result.sent / 4)
+    ), str(result)
     assert get(port) == b"Hello, world!"  # and it still serves others
 
 

@@ -16,9 +16,14 @@ import h11
 import pytest
 
 from aiogate.body import EMPTY_BODY
+from aiogate.config import Config, option_fields
+from aiogate.dispatch import JobState
 from aiogate.handlers import ServerHandler
 from aiogate.listener import Listener, Slot
-from aiogate.protocol import FRESH_GRACE, LINGER_TIMEOUT, H11Protocol, ServerState
+from aiogate.protocol import DRAIN_GRACE, LINGER_TIMEOUT, H11Protocol
+from aiogate.server_state import ServerState
+
+SETTINGS = {field.name for field in option_fields()}
 
 Environ = dict[str, Any]
 
@@ -118,21 +123,24 @@ class Harness:
     def __init__(self, app: Callable[..., Any], **overrides: Any) -> None:
         self.loop = FakeLoop()
         self.pool = FakePool()
-        options: dict[str, Any] = {
-            "loop": self.loop,
-            "app": app,
-            "pool": self.pool,
-            "make_handler": partial(ServerHandler, root_path=""),
-            "limit_request_line": 8190,
-            "limit_request_fields": 100,
-            "limit_request_field_size": 8190,
+        # Settings go to the Config record, anything else to ServerState.
+        settings: dict[str, Any] = {
             "timeout_keep_alive": 5.0,
             "timeout_request_body": 5.0,
             "timeout_write": 5.0,
-            "clock": lambda: self.loop.now,
         }
-        options.update(overrides)
-        self.state = ServerState(**options)
+        settings.update(
+            (name, overrides.pop(name)) for name in list(overrides) if name in SETTINGS
+        )
+        self.state = ServerState(
+            loop=self.loop,
+            app=app,
+            pool=self.pool,
+            make_handler=partial(ServerHandler, root_path=""),
+            config=Config(**settings),
+            clock=lambda: self.loop.now,
+            **overrides,
+        )
         self.protocol = H11Protocol(self.state)
         self.transport = FakeTransport()
         self.protocol.connection_made(self.transport)  # type: ignore[arg-type]
@@ -714,13 +722,13 @@ def test_shutdown_gives_idle_a_grace_and_closes_busy_after_response() -> None:
     idle.run_jobs()
     idle.protocol.shutdown()
     assert not idle.transport.eof_written
-    idle.tick(FRESH_GRACE)  # (the drain grace; see tests/test_drain.py)
+    idle.tick(DRAIN_GRACE)  # (the drain grace; see tests/test_drain.py)
     assert idle.transport.eof_written
 
     fresh = Harness(hello)  # accepted, first request not here yet: a moment for it
     fresh.protocol.shutdown()
     assert not fresh.transport.eof_written
-    fresh.tick(FRESH_GRACE)
+    fresh.tick(DRAIN_GRACE)
     assert fresh.transport.eof_written
 
     arriving = Harness(hello)
@@ -858,7 +866,7 @@ def test_a_slow_readers_response_is_spooled_and_its_thread_released() -> None:
     h.run_jobs()  # the app runs to its end: no write waits past SPOOL_GRACE
     cycle = h.protocol.cycle
     assert cycle is not None
-    assert cycle.job_state == "done"
+    assert cycle.job_state is JobState.DONE
     assert not cycle.ended  # the response is not sent yet
     assert cycle.writer.spooled
     assert h.transport.written.endswith(b"\r\n\r\n")  # only the head so far
@@ -876,7 +884,7 @@ def test_a_slow_readers_response_is_spooled_and_its_thread_released() -> None:
 
 
 def test_a_fast_readers_spool_goes_out_a_bounded_share_per_turn() -> None:
-    from aiogate.protocol import SPOOL_PIECE, SPOOL_PIECES_PER_TURN
+    from aiogate.dispatch import SPOOL_PIECE, SPOOL_PIECES_PER_TURN
 
     body = b"z" * (SPOOL_PIECE * SPOOL_PIECES_PER_TURN * 2)
     h = Harness(streamed([body[i : i + 65536] for i in range(0, len(body), 65536)]))

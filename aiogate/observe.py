@@ -1,0 +1,148 @@
+"""What the server says about itself: a record of each request, and the probes.
+
+Owns: ``record`` (a request that has ended goes to the metrics and the access log)
+and ``Probes`` (the liveness, readiness and metrics endpoints, answered on the event
+loop without a thread, so they work while every thread is busy). Runs on the event
+loop.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from .access_log import AccessRecord
+from .http import Phase
+from .metrics import render
+
+if TYPE_CHECKING:
+    from .dispatch import RequestCycle
+    from .server_state import ServerState
+    from .thread_pool import ThreadPool
+
+__all__ = ["Probes", "record"]
+
+#: An endpoint's answer: status, Content-Type, body.
+Answer = tuple[int, str, bytes]
+_TEXT = "text/plain; charset=utf-8"
+
+PID = os.getpid()  # for the access log; updated in a forked worker process
+
+
+def _reset_pid() -> None:
+    global PID
+    PID = os.getpid()
+
+
+os.register_at_fork(after_in_child=_reset_pid)
+
+
+def record(cycle: RequestCycle, now: float, status: int) -> None:
+    """A request is over (``status`` 0: it was cut): feed the metrics and the
+    access log. Only called when one of them is on (``ServerState.observing``)."""
+    protocol = cycle.protocol
+    state = protocol.state
+    duration = now - cycle.arrived_at
+    if state.metrics is not None:
+        state.metrics.observe_request(
+            status, duration, cycle.queue_wait, cycle.bytes_sent
+        )
+    if state.access_log is not None:
+        request = cycle.request
+        client = protocol.info.client
+        state.access_log(
+            AccessRecord(
+                client=client[0] if isinstance(client, tuple) else "-",
+                method=request.method,
+                target=request.target,
+                http_version=request.http_version,
+                status=status,
+                bytes_sent=cycle.bytes_sent,
+                request_headers=list(request.headers),
+                response_headers=cycle.response_headers,
+                started=time.time() - duration,
+                duration=duration,
+                queue_wait=cycle.queue_wait,
+                pid=PID,
+            )
+        )
+
+
+class Probes:
+    """The endpoints answered on the loop, for one server."""
+
+    def __init__(
+        self,
+        state: ServerState,
+        pool: ThreadPool,
+        open_connections: Callable[[], int],
+    ) -> None:
+        self._state = state
+        self._pool = pool
+        self._open_connections = open_connections
+
+    def install(self, liveness: str, readiness: str, metrics: str) -> None:
+        """Answer these paths (empty: not served) on the loop."""
+        for path, endpoint in (
+            (liveness, self.liveness),
+            (readiness, self.readiness),
+            (metrics, self.metrics),
+        ):
+            if path:
+                self._state.endpoints[path.encode("latin-1")] = endpoint
+
+    def liveness(self) -> Answer:
+        """200 while the loop runs (it is answering) and not every thread is stuck."""
+        stats = self._pool.statistics()
+        if stats["stuck"] >= stats["threads"]:
+            return 503, _TEXT, b"every thread is stuck\n"
+        return 200, _TEXT, b"ok\n"
+
+    def readiness(self) -> Answer:
+        """200 when serving; 503 while starting or draining, and for a second after
+        any request or connection was refused for overload."""
+        state = self._state
+        if not state.ready:
+            return 503, _TEXT, b"not ready\n"
+        if state.loop.time() - state.last_overload < 1.0:
+            return 503, _TEXT, b"overloaded\n"
+        return 200, _TEXT, b"ready\n"
+
+    def metrics(self) -> Answer:
+        """The Prometheus text exposition of this process's counters and gauges."""
+        state = self._state
+        if state.metrics is None:
+            return 404, _TEXT, b"metrics are off\n"
+        stats = self._pool.statistics()
+        idle = sum(
+            1 for protocol in state.connections if protocol.conn.phase is Phase.IDLE
+        )
+        gauges = {
+            "requests_in_flight": (
+                "Requests running or waiting for a thread.",
+                state.in_flight,
+            ),
+            "queue_depth": ("Complete requests waiting for a thread.", stats["queued"]),
+            "threads": ("Threads that run the app.", stats["threads"]),
+            "threads_busy": ("Threads running the app now.", stats["busy"]),
+            "threads_stuck": (
+                "Threads replaced after the request timeout.",
+                stats["stuck"],
+            ),
+            "connections_open": (
+                "Open client connections (in the TLS handshake or closing too).",
+                self._open_connections(),
+            ),
+            "connections_idle": (
+                "Open connections between requests (keep-alive).",
+                idle,
+            ),
+            "ready": (
+                "1 when the readiness endpoint would say ready.",
+                self.readiness()[0] == 200,
+            ),
+        }
+        text = render(state.metrics, rejections=state.rejections, gauges=gauges)
+        return 200, "text/plain; version=0.0.4; charset=utf-8", text.encode()

@@ -1,0 +1,122 @@
+"""What the connections of one server share.
+
+Owns: ``ServerState`` (the settings record, the counters every connection updates,
+and the seams to the app, the thread pool and observability), ``HandlerFactory``
+and ``Connection`` (what each side expects of the other), and how a refusal is
+counted (``rejection_kind``). Lives on the event loop: only ``clock`` and the
+read-only fields are used from worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
+
+import h11
+
+from ._types import ConnectionInfo
+from .access_log import AccessRecord
+from .body import EmptyBody
+from .config import Config
+from .http import ServerConnection
+from .metrics import Metrics
+
+if TYPE_CHECKING:
+    from ._types import WSGIApplication
+    from .thread_pool import ThreadPool
+    from .writer import ResponseWriter
+
+__all__ = [
+    "RETRY_AFTER",
+    "Connection",
+    "HandlerFactory",
+    "ServerState",
+    "rejection_kind",
+]
+
+# Retry-After on a 503 for overload (limits and shedding): one second spreads
+# retries without making clients wait long once the burst has passed.
+RETRY_AFTER = 1
+
+
+class HandlerFactory(Protocol):
+    """Makes the per-request handler; ``partial(ServerHandler, **per-server options)``."""
+
+    def __call__(
+        self,
+        stdin: BinaryIO | EmptyBody,
+        sink: ResponseWriter,
+        stderr: Any,
+        request: h11.Request,
+        conn: ConnectionInfo,
+    ) -> Any: ...
+
+
+class Connection(Protocol):
+    """What the server and the deadline sweep ask of a connection
+    (``protocol.H11Protocol``)."""
+
+    conn: ServerConnection
+
+    def check_deadline(self, now: float) -> bool: ...
+    def shutdown(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+@dataclass(slots=True, eq=False)
+class ServerState:
+    """What every connection of one server shares. Lives on the event loop."""
+
+    loop: asyncio.AbstractEventLoop
+    app: WSGIApplication
+    pool: ThreadPool
+    make_handler: HandlerFactory
+    #: The settings, as given: limits and timeouts are read from here, not copied.
+    config: Config
+    #: Every connected protocol, until ``connection_lost`` (the budget of open
+    #: sockets, which counts from accept, is the listener's).
+    connections: set[Connection] = field(default_factory=set)
+    #: Requests dispatched to the pool whose response has not ended.
+    in_flight: int = 0
+    #: Requests dispatched to the pool since the start (for --max-requests).
+    dispatched: int = 0
+    #: When ``dispatched`` reaches this (0: never), ``on_max_requests`` is called.
+    max_requests: int = 0
+    on_max_requests: Callable[[], object] = lambda: None
+    #: Requests and connections turned away, by reason: ``bad_request``, ``limit``,
+    #: ``timeout``, ``shed`` (for logs and metrics).
+    rejections: Counter[str] = field(default_factory=Counter)
+    shutting_down: bool = False
+    #: Listening and not draining: what the readiness endpoint reports (with load).
+    ready: bool = False
+    #: ``loop.time()`` of the last request or connection refused for overload.
+    last_overload: float = float("-inf")
+    #: Counters and histograms, when the metrics endpoint is on (else None).
+    metrics: Metrics | None = None
+    #: Takes one ``AccessRecord`` per finished request, when the access log is on.
+    access_log: Callable[[AccessRecord], None] | None = None
+    #: Paths answered on the loop (health, metrics): path -> (status, type, body).
+    endpoints: dict[bytes, Callable[[], tuple[int, str, bytes]]] = field(
+        default_factory=dict
+    )
+    #: The clock of ``loop.time()``, readable from any thread (uvloop's ``time()``
+    #: updates the loop's cached clock, so threads must not call it).
+    clock: Callable[[], float] = time.monotonic
+
+    @property
+    def observing(self) -> bool:
+        """Metrics or the access log are on: requests are recorded when they end."""
+        return self.metrics is not None or self.access_log is not None
+
+
+def rejection_kind(status: int) -> str:
+    """The ``ServerState.rejections`` key of an error status we send."""
+    if status == 408:
+        return "timeout"
+    if status in (413, 414, 431, 503):
+        return "limit"
+    return "bad_request"
