@@ -276,7 +276,9 @@ class RequestCycle:
                 return
             if kind is END:
                 self.spool_mark = self.writer.spool_pos
-                protocol.arm_timer(protocol.state.config.timeout_write, self._check_read_rate)
+                protocol.arm_timer(
+                    protocol.state.config.timeout_write, self._check_read_rate
+                )
         if held is None:
             self.held = items
         else:

@@ -169,7 +169,9 @@ class H11Protocol(asyncio.Protocol):
             # Accepted just before the listener closed: its client has sent, or is
             # sending, a request; serve it (with Connection: close) rather than cut
             # it, which would reset a request the kernel had already accepted.
-            self.arm_timer(min(DRAIN_GRACE, state.config.timeout_keep_alive), self._on_idle)
+            self.arm_timer(
+                min(DRAIN_GRACE, state.config.timeout_keep_alive), self._on_idle
+            )
             return
         if self.slot is not None and self.slot.refused:
             # Over limit_connections (the listener decided, and logged, at accept):
@@ -212,9 +214,7 @@ class H11Protocol(asyncio.Protocol):
             dispatched = cycle.job_state is not JobState.RECEIVING
             self._drop_cycle(cycle, "client disconnected")
             state = self.state
-            if dispatched and (
-                state.observing
-            ):
+            if dispatched and (state.observing):
                 record(cycle, state.loop.time(), 0)  # the client left before the end
         self.state.connections.discard(self)
         if self.slot is not None:
@@ -254,7 +254,9 @@ class H11Protocol(asyncio.Protocol):
                 # Rule 10: the client is not reading our responses; start no new
                 # request until it does, or until ``timeout_write`` gives up on it.
                 if self._on_deadline != self._on_write_stalled:
-                    self.arm_timer(self.state.config.timeout_write, self._on_write_stalled)
+                    self.arm_timer(
+                        self.state.config.timeout_write, self._on_write_stalled
+                    )
                 return
             if not budget:
                 # Rule 9: this connection has had its share of the loop; the rest
@@ -391,7 +393,10 @@ class H11Protocol(asyncio.Protocol):
     def _dispatch(self, cycle: RequestCycle) -> None:
         """The request is complete: admit it and hand it to the thread pool."""
         state = self.state
-        if state.config.limit_concurrency and state.in_flight >= state.config.limit_concurrency:
+        if (
+            state.config.limit_concurrency
+            and state.in_flight >= state.config.limit_concurrency
+        ):
             log.warning(
                 "Concurrency limit (%d) reached; 503 for %s",
                 state.config.limit_concurrency,
@@ -411,7 +416,8 @@ class H11Protocol(asyncio.Protocol):
         state.pool.submit(cycle.job)
         if state.config.max_queue_wait or state.config.timeout_request:
             self.arm_timer(
-                state.config.max_queue_wait or state.config.timeout_request, self._on_job_deadline
+                state.config.max_queue_wait or state.config.timeout_request,
+                self._on_job_deadline,
             )
         else:
             self._cancel_timer()
@@ -546,7 +552,10 @@ class H11Protocol(asyncio.Protocol):
         """The cycle will get no (further) response: free what it holds and wake its
         thread if one is writing."""
         with self.cond:
-            if cycle.job_state is JobState.QUEUED or cycle.job_state is JobState.RECEIVING:
+            if (
+                cycle.job_state is JobState.QUEUED
+                or cycle.job_state is JobState.RECEIVING
+            ):
                 cycle.job_state = JobState.CANCELLED
                 cancelled = True
             else:

@@ -40,10 +40,12 @@ ALLOWED: dict[str, set[str]] = {
     "tls": LEAF | {"config"},
     "sockets": LEAF | {"config"},
     "listener": LEAF,
-    "server_state": LEAF | {"access_log", "body", "config", "http", "metrics"}
+    "server_state": LEAF
+    | {"access_log", "body", "config", "http", "metrics"}
     | {"thread_pool", "writer"},
     "dispatch": LEAF | {"body", "writer", "flow_control", "http", "server_state"},
-    "observe": LEAF | {"access_log", "http", "metrics", "dispatch", "server_state"}
+    "observe": LEAF
+    | {"access_log", "http", "metrics", "dispatch", "server_state"}
     | {"thread_pool"},
     "protocol": LEAF
     | {
