@@ -2,8 +2,8 @@
 or the sockets systemd passes (socket activation).
 
 Owns: ``bind_sockets(config)``. Synchronous, run once at startup in the main thread,
-before the event loop serves; ``Server.start`` hands the sockets to
-``loop.create_server``. Which binds:
+before the event loop serves; ``Server.start`` hands the sockets to the
+``listener``, which accepts on them. Which binds:
 
 1. systemd socket activation (``LISTEN_PID`` is this process, ``LISTEN_FDS`` > 0): the
    descriptors from 3 on, and nothing else;
