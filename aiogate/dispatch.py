@@ -31,11 +31,14 @@ import enum
 import logging
 import sys
 import threading
+import traceback
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 import h11
 
 from .body import EMPTY_BODY, BodyBuffer, EmptyBody
+from .observe import record
+from .server_state import RETRY_AFTER
 from .writer import ABORT, DATA, END, SPOOL, START, Item, ResponseWriter
 
 if TYPE_CHECKING:
@@ -90,8 +93,17 @@ class CycleOwner(Protocol):
     @property
     def transport(self) -> _Transport: ...
     def cycle_ended(self, cycle: RequestCycle, *, aborted: bool) -> None: ...
-    def shed(self, cycle: RequestCycle) -> None: ...
     def arm_timer(self, delay: float, callback: Callable[[], object]) -> None: ...
+    def cancel_timer(self) -> None: ...
+    def reject(
+        self,
+        status: int,
+        reason: str,
+        *,
+        retry_after: int | None = None,
+        count: bool = True,
+    ) -> None: ...
+    def reset(self) -> None: ...
 
 
 class RequestCycle:
@@ -180,7 +192,7 @@ class RequestCycle:
                 self.started_at = now
                 self.thread = threading.current_thread()
         if self.job_state is JobState.CANCELLED:
-            state.loop.call_soon_threadsafe(protocol.shed, self)
+            state.loop.call_soon_threadsafe(self.shed)
             return
         writer = self.writer
         try:
@@ -194,6 +206,124 @@ class RequestCycle:
                 self.job_state = JobState.DONE
             if writer.ensure_ended():
                 log.debug("Handler returned without ending the response; aborted it")
+
+    # -- admission and the job's deadlines (loop side) ----------------------------
+
+    def submit(self) -> None:
+        """The request is complete: admit it and hand its job to the thread pool."""
+        protocol = self.protocol
+        state = protocol.state
+        config = state.config
+        if config.limit_concurrency and state.in_flight >= config.limit_concurrency:
+            log.warning(
+                "Concurrency limit (%d) reached; 503 for %s",
+                config.limit_concurrency,
+                self.describe(),
+            )
+            state.last_overload = state.loop.time()
+            protocol.reject(503, "server busy", retry_after=RETRY_AFTER)
+            return
+        state.in_flight += 1
+        state.dispatched += 1
+        if state.dispatched == state.max_requests:
+            state.on_max_requests()
+        self.counted = True
+        self.queued_at = state.loop.time()
+        self.job_state = JobState.QUEUED
+        state.pool.submit(self.job)
+        if config.max_queue_wait or config.timeout_request:
+            protocol.arm_timer(
+                config.max_queue_wait or config.timeout_request, self._on_deadline
+            )
+        else:
+            protocol.cancel_timer()
+
+    def uncount(self) -> None:
+        """The response has ended or been given up: out of ``ServerState.in_flight``."""
+        if self.counted:
+            self.counted = False
+            self.protocol.state.in_flight -= 1
+
+    def shed(self) -> None:
+        """The request waited longer than ``max_queue_wait`` for a thread (found by the
+        thread that finally took it, or by the deadline): 503, app not called."""
+        protocol = self.protocol
+        if self is not protocol.cycle or self.ended:
+            return
+        state = protocol.state
+        state.rejections["shed"] += 1
+        state.last_overload = state.loop.time()
+        log.warning(
+            "Shed %s: waited %.3fs for a thread (max-queue-wait %gs)",
+            self.describe(),
+            state.loop.time() - self.queued_at,
+            state.config.max_queue_wait,
+        )
+        self.body.close()
+        protocol.reject(
+            503, "server busy, try again", retry_after=RETRY_AFTER, count=False
+        )
+
+    def _on_deadline(self) -> None:
+        """The queue-wait or app-call deadline of this cycle came up."""
+        protocol = self.protocol
+        if self is not protocol.cycle or self.ended:
+            return
+        state = protocol.state
+        config = state.config
+        now = state.loop.time()
+        with protocol.cond:
+            job_state = self.job_state
+            if (
+                job_state is JobState.QUEUED
+                and config.max_queue_wait
+                and now - self.queued_at >= config.max_queue_wait
+            ):
+                job_state = self.job_state = JobState.CANCELLED
+        if job_state is JobState.CANCELLED:
+            self.shed()
+        elif job_state is JobState.QUEUED:  # waiting, not yet overdue
+            due = now + config.timeout_request
+            if config.max_queue_wait:
+                due = self.queued_at + config.max_queue_wait
+            protocol.arm_timer(due - now, self._on_deadline)
+        elif job_state is JobState.RUNNING and config.timeout_request:
+            due = self.started_at + config.timeout_request
+            if now >= due:
+                self._timed_out()
+            else:
+                protocol.arm_timer(due - now, self._on_deadline)
+
+    def _timed_out(self) -> None:
+        """The app call overran ``timeout_request``: answer for it, log where it is
+        stuck, and give the pool a thread in its place."""
+        protocol = self.protocol
+        state = protocol.state
+        state.rejections["timeout"] += 1
+        thread = self.thread
+        if thread is None:  # pragma: no cover - RUNNING always has its thread
+            return
+        frame = sys._current_frames().get(thread.ident or -1)
+        stack = "".join(traceback.format_stack(frame)) if frame else "  (finished)\n"
+        log.error(
+            "Request %s exceeded the %gs request timeout; stack of %s:\n%s",
+            self.describe(),
+            state.config.timeout_request,
+            thread.name,
+            stack.rstrip("\n"),
+        )
+        state.pool.replace(thread)
+        if self.started:
+            # Part of the response is out: only a cut connection says it failed.
+            self.writer.close("request timed out")
+            self.ended = True
+            self.uncount()
+            if state.observing:
+                record(self, state.loop.time(), 0)
+            protocol.conn.send_failed()
+            protocol.reset()
+        else:
+            protocol.reject(503, "request timed out", count=False)
 
     # -- loop side ---------------------------------------------------------------
 

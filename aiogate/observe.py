@@ -11,18 +11,45 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from .access_log import AccessRecord
 from .http import Phase
 from .metrics import render
 
 if TYPE_CHECKING:
-    from .dispatch import RequestCycle
+    import h11
+
+    from ._types import ConnectionInfo
     from .server_state import ServerState
     from .thread_pool import ThreadPool
 
-__all__ = ["Probes", "record"]
+
+class _Owner(Protocol):
+    @property
+    def state(self) -> ServerState: ...
+    @property
+    def info(self) -> ConnectionInfo: ...
+
+
+class Recorded(Protocol):
+    """What ``record`` reads of a request cycle (``dispatch.RequestCycle``)."""
+
+    @property
+    def protocol(self) -> _Owner: ...
+    @property
+    def request(self) -> h11.Request: ...
+    @property
+    def arrived_at(self) -> float: ...
+    @property
+    def queue_wait(self) -> float: ...
+    @property
+    def bytes_sent(self) -> int: ...
+    @property
+    def response_headers(self) -> list[tuple[str, str]]: ...
+
+
+__all__ = ["Probes", "Recorded", "record"]
 
 #: An endpoint's answer: status, Content-Type, body.
 Answer = tuple[int, str, bytes]
@@ -39,7 +66,7 @@ def _reset_pid() -> None:
 os.register_at_fork(after_in_child=_reset_pid)
 
 
-def record(cycle: RequestCycle, now: float, status: int) -> None:
+def record(cycle: Recorded, now: float, status: int) -> None:
     """A request is over (``status`` 0: it was cut): feed the metrics and the
     access log. Only called when one of them is on (``ServerState.observing``)."""
     protocol = cycle.protocol

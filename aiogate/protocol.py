@@ -55,9 +55,7 @@ import contextlib
 import logging
 import socket
 import struct
-import sys
 import threading
-import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -208,7 +206,7 @@ class H11Protocol(asyncio.Protocol):
         return not self._closing
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_timer()
+        self.cancel_timer()
         cycle = self.cycle
         if cycle is not None and not cycle.ended:
             dispatched = cycle.job_state is not JobState.RECEIVING
@@ -269,7 +267,7 @@ class H11Protocol(asyncio.Protocol):
             try:
                 event = conn.next_event()
             except ProtocolError as exc:
-                self._reject(exc.status_hint, str(exc))
+                self.reject(exc.status_hint, str(exc))
                 return
             if event is h11.NEED_DATA:
                 if self.cycle is None:
@@ -324,13 +322,13 @@ class H11Protocol(asyncio.Protocol):
         if state.observing:
             cycle.arrived_at = state.loop.time()
         if cycle.buffer is None:
-            self._dispatch(cycle)
+            cycle.submit()
             return
         conn = self.conn
         expected = conn.body_bytes_expected
         if expected is not None and expected > state.config.limit_request_body:
             # Refused before a byte of it is read; with 100-continue, never sent.
-            self._reject(
+            self.reject(
                 413, f"request body larger than {state.config.limit_request_body} bytes"
             )
             return
@@ -344,7 +342,7 @@ class H11Protocol(asyncio.Protocol):
     def _answer_on_loop(self, status: int, content_type: str, body: bytes) -> None:
         """Answer a health or metrics request here, without a thread: it works while
         every thread is busy. Not counted in the metrics or the access log."""
-        self._cancel_timer()
+        self.cancel_timer()
         conn = self.conn
         close = self.state.shutting_down
         phrase = "OK" if status == 200 else "Service Unavailable"
@@ -372,7 +370,7 @@ class H11Protocol(asyncio.Protocol):
         try:
             cycle.buffer.feed_data(data)
         except ProtocolError as exc:
-            self._reject(exc.status_hint, str(exc))
+            self.reject(exc.status_hint, str(exc))
             return
         # Body progress pushes the deadline on (an idle rule, like nginx's).
         self._deadline = self.state.loop.time() + self.state.config.timeout_request_body
@@ -388,39 +386,7 @@ class H11Protocol(asyncio.Protocol):
         if buffer is not None:
             cycle.buffer = None
             cycle.body = buffer.finish()
-            self._dispatch(cycle)
-
-    def _dispatch(self, cycle: RequestCycle) -> None:
-        """The request is complete: admit it and hand it to the thread pool."""
-        state = self.state
-        if (
-            state.config.limit_concurrency
-            and state.in_flight >= state.config.limit_concurrency
-        ):
-            log.warning(
-                "Concurrency limit (%d) reached; 503 for %s",
-                state.config.limit_concurrency,
-                cycle.describe(),
-            )
-            state.last_overload = state.loop.time()
-            self._reject(503, "server busy", retry_after=RETRY_AFTER)
-            return
-        state.in_flight += 1
-        state.dispatched += 1
-        if state.dispatched == state.max_requests:
-            state.on_max_requests()
-        cycle.counted = True
-        now = state.loop.time()
-        cycle.queued_at = now
-        cycle.job_state = JobState.QUEUED
-        state.pool.submit(cycle.job)
-        if state.config.max_queue_wait or state.config.timeout_request:
-            self.arm_timer(
-                state.config.max_queue_wait or state.config.timeout_request,
-                self._on_job_deadline,
-            )
-        else:
-            self._cancel_timer()
+            cycle.submit()
 
     def _client_closed(self) -> None:
         """The client sent EOF after a complete request (or none). If we still owe a
@@ -430,7 +396,7 @@ class H11Protocol(asyncio.Protocol):
 
     def cycle_ended(self, cycle: RequestCycle, *, aborted: bool) -> None:
         """The response of ``cycle`` has ended, well or not."""
-        self._uncount(cycle)
+        cycle.uncount()
         state = self.state
         if state.observing:
             record(cycle, state.loop.time(), 0 if aborted else cycle.status)
@@ -441,7 +407,7 @@ class H11Protocol(asyncio.Protocol):
             # a complete response.
             cycle.writer.close("response aborted")
             self.conn.send_failed()
-            self._reset()
+            self.reset()
             return
         conn = self.conn
         if conn.our_state is State.MUST_CLOSE:  # (so is every response of a drain)
@@ -461,90 +427,6 @@ class H11Protocol(asyncio.Protocol):
             # Connection: close, so its client may send the next request at once:
             # the connection gets the grace of an idle one, not a close now.
             self.shutdown()
-
-    def _uncount(self, cycle: RequestCycle) -> None:
-        if cycle.counted:
-            cycle.counted = False
-            self.state.in_flight -= 1
-
-    # -- shedding and deadlines ----------------------------------------------------
-
-    def shed(self, cycle: RequestCycle) -> None:
-        """A request waited longer than ``max_queue_wait`` for a thread (found by the
-        thread that finally took it, or by the deadline): 503, app not called."""
-        if cycle is not self.cycle or cycle.ended:
-            return
-        state = self.state
-        state.rejections["shed"] += 1
-        state.last_overload = state.loop.time()
-        log.warning(
-            "Shed %s: waited %.3fs for a thread (max-queue-wait %gs)",
-            cycle.describe(),
-            state.loop.time() - cycle.queued_at,
-            state.config.max_queue_wait,
-        )
-        cycle.body.close()
-        self._reject(
-            503, "server busy, try again", retry_after=RETRY_AFTER, count=False
-        )
-
-    def _on_job_deadline(self) -> None:
-        """The queue-wait or app-call deadline of the current cycle came up."""
-        cycle = self.cycle
-        if cycle is None or cycle.ended:
-            return
-        state = self.state
-        now = state.loop.time()
-        with self.cond:
-            job_state = cycle.job_state
-            if (
-                job_state is JobState.QUEUED
-                and state.config.max_queue_wait
-                and now - cycle.queued_at >= state.config.max_queue_wait
-            ):
-                job_state = cycle.job_state = JobState.CANCELLED
-        if job_state is JobState.CANCELLED:
-            self.shed(cycle)
-        elif job_state is JobState.QUEUED:  # waiting, not yet overdue
-            due = now + state.config.timeout_request
-            if state.config.max_queue_wait:
-                due = cycle.queued_at + state.config.max_queue_wait
-            self.arm_timer(due - now, self._on_job_deadline)
-        elif job_state is JobState.RUNNING and state.config.timeout_request:
-            due = cycle.started_at + state.config.timeout_request
-            if now >= due:
-                self._request_timed_out(cycle)
-            else:
-                self.arm_timer(due - now, self._on_job_deadline)
-
-    def _request_timed_out(self, cycle: RequestCycle) -> None:
-        """The app call overran ``timeout_request``: answer for it, log where it is
-        stuck, and give the pool a thread in its place."""
-        state = self.state
-        state.rejections["timeout"] += 1
-        thread = cycle.thread
-        assert thread is not None
-        frame = sys._current_frames().get(thread.ident or -1)
-        stack = "".join(traceback.format_stack(frame)) if frame else "  (finished)\n"
-        log.error(
-            "Request %s exceeded the %gs request timeout; stack of %s:\n%s",
-            cycle.describe(),
-            state.config.timeout_request,
-            thread.name,
-            stack.rstrip("\n"),
-        )
-        state.pool.replace(thread)
-        if cycle.started:
-            # Part of the response is out: only a cut connection says it failed.
-            cycle.writer.close("request timed out")
-            cycle.ended = True
-            self._uncount(cycle)
-            if state.observing:
-                record(cycle, state.loop.time(), 0)
-            self.conn.send_failed()
-            self._reset()
-        else:
-            self._reject(503, "request timed out", count=False)
 
     # -- closing -------------------------------------------------------------------
 
@@ -567,9 +449,9 @@ class H11Protocol(asyncio.Protocol):
             cycle.body.close()  # the thread will never see it
         cycle.writer.close(reason)
         cycle.ended = True
-        self._uncount(cycle)
+        cycle.uncount()
 
-    def _reject(
+    def reject(
         self,
         status: int,
         reason: str,
@@ -656,7 +538,7 @@ class H11Protocol(asyncio.Protocol):
         """The graceful-shutdown deadline passed: drop the connection."""
         self.transport.abort()
 
-    def _reset(self) -> None:
+    def reset(self) -> None:
         """Drop the connection with a reset, for a response cut short. A plain
         ``transport.abort()`` lets the kernel send what it has queued and then a
         FIN, which for a close-delimited (HTTP/1.0) body reads as the complete
@@ -676,7 +558,7 @@ class H11Protocol(asyncio.Protocol):
 
     def _on_head_timeout(self) -> None:
         if self.cycle is None:
-            self._reject(
+            self.reject(
                 408,
                 f"request head not received within "
                 f"{self.state.config.timeout_request_header:g} seconds",
@@ -696,7 +578,7 @@ class H11Protocol(asyncio.Protocol):
     def _on_body_timeout(self) -> None:
         cycle = self.cycle
         if cycle is not None and cycle.job_state is JobState.RECEIVING:
-            self._reject(
+            self.reject(
                 408,
                 f"no request body data for {self.state.config.timeout_request_body:g} seconds",
             )
@@ -707,7 +589,7 @@ class H11Protocol(asyncio.Protocol):
         self._deadline = self.state.loop.time() + delay
         self._on_deadline = callback
 
-    def _cancel_timer(self) -> None:
+    def cancel_timer(self) -> None:
         self._on_deadline = None
 
     def check_deadline(self, now: float) -> bool:

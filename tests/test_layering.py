@@ -43,10 +43,9 @@ ALLOWED: dict[str, set[str]] = {
     "server_state": LEAF
     | {"access_log", "body", "config", "http", "metrics"}
     | {"thread_pool", "writer"},
-    "dispatch": LEAF | {"body", "writer", "flow_control", "http", "server_state"},
-    "observe": LEAF
-    | {"access_log", "http", "metrics", "dispatch", "server_state"}
-    | {"thread_pool"},
+    "observe": LEAF | {"access_log", "http", "metrics", "server_state", "thread_pool"},
+    "dispatch": LEAF
+    | {"body", "writer", "flow_control", "http", "observe", "server_state"},
     "protocol": LEAF
     | {
         "listener",
