@@ -49,7 +49,16 @@ if TYPE_CHECKING:
     from .http import ServerConnection
     from .server_state import ServerState
 
-__all__ = ["CycleOwner", "JobState", "RequestCycle"]
+__all__ = [
+    "CANCELLED",
+    "DONE",
+    "QUEUED",
+    "RECEIVING",
+    "RUNNING",
+    "CycleOwner",
+    "JobState",
+    "RequestCycle",
+]
 
 log = logging.getLogger("aiogate.error")
 
@@ -72,6 +81,11 @@ class JobState(enum.Enum):
     RUNNING = "running"  # a thread is running the app
     DONE = "done"  # the app call is over
     CANCELLED = "cancelled"  # shed or dropped before a thread took it
+
+
+# The members as module names (a lookup through the enum's metaclass costs about
+# 95 ns on CPython 3.11, a global 20 ns; see http/_state.py).
+RECEIVING, QUEUED, RUNNING, DONE, CANCELLED = JobState
 
 
 class _Transport(Protocol):
@@ -140,7 +154,7 @@ class RequestCycle:
         self.started = False  # response head sent
         self.ended = False  # response ended (END or ABORT seen, or rejected)
         self.counted = False  # counted in ServerState.in_flight
-        self.job_state = JobState.RECEIVING
+        self.job_state = RECEIVING
         self.queued_at = 0.0  # loop.time() at dispatch
         self.started_at = 0.0  # state.clock() when a thread took the job
         #: Seconds the complete request waited for a thread (for the access log).
@@ -180,18 +194,18 @@ class RequestCycle:
         protocol = self.protocol
         state = protocol.state
         with protocol.cond:
-            if self.job_state is not JobState.QUEUED:
+            if self.job_state is not QUEUED:
                 return  # shed or dropped on the loop before a thread was free
             now = state.clock()
             self.queue_wait = now - self.queued_at
             max_queue_wait = state.config.max_queue_wait
             if max_queue_wait and self.queue_wait > max_queue_wait:
-                self.job_state = JobState.CANCELLED
+                self.job_state = CANCELLED
             else:
-                self.job_state = JobState.RUNNING
+                self.job_state = RUNNING
                 self.started_at = now
                 self.thread = threading.current_thread()
-        if self.job_state is JobState.CANCELLED:
+        if self.job_state is CANCELLED:
             state.loop.call_soon_threadsafe(self.shed)
             return
         writer = self.writer
@@ -203,7 +217,7 @@ class RequestCycle:
         finally:
             self.body.close()
             with protocol.cond:
-                self.job_state = JobState.DONE
+                self.job_state = DONE
             if writer.ensure_ended():
                 log.debug("Handler returned without ending the response; aborted it")
 
@@ -229,7 +243,7 @@ class RequestCycle:
             state.on_max_requests()
         self.counted = True
         self.queued_at = state.loop.time()
-        self.job_state = JobState.QUEUED
+        self.job_state = QUEUED
         state.pool.submit(self.job)
         if config.max_queue_wait or config.timeout_request:
             protocol.arm_timer(
@@ -275,19 +289,19 @@ class RequestCycle:
         with protocol.cond:
             job_state = self.job_state
             if (
-                job_state is JobState.QUEUED
+                job_state is QUEUED
                 and config.max_queue_wait
                 and now - self.queued_at >= config.max_queue_wait
             ):
-                job_state = self.job_state = JobState.CANCELLED
-        if job_state is JobState.CANCELLED:
+                job_state = self.job_state = CANCELLED
+        if job_state is CANCELLED:
             self.shed()
-        elif job_state is JobState.QUEUED:  # waiting, not yet overdue
+        elif job_state is QUEUED:  # waiting, not yet overdue
             due = now + config.timeout_request
             if config.max_queue_wait:
                 due = self.queued_at + config.max_queue_wait
             protocol.arm_timer(due - now, self._on_deadline)
-        elif job_state is JobState.RUNNING and config.timeout_request:
+        elif job_state is RUNNING and config.timeout_request:
             due = self.started_at + config.timeout_request
             if now >= due:
                 self._timed_out()

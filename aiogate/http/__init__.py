@@ -14,6 +14,29 @@ bodies), ``_framing`` (response bytes), ``_state`` (the state machine),
 
 from ._chunked import CHUNK_LINES_PER_CALL
 from ._connection import ServerConnection
-from ._state import Phase, State
+from ._state import (
+    CLOSED,
+    DONE,
+    ERROR,
+    IDLE,
+    MUST_CLOSE,
+    SEND_BODY,
+    SEND_RESPONSE,
+    Phase,
+    State,
+)
 
-__all__ = ["CHUNK_LINES_PER_CALL", "Phase", "ServerConnection", "State"]
+# The states are also exported as module names, for hot code (see _state.py).
+__all__ = [
+    "CHUNK_LINES_PER_CALL",
+    "CLOSED",
+    "DONE",
+    "ERROR",
+    "IDLE",
+    "MUST_CLOSE",
+    "SEND_BODY",
+    "SEND_RESPONSE",
+    "Phase",
+    "ServerConnection",
+    "State",
+]

@@ -35,7 +35,22 @@ from ..errors import ProtocolError
 from ._chunked import ChunkedReader
 from ._framing import CHUNKED, UNTIL_CLOSE, error_response, response_head
 from ._head import HeadReader, check_framing
-from ._state import CLIENT, SERVER, Event, Phase, State, transition
+from ._state import (
+    CLIENT,
+    CLOSED,
+    DONE,
+    ERROR,
+    IDLE,
+    MUST_CLOSE,
+    SEND_BODY,
+    SEND_RESPONSE,
+    SERVER,
+    Event,
+    Phase,
+    State,
+    moves,
+    transition,
+)
 from ._syntax import error
 
 if TYPE_CHECKING:
@@ -45,6 +60,16 @@ if TYPE_CHECKING:
 __all__ = ["ServerConnection"]
 
 _END_OF_MESSAGE = h11.EndOfMessage()  # events are immutable: one serves every request
+
+# The transitions every request makes, from the tables of ``_state`` (the callers
+# check first that the move is allowed, so a missing key is a bug).
+_CLIENT_REQUEST = moves(CLIENT, Event.REQUEST)
+_CLIENT_END = moves(CLIENT, Event.END_OF_MESSAGE)
+_CLIENT_NEXT = moves(CLIENT, Event.NEXT_CYCLE)
+_SERVER_REQUEST = moves(SERVER, Event.REQUEST)
+_SERVER_RESPONSE = moves(SERVER, Event.RESPONSE)
+_SERVER_END = moves(SERVER, Event.RESPONSE_END)
+_SERVER_NEXT = moves(SERVER, Event.NEXT_CYCLE)
 
 
 class ServerConnection:
@@ -93,8 +118,8 @@ class ServerConnection:
         self._h11 = h11.Connection(
             h11.SERVER, max_incomplete_event_size=self._max_event
         )
-        self._their = State.IDLE  # the client's side (rules 1, 2, 5)
-        self._our = State.IDLE  # ours (rules 3, 4)
+        self._their = IDLE  # the client's side (rules 1, 2, 5)
+        self._our = IDLE  # ours (rules 3, 4)
         self._closing = False  # we send nothing more: the connection is closing
         self._buf = bytearray()  # received, not yet taken
         self._eof = False
@@ -123,32 +148,30 @@ class ServerConnection:
     @property
     def their_state(self) -> State:
         """The client's side; ``ERROR`` after a ``ProtocolError`` (rule 5)."""
-        return State.ERROR if self._error is not None else self._their
+        return ERROR if self._error is not None else self._their
 
     @property
     def phase(self) -> Phase:
         """What the connection as a whole is doing (``_state`` rule 7)."""
         their, our = self.their_state, self._our
-        if self._closing or our is State.ERROR or our is State.MUST_CLOSE:
-            return Phase.CLOSED if their is State.CLOSED else Phase.LINGER
-        if their is State.IDLE:
+        if self._closing or our is ERROR or our is MUST_CLOSE:
+            return Phase.CLOSED if their is CLOSED else Phase.LINGER
+        if their is IDLE:
             return Phase.HEAD if self._buf else Phase.IDLE
-        if their is State.SEND_BODY:
+        if their is SEND_BODY:
             return Phase.BODY
-        if our is State.SEND_RESPONSE:
+        if our is SEND_RESPONSE:
             return Phase.DISPATCHED
-        if our is State.SEND_BODY:
+        if our is SEND_BODY:
             return Phase.RESPONDING
-        return Phase.CLOSED if their is State.CLOSED else Phase.IDLE
+        return Phase.CLOSED if their is CLOSED else Phase.IDLE
 
     @property
     def they_are_waiting_for_100_continue(self) -> bool:
         """The client sent ``Expect: 100-continue`` (HTTP/1.1 only; h11 ignores it
         for HTTP/1.0 as RFC 9110 §10.1.1 requires) and no response or body yet."""
         return (
-            self._waiting_100
-            and not self._continue_sent
-            and self._our is State.SEND_RESPONSE
+            self._waiting_100 and not self._continue_sent and self._our is SEND_RESPONSE
         )
 
     @property
@@ -183,7 +206,7 @@ class ServerConnection:
                 raise RuntimeError("received data after EOF")
             if self._error is None:  # a dead connection keeps nothing
                 if (
-                    self._their is State.SEND_BODY
+                    self._their is SEND_BODY
                     and self._ready is None
                     and not self._buf
                     and len(data) <= self._body
@@ -204,7 +227,7 @@ class ServerConnection:
         if self._error is not None:
             raise error(str(self._error), self._error.status_hint)
         try:
-            if self._their is State.IDLE:
+            if self._their is IDLE:
                 return self._request_event()
             return self._body_event()
         except ProtocolError as exc:
@@ -249,8 +272,8 @@ class ServerConnection:
         self._waiting_100 = framing != 0 and conn.they_are_waiting_for_100_continue
         # An Upgrade request is no exception to rule 2: a WSGI server never switches
         # protocols, so its message simply ends, as any other.
-        self._their = transition(CLIENT, self._their, Event.REQUEST)
-        self._our = transition(SERVER, self._our, Event.REQUEST)
+        self._their = _CLIENT_REQUEST[self._their]
+        self._our = _SERVER_REQUEST[self._our]
         return event
 
     def _body_event(self) -> NextEvent:
@@ -258,7 +281,7 @@ class ServerConnection:
         the body is complete, ``EndOfMessage``, then PAUSED while a pipelined
         request waits, ``ConnectionClosed`` at EOF, else NEED_DATA."""
         their = self._their
-        if their is State.SEND_BODY:
+        if their is SEND_BODY:
             remaining = self._body
             if remaining == CHUNKED:
                 return self._chunked_event()
@@ -276,7 +299,7 @@ class ServerConnection:
                 self._waiting_100 = False  # h11's rule: body data ends the wait
                 return h11.Data(data=data)
             return self._end_of_message(_END_OF_MESSAGE)
-        if their is State.DONE or their is State.MUST_CLOSE:
+        if their is DONE or their is MUST_CLOSE:
             if self._buf:
                 return h11.PAUSED
             if not self._eof:
@@ -286,8 +309,8 @@ class ServerConnection:
 
     def _end_of_message(self, event: h11.EndOfMessage) -> h11.EndOfMessage:
         # Rule 1: a request that does not allow reuse ends in MUST_CLOSE.
-        their = transition(CLIENT, self._their, Event.END_OF_MESSAGE)
-        self._their = their if self._keep_alive else State.MUST_CLOSE
+        their = _CLIENT_END[self._their]
+        self._their = their if self._keep_alive else MUST_CLOSE
         return event
 
     def _take_counted_body(self) -> bytes:
@@ -338,7 +361,7 @@ class ServerConnection:
         (see ``_framing.response_head``). ``close=True`` ends the connection after
         this response. Raises ``h11.LocalProtocolError`` if no response may start
         now, or if the response would break the message."""
-        if self._our is not State.SEND_RESPONSE:
+        if self._our is not SEND_RESPONSE:
             raise h11.LocalProtocolError(f"cannot start a response in {self._our.name}")
         data, framing, keep_alive = response_head(
             status,
@@ -347,7 +370,7 @@ class ServerConnection:
             http11=self._http11,
             keep_alive=self._keep_alive and not close,
         )
-        self._our = transition(SERVER, self._our, Event.RESPONSE)
+        self._our = _SERVER_RESPONSE[self._our]
         self._out_framing = framing
         self._out_keep_alive = keep_alive
         return data
@@ -355,7 +378,7 @@ class ServerConnection:
     def send_data(self, data: bytes) -> bytes:
         """Frame body bytes of the current response. Raises
         ``h11.LocalProtocolError`` past the declared Content-Length."""
-        if self._our is not State.SEND_BODY:
+        if self._our is not SEND_BODY:
             raise h11.LocalProtocolError(f"cannot send data in {self._our.name}")
         framing = self._out_framing
         if framing >= 0:
@@ -374,14 +397,14 @@ class ServerConnection:
     def end_response(self) -> bytes:
         """End the current response. Raises ``h11.LocalProtocolError`` if fewer bytes
         than the declared Content-Length were sent (the caller then closes)."""
-        if self._our is not State.SEND_BODY:
+        if self._our is not SEND_BODY:
             raise h11.LocalProtocolError(f"cannot end a response in {self._our.name}")
         if self._out_framing > 0:
             raise h11.LocalProtocolError("less data than the declared Content-Length")
-        our = transition(SERVER, self._our, Event.RESPONSE_END)
+        our = _SERVER_END[self._our]
         # Rule 3: reused only if both sides allow it and the client is still there.
-        reusable = self._out_keep_alive and self.their_state is not State.CLOSED
-        self._our = our if reusable else State.MUST_CLOSE
+        reusable = self._out_keep_alive and self.their_state is not CLOSED
+        self._our = our if reusable else MUST_CLOSE
         return b"0\r\n\r\n" if self._out_framing == CHUNKED else b""
 
     def send_100_continue(self) -> bytes:
@@ -406,7 +429,7 @@ class ServerConnection:
         (``h11.LocalProtocolError`` otherwise). Each request gets a fresh h11
         connection (1.4 µs), so h11 never holds state across messages. The next
         request is parsed from the bytes already buffered, if any."""
-        if self._our is not State.DONE or self.their_state is not State.DONE:
+        if self._our is not DONE or self.their_state is not DONE:
             raise h11.LocalProtocolError(
                 f"cannot start the next cycle in {self._our.name}/"
                 f"{self.their_state.name}"
@@ -414,8 +437,8 @@ class ServerConnection:
         self._h11 = h11.Connection(
             h11.SERVER, max_incomplete_event_size=self._max_event
         )
-        self._our = transition(SERVER, self._our, Event.NEXT_CYCLE)
-        self._their = transition(CLIENT, self._their, Event.NEXT_CYCLE)
+        self._our = _SERVER_NEXT[self._our]
+        self._their = _CLIENT_NEXT[self._their]
         self._waiting_100 = False
         self._continue_sent = False
         self._method = None
@@ -430,7 +453,7 @@ class ServerConnection:
         ERROR afterwards: nothing more can be sent on this connection."""
         if not 400 <= status <= 599:
             raise ValueError(f"error status must be 400-599, not {status}")
-        if self._our is not State.IDLE and self._our is not State.SEND_RESPONSE:
+        if self._our is not IDLE and self._our is not SEND_RESPONSE:
             return b""
         self._our = transition(SERVER, self._our, Event.ERROR_RESPONSE)
         return error_response(

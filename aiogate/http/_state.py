@@ -34,11 +34,29 @@ from __future__ import annotations
 from enum import Enum, auto
 from typing import Final
 
-__all__ = ["Event", "Phase", "State", "transition"]
+__all__ = [
+    "CLOSED",
+    "DONE",
+    "ERROR",
+    "IDLE",
+    "MUST_CLOSE",
+    "SEND_BODY",
+    "SEND_RESPONSE",
+    "Event",
+    "Phase",
+    "State",
+    "moves",
+    "transition",
+]
 
 
 class State(Enum):
     """Where one side of the exchange is (h11's names)."""
+
+    # Members are compared by identity anyway; Enum's own __hash__ is Python code
+    # hashing the name, about half the cost of a transition (measured with
+    # cProfile: 14 calls a request).
+    __hash__ = object.__hash__
 
     IDLE = auto()
     SEND_RESPONSE = auto()
@@ -52,6 +70,8 @@ class State(Enum):
 class Event(Enum):
     """What moves a side from one state to another."""
 
+    __hash__ = object.__hash__  # as State's
+
     REQUEST = auto()  # a request head was accepted
     END_OF_MESSAGE = auto()  # the request body ended
     EOF = auto()  # the client closed its side, nothing left unparsed
@@ -62,6 +82,9 @@ class Event(Enum):
     NEXT_CYCLE = auto()  # both sides DONE: the next request may come
 
 
+# The members as module names. ``State.IDLE`` goes through the enum's metaclass,
+# about 95 ns a lookup on CPython 3.11 against 20 ns for a module global, and the
+# connection looks its states up twenty-odd times a request: hot code imports these.
 IDLE, SEND_RESPONSE, SEND_BODY, DONE, MUST_CLOSE, CLOSED, ERROR = State
 
 #: The client's transitions (rules 1, 2, 6).
@@ -91,6 +114,12 @@ def transition(
         return table[state][event]
     except KeyError:
         raise RuntimeError(f"no transition from {state.name} on {event.name}") from None
+
+
+def moves(table: dict[State, dict[Event, State]], event: Event) -> dict[State, State]:
+    """The table's moves on ``event``, from state to state: what the hot path looks
+    up, one dict lookup instead of a call of ``transition`` (seven a request)."""
+    return {state: after[event] for state, after in table.items() if event in after}
 
 
 class Phase(Enum):
