@@ -206,6 +206,8 @@ class RequestCycle:
                 self.started_at = now
                 self.thread = threading.current_thread()
         if self.job_state is CANCELLED:
+            # Closed here, since the loop may drop the cycle before shed runs.
+            self.body.close()
             state.loop.call_soon_threadsafe(self.shed)
             return
         writer = self.writer

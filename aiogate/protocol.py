@@ -135,7 +135,6 @@ class H11Protocol(asyncio.Protocol):
         self._deadline = 0.0
         self._on_deadline: Callable[[], object] | None = None
         self._linger_buffered = -1  # write buffer size at the last linger check
-        self._answered_on_loop = False  # a probe was answered; its end is due
 
     # -- asyncio callbacks -------------------------------------------------------
 
@@ -156,21 +155,13 @@ class H11Protocol(asyncio.Protocol):
             url_scheme="http" if tls is None else "https",
             tls=tls,
         )
-        # Shared by the writer of each request and the job state (rule 7).
+        # Shared by the writer of each request and the job state (dispatch rule 2).
         self.cond = threading.Condition(threading.Lock())
         # Every connection is tracked, even one refused below: its linger is ended
         # by the server's sweep, and a draining server waits for it.
         state.connections.add(self)
         if state.metrics is not None:
             state.metrics.connections_accepted += 1
-        if state.shutting_down:
-            # Accepted just before the listener closed: its client has sent, or is
-            # sending, a request; serve it (with Connection: close) rather than cut
-            # it, which would reset a request the kernel had already accepted.
-            self.arm_timer(
-                min(DRAIN_GRACE, state.config.timeout_keep_alive), self._on_idle
-            )
-            return
         if self.slot is not None and self.slot.refused:
             # Over limit_connections (the listener decided, and logged, at accept):
             # answered rather than left in the backlog, so the client learns at once,
@@ -183,6 +174,14 @@ class H11Protocol(asyncio.Protocol):
                 )
             )
             self._close()
+            return
+        if state.shutting_down:
+            # Accepted just before the listener closed: its client has sent, or is
+            # sending, a request; serve it (with Connection: close) rather than cut
+            # it, which would reset a request the kernel had already accepted.
+            self.arm_timer(
+                min(DRAIN_GRACE, state.config.timeout_keep_alive), self._on_idle
+            )
             return
         self.arm_timer(state.config.timeout_keep_alive, self._on_idle)
 
@@ -311,22 +310,23 @@ class H11Protocol(asyncio.Protocol):
 
     def _start_cycle(self, request: h11.Request) -> None:
         state = self.state
-        if (
-            state.endpoints
-            and request.method in (b"GET", b"HEAD")
-            and not self.conn.request_has_body
-        ):
-            endpoint = state.endpoints.get(request.target.partition(b"?")[0])
-            if endpoint is not None:
-                self._answer_on_loop(*endpoint())
-                return
+        conn = self.conn
+        if not conn.request_has_body:
+            # Its end is here already: take it now, so that the request is whole
+            # before anything answers it. (Taken on a later turn, the app could answer
+            # first and the cycle would end with the client's side unfinished.)
+            conn.next_event()  # EndOfMessage
+            if state.endpoints and request.method in (b"GET", b"HEAD"):
+                endpoint = state.endpoints.get(request.target.partition(b"?")[0])
+                if endpoint is not None:
+                    self._answer_on_loop(*endpoint())
+                    return
         cycle = self.cycle = RequestCycle(self, request)
         if state.observing:
             cycle.arrived_at = state.loop.time()
         if cycle.buffer is None:
             cycle.submit()
             return
-        conn = self.conn
         expected = conn.body_bytes_expected
         if expected is not None and expected > state.config.limit_request_body:
             # Refused before a byte of it is read; with 100-continue, never sent.
@@ -361,9 +361,7 @@ class H11Protocol(asyncio.Protocol):
         if conn.our_state is MUST_CLOSE or close:
             self._close()
         else:
-            # The next cycle starts at this request's EndOfMessage (_body_end), which
-            # _handle_events reads next: h11 has not seen the end of it yet.
-            self._answered_on_loop = True
+            conn.start_next_cycle()  # and _handle_events reads on
 
     def _body_data(self, data: bytes) -> None:
         cycle = self.cycle
@@ -374,21 +372,39 @@ class H11Protocol(asyncio.Protocol):
         except ProtocolError as exc:
             self.reject(exc.status_hint, str(exc))
             return
+        except OSError as exc:
+            self._body_file_failed(exc)
+            return
         # Body progress pushes the deadline on (an idle rule, like nginx's).
         self._deadline = self.state.loop.time() + self.state.config.timeout_request_body
 
     def _body_end(self) -> None:
         cycle = self.cycle
-        if cycle is None:  # the end of a request answered on the loop
-            assert self._answered_on_loop
-            self._answered_on_loop = False
-            self.conn.start_next_cycle()  # and _handle_events reads on
-            return
+        assert cycle is not None  # a request without a body ended in _start_cycle
         buffer = cycle.buffer
         if buffer is not None:
             cycle.buffer = None
-            cycle.body = buffer.finish()
+            try:
+                cycle.body = buffer.finish()
+            except OSError as exc:
+                buffer.discard()
+                self._body_file_failed(exc)
+                return
             cycle.submit()
+
+    def _body_file_failed(self, exc: OSError) -> None:
+        """A request body's temporary file could not be made or written (no space,
+        no descriptors, a read-only TMPDIR): the operator must hear of it, the
+        client gets a 503, never a reset with nothing said."""
+        import tempfile  # loaded already: the body was spilling
+
+        log.error(
+            "Cannot keep a request body in a temporary file in %s: %s; 503 for %s",
+            tempfile.gettempdir(),
+            exc,
+            self.info.client,
+        )
+        self.reject(503, "cannot store the request body", retry_after=RETRY_AFTER)
 
     def _client_closed(self) -> None:
         """The client sent EOF after a complete request (or none). If we still owe a
@@ -475,8 +491,8 @@ class H11Protocol(asyncio.Protocol):
         if data:
             self.transport.write(data)
             self._close()
-        else:
-            self.transport.close()
+        else:  # a response had begun: it is cut (rule 4)
+            self.reset()
 
     def _close(self) -> None:
         """Close gracefully: our FIN after what is buffered, then linger briefly."""
@@ -491,22 +507,31 @@ class H11Protocol(asyncio.Protocol):
             transport.write_eof()
             # Read (and drop) what the client still sends, whatever held reading.
             self.flow.resume_all()
-            self.arm_timer(LINGER_TIMEOUT, self._end_linger)
         else:
+            # No FIN of ours to send first (the client has sent its own, or TLS). The
+            # transport closes once its buffer is sent, which a client that reads
+            # nothing would put off forever: the linger's deadline holds here too.
             transport.close()
+        self.arm_timer(LINGER_TIMEOUT, self._end_linger)
 
     def _end_linger(self) -> None:
-        """The linger is over: close, once what we wrote has gone out. A client that
-        reads nothing of it for ``timeout_write`` seconds is cut off."""
+        """The linger is over: close once what we wrote has gone out. Until then the
+        client must take ``min_write_rate`` bytes a second of it over each
+        ``timeout_write`` window (at least a byte), as while the app wrote, or it is
+        cut off: a closing connection holds its slot and its buffer."""
         transport = self.transport
         buffered = transport.get_write_buffer_size()
         if buffered == 0:
             transport.close()
-        elif buffered == self._linger_buffered:
-            transport.abort()
-        else:
-            self._linger_buffered = buffered
-            self.arm_timer(self.state.config.timeout_write, self._end_linger)
+            return
+        config = self.state.config
+        if self._linger_buffered >= 0:  # a window has passed since the last check
+            needed = max(1, int(config.min_write_rate * config.timeout_write))
+            if self._linger_buffered - buffered < needed:
+                transport.abort()
+                return
+        self._linger_buffered = buffered
+        self.arm_timer(config.timeout_write, self._end_linger)
 
     def shutdown(self) -> None:
         """The server is draining (called once per connection, and again by

@@ -236,13 +236,23 @@ class ResponseWriter:
                 if spool is None:
                     spool = _open_spool()
                 _pwrite_all(spool.fileno(), view[done : done + size], offset)
-            except BaseException:
-                # (ENOSPC, EMFILE: the handler aborts the response, and close()
-                # then closes the file: its reserved bytes are never read.)
+            except BaseException as exc:
+                # The spool failed (ENOSPC, EMFILE): the response can no longer be
+                # whole, whatever the app does next (it may catch the error and
+                # write on, and the bytes it reserved would be read as data). End it
+                # here: later writes fail, and the loop resets the connection, whose
+                # close() closes the file.
                 with self._cond:
                     behind.busy = False
                     if behind.file is None:
                         behind.file = spool
+                    if self._closed_reason is None:
+                        self._closed_reason = f"response spool failed: {exc!r}"
+                        self._ended = True
+                        self._items.append((ABORT,))
+                        if not self._scheduled:
+                            self._scheduled = True
+                            self._loop.call_soon_threadsafe(self._drain)
                     self._release_spool()
                 raise
             with self._cond:

@@ -319,3 +319,27 @@ async def test_proxy_headers_off_removes_them() -> None:
 def test_a_bad_trust_list_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="not-an-ip"):
         Server(hello, forwarded_allow_ips="127.0.0.1,not-an-ip")
+
+
+async def test_a_body_that_cannot_be_stored_gets_a_503_and_a_log_line(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A read-only or full TMPDIR, or no descriptors left: the client used to get a
+    # reset with nothing said, and the operator nothing in the log.
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    async with serving(hello, body_buffer_size=16) as (_, port):
+        client = await Client.connect(port)
+        await client.send(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b"x" * 100
+        )
+        response = await client.response(b"POST")
+        assert response.status == 503
+        assert response.header(b"retry-after") == b"1"
+        assert await client.closed_by_server()
+    [line] = [r for r in caplog.records if "temporary file" in r.getMessage()]
+    assert line.levelname == "ERROR"
+    assert str(tmp_path / "missing") in line.getMessage()

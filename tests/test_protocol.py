@@ -693,17 +693,47 @@ def test_app_overrunning_after_headers_gets_its_connection_aborted() -> None:
 
 
 def test_linger_waits_for_a_reading_client_and_cuts_a_stalled_one() -> None:
-    h = Harness(hello, timeout_write=5.0)
+    # min_write_rate 50 B/s over timeout_write 5 s: 250 bytes a window.
+    h = Harness(hello, timeout_write=5.0, min_write_rate=50)
     h.receive(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     h.transport.buffered = 1000  # the response is still in the write buffer
     h.run_jobs()
     assert h.transport.eof_written
     h.tick(LINGER_TIMEOUT)
     assert not h.transport.closed
-    h.transport.buffered = 500  # the client reads
+    h.transport.buffered = 500  # the client reads 500 bytes in the window
     h.tick(5.0)
     assert not h.transport.closed
     h.tick(5.0)  # then reads nothing for timeout_write
+    assert h.transport.aborted
+
+
+def test_linger_holds_a_slow_reader_to_the_minimum_rate() -> None:
+    # A client that takes a little now and then used to hold its slot and buffer
+    # for as long as it liked: each window had to show only some progress.
+    h = Harness(hello, timeout_write=5.0, min_write_rate=50)
+    h.receive(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    h.transport.buffered = 100_000
+    h.run_jobs()
+    h.tick(LINGER_TIMEOUT)
+    h.transport.buffered -= 100  # under 250 bytes in a window
+    h.tick(5.0)
+    assert h.transport.aborted
+
+
+def test_a_half_closed_client_that_reads_nothing_is_cut_off() -> None:
+    # The client sent its request and its FIN: we have no FIN to send first, and
+    # the transport's close waits for a buffer nobody reads. The linger's
+    # deadline used to be armed only on the other path.
+    h = Harness(hello, timeout_write=5.0)
+    h.receive(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    h.protocol.eof_received()
+    h.transport.buffered = 1_000_000
+    h.run_jobs()
+    assert h.transport.closed  # close() asked for, the buffer not sent yet
+    h.tick(LINGER_TIMEOUT)
+    assert not h.transport.aborted
+    h.tick(5.0)
     assert h.transport.aborted
 
 
@@ -992,3 +1022,35 @@ def test_an_end_that_comes_later_still_waits_behind_the_spool() -> None:
     h.protocol.resume_writing()
     h.loop.run_callbacks()
     assert h.responses() == [(200, b"a" * 1000)]
+
+
+def test_a_request_without_a_body_is_whole_before_anything_answers_it() -> None:
+    # Its EndOfMessage used to be taken on a later turn: after a pause (here the
+    # write buffer filled by a probe's answer), an app that answered first ended the
+    # cycle with the client's side unfinished, and the connection closed with the
+    # pipelined requests behind it unanswered.
+    h = Harness(hello)
+    h.state.endpoints[b"/livez"] = lambda: (200, "text/plain", b"ok\n")
+    written = h.transport.write
+    paused: list[bool] = []
+
+    def write(data: bytes) -> None:
+        written(data)
+        if not paused:  # the first probe's answer crosses the high-water mark
+            paused.append(True)
+            h.protocol.pause_writing()
+
+    h.transport.write = write  # type: ignore[method-assign]
+    probe = b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n"
+    h.receive(probe * 2 + b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n" * 2)
+    h.protocol.resume_writing()
+    callback, args = h.loop.callbacks.pop(0)  # the next turn, and nothing else
+    callback(*args)
+    h.pool.jobs.pop(0)()  # the app answers before any later turn
+    callback, args = h.loop.callbacks.pop()  # the writer's drain
+    callback(*args)
+    assert not h.transport.eof_written
+    h.loop.run_callbacks()
+    h.run_jobs()
+    assert [status for status, _ in h.responses()] == [200, 200, 200, 200]
+    assert not h.transport.eof_written

@@ -3,6 +3,7 @@ disconnects, on a fake loop."""
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import time
@@ -375,3 +376,40 @@ def test_a_failed_spool_write_raises_and_close_frees_the_file(
     assert delivered[-1] == [(ABORT,)]
     writer.close("response aborted")  # as the loop does on the ABORT
     assert spools[0].closed
+
+
+def test_a_failed_spool_write_ends_the_response(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The app may catch the error (as "client gone") and write on: the bytes whose
+    # write failed were reserved in the ring and would have gone out as data.
+    loop = FakeLoop()
+    delivered: list[list[tuple[object, ...]]] = []
+    w = ResponseWriter(loop, delivered.append, timeout=5.0, spool_size=1 << 20)
+    w.start("200 OK", [])
+    loop.run_pending()
+    w.set_write_paused(True)  # the client is behind
+    monkeypatch.setattr(writer_module, "SPOOL_GRACE", 0.0)
+    real = writer_module._pwrite_all
+    calls: list[int] = []
+
+    def failing_once(fd: int, data: memoryview, offset: int) -> None:
+        calls.append(len(data))
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd, data, offset)
+
+    monkeypatch.setattr(writer_module, "_pwrite_all", failing_once)
+    w.write(b"A" * 10)
+    with pytest.raises(OSError, match="No space"):
+        w.write(b"B" * 10)
+    with pytest.raises(ClientDisconnected):
+        w.write(b"C" * 10)  # the app goes on: refused
+    loop.run_pending()
+    kinds = [item[0] for batch in delivered for item in batch]
+    assert kinds[-1] is ABORT
+    assert (
+        sum(item[1] for batch in delivered for item in batch if item[0] is SPOOL) == 10
+    )
+    w.close("response aborted")  # what the loop does on the ABORT
+    assert not w.spooled  # the file is closed
