@@ -36,8 +36,8 @@ Theory of operation:
 6. ``connection_lost`` fails the writer, so a thread blocked writing wakes with
    ``ClientDisconnected`` and the app's iterable is closed.
 7. One connection gets a bounded share of the loop: at most ``EVENTS_PER_TURN``
-   events per callback (a chunked body's ``Data`` event is at most a few hundred
-   chunks), then reading pauses (reason ``"busy"``) and the rest is handled
+   events per callback (a chunked body's ``Data`` event is at most 128 chunks),
+   then reading pauses (reason ``"busy"``) and the rest is handled
    ``BUSY_PAUSE`` later, after the loop has served every other socket. So tiny
    chunks or a burst of pipelined probes cannot hold the loop.
 8. While the transport's buffer is above its high-water mark (``pause_writing``),
@@ -82,9 +82,9 @@ log = logging.getLogger("aiogate.error")
 # (Apache's lingering close waits up to 2 s for the same reason).
 LINGER_TIMEOUT = 2.0
 #: Events one connection may handle in one turn of the loop before it yields (rule
-#: 7). A request without a body is two events and a chunked body's Data event is at
-#: most ``http.CHUNK_LINES_PER_CALL`` (128) chunks, about a microsecond each, so a
-#: turn is well under a millisecond of work.
+#: 7). A request without a body is one event (its end is taken with it) and a
+#: chunked body's Data event is at most ``http.CHUNK_LINES_PER_CALL`` (128) chunks,
+#: about a microsecond each, so a turn is well under a millisecond of work.
 EVENTS_PER_TURN = 4
 #: How long a connection that used up its turn waits for the next (rule 7). Only
 #: tiny chunks or bursts of pipelined probes use up a turn (a 256 KiB read of 1 KiB
