@@ -186,3 +186,17 @@ def test_module_has_a_docstring(module: str) -> None:
     for path in files_of(module):
         tree = ast.parse(path.read_text())
         assert ast.get_docstring(tree), f"{path.name} needs a docstring"
+
+
+def test_every_subpackage_is_in_the_distribution() -> None:
+    # setuptools installs only the packages listed: a subpackage left out works in
+    # an editable install and is missing from the wheel (and the Docker image).
+    import tomllib
+
+    pyproject = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())
+    listed = set(pyproject["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(path.relative_to(PACKAGE.parent).parts[:-1])
+        for path in PACKAGE.rglob("__init__.py")
+    }
+    assert found <= listed, sorted(found - listed)
