@@ -143,6 +143,7 @@ class Listener:
         backlog: int = 2048,
         ssl: ssl.SSLContext | None = None,
         ssl_handshake_timeout: float | None = None,
+        ssl_shutdown_timeout: float | None = None,
         on_release: Callable[[], object] = lambda: None,
     ) -> None:
         self._loop = loop
@@ -150,11 +151,15 @@ class Listener:
         self._protocol_factory = protocol_factory
         self._limit = limit_connections
         self._backlog = backlog
-        # The loops refuse ssl_handshake_timeout without ssl.
+        # The loops refuse the ssl_* timeouts without ssl.
         self._tls: dict[str, Any] = (
             {}
             if ssl is None
-            else {"ssl": ssl, "ssl_handshake_timeout": ssl_handshake_timeout}
+            else {
+                "ssl": ssl,
+                "ssl_handshake_timeout": ssl_handshake_timeout,
+                "ssl_shutdown_timeout": ssl_shutdown_timeout,
+            }
         )
         #: Called after each release (the server waits for the last one to drain).
         self._on_release = on_release

@@ -38,7 +38,7 @@ from .listener import Listener, open_files_needed
 from .log_writer import AccessLogWriter
 from .metrics import Metrics
 from .observe import Probes
-from .protocol import H11Protocol
+from .protocol import LINGER_TIMEOUT, H11Protocol
 from .proxy_headers import parse_trusted
 from .server_state import ServerState
 from .sockets import bind_sockets
@@ -215,6 +215,10 @@ class Server:
                 # The handshake counts against the head's deadline: a client that
                 # opens a TLS connection and stalls is a slowloris too.
                 ssl_handshake_timeout=config.timeout_request_header,
+                # A client that read everything but never answers our close_notify
+                # would hold its place for the loop's default 30 s: it gets the
+                # linger a plain TCP connection gets.
+                ssl_shutdown_timeout=LINGER_TIMEOUT,
                 on_release=self._on_connection_lost,
             )
             self._listener.start()

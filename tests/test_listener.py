@@ -376,3 +376,31 @@ async def test_the_open_file_limit_is_raised_at_start(
         assert "4424" in message
     else:
         assert messages == []
+
+
+async def test_a_tls_client_that_never_closes_gives_its_place_back(
+    certs: Certs,  # noqa: F811
+) -> None:
+    # It reads the whole response and our close_notify, and never answers: the
+    # loop waited 30 s (its ssl_shutdown_timeout) for that answer, slot held.
+    context = client_context(certs, with_cert=False)
+    async with serve_tls(certs, limit_connections=4) as server:
+        port = server.sockets[0].getsockname()[1]
+
+        def read_and_keep() -> ssl.SSLSocket:
+            raw = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+            tls = context.wrap_socket(raw, server_hostname="localhost")
+            tls.sendall(GET_CLOSE)
+            while tls.recv(65536):  # until our close_notify: b""
+                pass
+            return tls  # open, no close_notify of its own
+
+        kept = await asyncio.to_thread(read_and_keep)
+        try:
+            started = asyncio.get_running_loop().time()
+            async with asyncio.timeout(WAIT):
+                while stats(server)["open"]:
+                    await asyncio.sleep(0.05)
+            assert asyncio.get_running_loop().time() - started < 5.0
+        finally:
+            kept.close()
