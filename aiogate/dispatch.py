@@ -37,7 +37,6 @@ from typing import TYPE_CHECKING, BinaryIO, Protocol
 import h11
 
 from .body import EMPTY_BODY, BodyBuffer, EmptyBody
-from .observe import record
 from .server_state import RETRY_AFTER
 from .writer import ABORT, DATA, END, SPOOL, START, Item, ResponseWriter
 
@@ -331,13 +330,8 @@ class RequestCycle:
         state.pool.replace(thread)
         if self.started:
             # Part of the response is out: only a cut connection says it failed.
-            self.writer.close("request timed out")
-            self.ended = True
-            self.uncount()
-            if state.observing:
-                record(self, state.loop.time(), 0)
-            protocol.conn.send_failed()
-            protocol.reset()
+            self.writer.close("request timed out")  # (the thread's reason)
+            self._cut()
         else:
             protocol.reject(503, "request timed out", count=False)
 
@@ -416,9 +410,7 @@ class RequestCycle:
         for item in items:
             kind = item[0]
             if kind is ABORT:
-                self.held = None
-                self.ended = True
-                protocol.cycle_ended(self, aborted=True)
+                self._cut()
                 return
             if kind is END:
                 self.spool_mark = self.writer.spool_pos
@@ -471,9 +463,7 @@ class RequestCycle:
                 framed = conn.send_data(data)
             except (OSError, h11.LocalProtocolError) as exc:
                 log.error("Response cut, closing the connection: %s", exc)
-                self.held = None
-                self.ended = True
-                protocol.cycle_ended(self, aborted=True)
+                self._cut()
                 return
             self.spool_left -= len(data)
             if observe:
@@ -499,9 +489,14 @@ class RequestCycle:
             sent,
             config.timeout_write,
         )
+        self._cut()
+
+    def _cut(self) -> None:
+        """Runs on the event loop: the response ends unfinished; the connection
+        fails the writer, records it and resets (``cycle_ended``)."""
         self.held = None
         self.ended = True
-        protocol.cycle_ended(self, aborted=True)
+        self.protocol.cycle_ended(self, aborted=True)
 
     def describe(self) -> str:
         """``GET /path`` (the target without its query), for log messages."""

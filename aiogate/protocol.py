@@ -218,7 +218,7 @@ class H11Protocol(asyncio.Protocol):
             self.slot.release()  # the listener tells the server (it waits on it)
 
     def pause_writing(self) -> None:
-        # Rule 10: whatever filled the buffer (an app's body, bodyless responses to
+        # Rule 8: whatever filled the buffer (an app's body, bodyless responses to
         # pipelined requests, probes), nothing more is read until the client reads.
         self.flow.write_paused = True
         self.flow.pause_reading("write")
@@ -248,7 +248,7 @@ class H11Protocol(asyncio.Protocol):
         budget = EVENTS_PER_TURN
         while not self._closing:
             if self.cycle is None and self.flow.write_paused:
-                # Rule 10: the client is not reading our responses; start no new
+                # Rule 8: the client is not reading our responses; start no new
                 # request until it does, or until ``timeout_write`` gives up on it.
                 if self._on_deadline != self._on_write_stalled:
                     self.arm_timer(
@@ -256,7 +256,7 @@ class H11Protocol(asyncio.Protocol):
                     )
                 return
             if not budget:
-                # Rule 9: this connection has had its share of the loop; the rest
+                # Rule 7: this connection has had its share of the loop; the rest
                 # of what it sent waits (reading paused) a moment, in which the loop
                 # serves the others and the app's threads get the GIL.
                 self.flow.pause_reading("busy")
@@ -290,7 +290,7 @@ class H11Protocol(asyncio.Protocol):
                 return
 
     def _next_turn(self) -> None:
-        """Go on with the events held back by rule 9 or 10."""
+        """Go on with the events held back by rule 7 or 8."""
         if self.flow.is_paused_for("busy"):
             self.flow.resume_reading("busy")
             if not self._closing and not self.transport.is_closing():

@@ -44,8 +44,7 @@ ALLOWED: dict[str, set[str]] = {
     | {"access_log", "body", "config", "http", "metrics"}
     | {"thread_pool", "writer"},
     "observe": LEAF | {"access_log", "http", "metrics", "server_state", "thread_pool"},
-    "dispatch": LEAF
-    | {"body", "writer", "flow_control", "http", "observe", "server_state"},
+    "dispatch": LEAF | {"body", "writer", "flow_control", "http", "server_state"},
     "protocol": LEAF
     | {
         "listener",
