@@ -23,6 +23,7 @@ import pytest
 import aiogate
 import aiogate.cli
 import aiogate.importer
+import aiogate.options
 import aiogate.server
 from aiogate import demo
 from aiogate.cli import app_options, config_options, main, usage_table_markdown
@@ -501,7 +502,7 @@ def test_unsupported_config_type_is_caught() -> None:
 
     (field,) = dataclasses.fields(Odd)
     with pytest.raises(TypeError, match="no command-line option for type"):
-        aiogate.cli._option_for_field(field, list[int])
+        aiogate.options._option_for_field(field, list[int])
 
 
 def test_usage_table_markdown() -> None:
