@@ -33,13 +33,13 @@ from .access_log import compile_format
 from .config import Config
 from .deadlines import DeadlineSweeper
 from .errors import ConfigError
-from .handlers import ServerHandler
 from .listener import Listener, open_files_needed
 from .log_writer import AccessLogWriter
 from .metrics import Metrics
 from .observe import Probes
 from .protocol import LINGER_TIMEOUT, H11Protocol
 from .proxy_headers import parse_trusted
+from .server_handler import ServerHandler
 from .server_state import ServerState
 from .sockets import bind_sockets
 from .thread_pool import ThreadPool

@@ -23,7 +23,7 @@ from wsgiref.validate import validator
 
 import pytest
 
-from aiogate import handlers
+from aiogate import handlers, server_handler
 from aiogate._types import ConnectionInfo
 from aiogate._version import __version__
 from aiogate.errors import ClientDisconnected
@@ -32,9 +32,9 @@ from aiogate.handlers import (
     BaseHandler,
     CGIHandler,
     IISCGIHandler,
-    ServerHandler,
     SimpleHandler,
 )
+from aiogate.server_handler import ServerHandler
 from tests import apps
 from tests.apps import TEXT, App, ClosingIterable, Environ, StartResponse
 
@@ -734,7 +734,7 @@ def test_add_cgi_vars_uses_build_environ(monkeypatch: pytest.MonkeyPatch) -> Non
         calls.append((request, conn, root_path))
         return {"REQUEST_METHOD": "GET", "MARKER": "from build_environ"}
 
-    monkeypatch.setattr(handlers, "build_environ", fake_build_environ)
+    monkeypatch.setattr(server_handler, "build_environ", fake_build_environ)
     result = serve(apps.hello, root_path="/mount")
     ((request, conn, root_path),) = calls
     assert request is result.handler.request
@@ -764,7 +764,7 @@ def test_underscore_headers_logged_at_debug() -> None:
 def test_underscore_scan_only_when_debug_enabled(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(handlers, "build_environ", lambda *args: {})
+    monkeypatch.setattr(server_handler, "build_environ", lambda *args: {})
     quiet = CountingHeaders([(b"x_a", b"1")])
     serve(apps.hello, headers=quiet, log_level=logging.INFO)
     assert quiet.iterations == 0
