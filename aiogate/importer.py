@@ -156,14 +156,25 @@ def _resolve(target: str, module_name: str, attribute: str) -> Any:
 
 
 def _accepts_two_arguments(obj: Any) -> bool:
-    """Whether ``obj(environ, start_response)`` binds; ``True`` when we cannot tell.
+    """Whether ``obj(environ, start_response)`` binds; ``True`` whenever in doubt.
 
     Catches the common mistake of serving an app factory without ``--factory``,
-    which would otherwise start fine and then fail every request.
+    which would otherwise start fine and then fail every request. PEP 3333 asks
+    only for a callable taking two positional arguments, and a wrong "no" would
+    refuse a working app at startup, so only a signature that is there to read and
+    plainly refuses two positional arguments counts as "no".
+
+    The signature is the callable's own, not that of whatever it wraps: a
+    ``functools.wraps`` decorator sets ``__wrapped__``, which ``inspect.signature``
+    follows by default, and werkzeug's ``@Request.application`` wraps a
+    ``view(request)`` in an ``application(*args)`` that is a valid WSGI app.
     """
     try:
-        signature = inspect.signature(obj)
-    except (TypeError, ValueError):  # builtins and C callables may have none
+        signature = inspect.signature(obj, follow_wrapped=False)
+    except Exception:
+        # Builtins and C callables may have no signature (ValueError, TypeError);
+        # a __call__ or __signature__ that raises something else is no evidence
+        # against the app either.
         return True
     try:
         signature.bind(None, None)

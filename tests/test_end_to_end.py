@@ -171,6 +171,57 @@ def test_bad_target_exits_3_with_one_readable_line(
     assert message in errors[0]
 
 
+WRAPPED_APPS = """
+import functools
+
+from werkzeug.wrappers import Request, Response
+
+
+@Request.application
+def werkzeug_app(request):
+    return Response("werkzeug " + request.path)
+
+
+def as_wsgi(view):
+    @functools.wraps(view)
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [view(environ["PATH_INFO"]).encode()]
+
+    return app
+
+
+@as_wsgi
+def wrapped_app(path):
+    return "wrapped " + path
+
+
+class App:
+    def __call__(self, environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"instance " + environ["PATH_INFO"].encode()]
+
+
+instance_app = App()
+"""
+
+
+@pytest.mark.parametrize("kind", ["werkzeug", "wrapped", "instance"])
+def test_serve_starts_any_callable_taking_two_arguments(
+    app_dir: Path, kind: str
+) -> None:
+    # Issue 13: werkzeug's @Request.application and other functools.wraps
+    # decorators used to be refused at startup (exit 3, "pass --factory").
+    (app_dir / "wrapped.py").write_text(WRAPPED_APPS)
+    server = ServerProcess([*SERVE, f"wrapped:{kind}_app", "--port", "0"], app_dir)
+    try:
+        status, _, body = get(server.port, "/there")
+        assert (status, body) == (200, f"{kind} /there".encode())
+        assert server.stop(signal.SIGTERM) == 0
+    finally:
+        server.kill()
+
+
 def test_bad_option_exits_2(app_dir: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "aiogate", "serve", "myapp", "--threads", "0"],

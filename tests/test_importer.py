@@ -10,6 +10,7 @@ import importlib
 import os
 import sys
 import textwrap
+import wsgiref.util
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -307,6 +308,111 @@ def test_builtin_callable_without_signature_is_accepted() -> None:
     # Nothing to inspect: trust it (C extensions can be WSGI apps).
     app: object = import_app("builtins:print")
     assert app is print
+
+
+# Apps whose own signature takes (environ, start_response) while something they
+# wrap, or nothing at all, says otherwise. Each must be served (issue 13).
+WRAPPED_APPS = """
+import functools
+
+from werkzeug.wrappers import Request, Response
+
+
+@Request.application  # functools.wraps over view(request); application(*args)
+def werkzeug_app(request):
+    return Response("werkzeug " + request.path)
+
+
+def as_wsgi(view):
+    # A decorator that turns view(path) into a WSGI app and keeps the view's name
+    # and docstring: inspect.signature(app) would report (path).
+    @functools.wraps(view)
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [view(environ["PATH_INFO"]).encode()]
+
+    return app
+
+
+@as_wsgi
+def wrapped_app(path):
+    return "wrapped " + path
+
+
+class App:
+    def __call__(self, environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"instance " + environ["PATH_INFO"].encode()]
+
+
+instance_app = App()
+
+
+class Opaque:
+    # Nothing about this callable can be inspected (as with some C and proxy
+    # objects): a signature it cannot give is no reason to refuse it.
+    @property
+    def __signature__(self):
+        raise RuntimeError("no signature here")
+
+    def __call__(self, environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"opaque " + environ["PATH_INFO"].encode()]
+
+
+opaque_app = Opaque()
+"""
+
+
+def call_with_environ(app: Any, path: str) -> tuple[str, bytes]:
+    """Call ``app`` with a complete environ (werkzeug reads it): status and body."""
+    environ: dict[str, Any] = {"PATH_INFO": path}
+    wsgiref.util.setup_testing_defaults(environ)
+    statuses: list[str] = []
+
+    def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
+        statuses.append(status)
+        return lambda data: None
+
+    body = b"".join(app(environ, start_response))
+    return statuses[0], body
+
+
+@pytest.mark.parametrize(
+    ("attribute", "body"),
+    [
+        ("werkzeug_app", b"werkzeug /p"),
+        ("wrapped_app", b"wrapped /p"),
+        ("instance_app", b"instance /p"),
+        ("opaque_app", b"opaque /p"),
+    ],
+)
+def test_any_callable_taking_environ_and_start_response_is_served(
+    app_dir: AppDir, attribute: str, body: bytes
+) -> None:
+    name = app_dir.module("wrapped", WRAPPED_APPS)
+    app = import_app(f"{name}:{attribute}", app_dir=str(app_dir.path))
+    assert call_with_environ(app, "/p") == ("200 OK", body)
+
+
+def test_a_wrapper_is_judged_by_its_own_signature(app_dir: AppDir) -> None:
+    # The other way round from wrapped_app: wraps() over a real app, on a wrapper
+    # that cannot take two arguments. It is the wrapper that gets called.
+    name = app_dir.module(
+        "badwrapper",
+        """
+        import functools
+
+        def application(environ, start_response):
+            return []
+
+        @functools.wraps(application)
+        def broken():
+            return application
+        """,
+    )
+    with pytest.raises(AppImportError, match="pass --factory"):
+        import_app(f"{name}:broken", app_dir=str(app_dir.path))
 
 
 HANDLERS = """
