@@ -65,6 +65,12 @@ Decisions (each one matches wsgiref or gunicorn unless it says otherwise):
 - **``REMOTE_ADDR``/``REMOTE_PORT``** come from ``conn.client``, as strings. On a UNIX
   socket ``REMOTE_ADDR`` is the peer's socket name (usually ``""``, as with gunicorn)
   and ``REMOTE_PORT`` is absent; with no peer address at all, ``REMOTE_ADDR`` is ``""``.
+- **``REMOTE_HOST``** is always ``REMOTE_ADDR`` (RFC 3875 §4.1.9: the client's name
+  SHOULD be given, and the address MAY stand in for it "for performance reasons").
+  No reverse DNS lookup is made: it would block a worker thread on a resolver for
+  every request, and a PTR record is chosen by whoever owns the address, so it
+  proves nothing. waitress does the same; wsgiref and gunicorn leave the key out,
+  and an app that reads it there gets a KeyError.
 - **``SERVER_PROTOCOL``** is the version the client spoke: ``HTTP/1.1``, or
   ``HTTP/1.0`` for a 1.0 client (apps use it to decide on chunking and keep-alive).
 """
@@ -331,10 +337,10 @@ def build_environ(
     client = conn.client
     if isinstance(client, tuple):
         # A 4-tuple (host, port, flowinfo, scope_id) for IPv6: index, don't unpack.
-        environ["REMOTE_ADDR"] = str(client[0])
+        environ["REMOTE_ADDR"] = environ["REMOTE_HOST"] = str(client[0])
         environ["REMOTE_PORT"] = str(client[1])
     else:
-        environ["REMOTE_ADDR"] = client or ""
+        environ["REMOTE_ADDR"] = environ["REMOTE_HOST"] = client or ""
     return environ
 
 

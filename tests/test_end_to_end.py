@@ -376,6 +376,17 @@ async def test_wsgiref_validator_finds_nothing_to_warn_about() -> None:
         assert (status, body) == (200, b"")
 
 
+async def test_remote_host_is_the_client_address() -> None:
+    # RFC 3875 §4.1.9, as waitress does: the address, not a reverse DNS lookup.
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [f"{environ['REMOTE_HOST']} {environ['REMOTE_ADDR']}".encode()]
+
+    async with serving(app) as port:
+        status, _, body = await asyncio.to_thread(get, port, "/")
+        assert (status, body) == (200, b"127.0.0.1 127.0.0.1")
+
+
 def test_aiogate_run_logs_and_stops_on_sigterm(app_dir: Path) -> None:
     script = app_dir / "serve_it.py"
     script.write_text(

@@ -426,6 +426,9 @@ def test_remote_addr_and_port(client: Any, remote: dict[str, str]) -> None:
         key: environ[key] for key in ("REMOTE_ADDR", "REMOTE_PORT") if key in environ
     }
     assert got == remote
+    # RFC 3875 §4.1.9: the address stands in for the client's name (no DNS lookup),
+    # so REMOTE_HOST is always there, as waitress sets it.
+    assert environ["REMOTE_HOST"] == remote["REMOTE_ADDR"]
 
 
 @pytest.mark.parametrize(
@@ -463,6 +466,7 @@ def test_full_environ_of_an_h11_request() -> None:
         "SERVER_NAME": "shop.example",
         "SERVER_PORT": "8080",
         "REMOTE_ADDR": "198.51.100.2",
+        "REMOTE_HOST": "198.51.100.2",
         "REMOTE_PORT": "4000",
     }
 
