@@ -187,7 +187,7 @@ def test_untrusted_peer_costs_no_parse(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError(f"parsed {text!r}")
 
     trusted = parse_trusted("127.0.0.1, ::1, 192.0.2.1")
-    monkeypatch.setattr(proxy_headers, "_parse_ip", fail)
+    monkeypatch.setattr(proxy_headers, "parse_ip", fail)
     monkeypatch.setattr(ipaddress, "ip_address", fail)
     headers = {XFF: "1.2.3.4", XFP: "https", FWD: "for=1.2.3.4"}
     for mode in PROXY_MODES:
