@@ -24,23 +24,24 @@ Decisions (each one matches wsgiref or gunicorn unless it says otherwise):
   request-target exactly as sent (gunicorn's and uWSGI's names; both are set). Dot
   segments (``/a/../b``) are not collapsed either: routing is the app's business.
 - **Request-target forms** (RFC 9112 §3.2): origin-form ``/p?q`` splits at the first
-  ``?``; a ``#fragment`` (not valid in a request-target) is dropped, as gunicorn's
-  ``urlsplit`` does. Absolute-form ``http://host:port/p?q`` gives path ``/p`` (``/``
-  when empty) and query ``q``, and its authority replaces the Host header (§3.2.2:
-  the server "MUST ignore the received Host header field"): it is ``HTTP_HOST``, and
-  ``SERVER_NAME``/``SERVER_PORT`` come from it. Both, so that an app never sees two
-  hosts: frameworks check ``HTTP_HOST`` against their allowed hosts and build URLs
-  from it (Django ``get_host``, werkzeug), so a Host that disagreed with the name
-  the request was routed by would pass that check with one name and act on another.
+  ``?``. A ``#fragment`` is not valid in any request-target, and the parser answers one
+  with a 400; should such a head arrive anyway (another parser), the fragment is
+  dropped, as gunicorn's ``urlsplit`` does. Absolute-form ``http://host:port/p?q`` gives
+  path ``/p`` (``/`` when empty) and query ``q``, and its authority replaces the Host
+  header (§3.2.2: the server "MUST ignore the received Host header field"): it is
+  ``HTTP_HOST``, and ``SERVER_NAME``/``SERVER_PORT`` come from it. Both, so that an app
+  never sees two hosts: frameworks check ``HTTP_HOST`` against their allowed hosts and
+  build URLs from it (Django ``get_host``, werkzeug), so a Host that disagreed with the
+  name the request was routed by would pass that check with one name and act on another.
   werkzeug's dev server does the same; gunicorn and waitress ignore the target's
-  authority (their ``SERVER_NAME`` comes from Host or their config), and wsgiref
-  puts the whole target in ``PATH_INFO``. The authority must pass
-  ``check_authority`` (the Host rule, with a non-empty host and no userinfo); the
-  parser refuses one that does not, and if such a head arrives anyway (another
-  parser), ``HTTP_HOST`` is left out and ``SERVER_*`` come from the socket: neither
-  the bad authority nor the ignored Host reaches the app. Asterisk-form
-  ``*`` (``OPTIONS *``) gives ``PATH_INFO == '*'``, as with wsgiref and gunicorn. Any
-  other form (authority-form ``host:443`` of CONNECT) is passed through as the path.
+  authority (their ``SERVER_NAME`` comes from Host or their config), and wsgiref puts
+  the whole target in ``PATH_INFO``. The authority must pass ``check_authority`` (the
+  Host rule, with a non-empty host and no userinfo); the parser refuses one that does
+  not, and if such a head arrives anyway (another parser), ``HTTP_HOST`` is left out and
+  ``SERVER_*`` come from the socket: neither the bad authority nor the ignored Host
+  reaches the app. Asterisk-form ``*`` (``OPTIONS *``) gives ``PATH_INFO == '*'``, as
+  with wsgiref and gunicorn. Any other form (authority-form ``host:443`` of CONNECT) is
+  passed through as the path.
 - **``root_path``** is ``SCRIPT_NAME`` on every request. When the decoded path equals it
   or continues it at a segment boundary (``/api`` matches ``/api`` and ``/api/x``, not
   ``/apix``), ``PATH_INFO`` is the rest; otherwise ``PATH_INFO`` is the whole path

@@ -24,6 +24,7 @@ import flask
 import pytest
 
 from aiogate import Server
+from tests.client import Client
 
 TIMEOUT = 20.0
 LISTENING = re.compile(r"Listening on http://127\.0\.0\.1:(\d+)")
@@ -385,6 +386,39 @@ async def test_remote_host_is_the_client_address() -> None:
     async with serving(app) as port:
         status, _, body = await asyncio.to_thread(get, port, "/")
         assert (status, body) == (200, b"127.0.0.1 127.0.0.1")
+
+
+def hello_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"hello"]
+
+
+@pytest.mark.parametrize(
+    ("request_line", "status", "reason"),
+    [
+        # RFC 9112 §2.3: no minor digit, no HTTP-version: malformed, not unsupported.
+        (b"GET / HTTP/1", 400, b"malformed HTTP version"),
+        (b"GET / HTTP/2", 400, b"malformed HTTP version"),
+        (b"GET / HTTP/2.0", 505, b"unsupported HTTP version"),
+        # RFC 9112 §3.2: a request-target has no fragment, in either form.
+        (b"GET /page?q=1#top HTTP/1.1", 400, b"fragment in request target"),
+        (b"GET http://t/page#top HTTP/1.1", 400, b"fragment in request target"),
+    ],
+)
+async def test_bad_request_lines_on_the_wire(
+    request_line: bytes, status: int, reason: bytes
+) -> None:
+    async with serving(hello_app) as port:
+        client = await Client.connect(port)
+        try:
+            await client.send(request_line + b"\r\nHost: t\r\n\r\n")
+            response = await client.response()
+            assert response.status == status
+            assert response.body.startswith(reason), response.body
+            assert response.header(b"connection") == b"close"
+            assert await client.closed_by_server()
+        finally:
+            await client.close()
 
 
 def test_aiogate_run_logs_and_stops_on_sigterm(app_dir: Path) -> None:

@@ -143,12 +143,17 @@ REJECTED: list[tuple[str, bytes, int]] = [
     ("nul in value", b"GET / HTTP/1.1\r\nHost: a\r\nX: \x00\r\n\r\n", 400),
     ("nul in name", b"GET / HTTP/1.1\r\nHost: a\r\nX\x00: b\r\n\r\n", 400),
     ("no colon", b"GET / HTTP/1.1\r\nHost: a\r\nbogus\r\n\r\n", 400),
-    # RFC 9112 §2.3, RFC 9110 §15.6.6: versions
+    # RFC 9112 §2.3, RFC 9110 §15.6.6: versions. A well-formed one we do not speak
+    # is 505; without its minor digit it is no HTTP-version at all: 400 (h11 too).
     ("http/2.0", b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
+    ("http/3.0", b"GET / HTTP/3.0\r\nHost: a\r\n\r\n", 505),
     ("http/0.9", b"GET / HTTP/0.9\r\n\r\n", 505),
     ("http/1.2", b"GET / HTTP/1.2\r\nHost: a\r\n\r\n", 505),
-    ("http/2", b"GET / HTTP/2\r\nHost: a\r\n\r\n", 505),
     ("h2 preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505),
+    ("http/1", b"GET / HTTP/1\r\nHost: a\r\n\r\n", 400),
+    ("http/2", b"GET / HTTP/2\r\nHost: a\r\n\r\n", 400),
+    ("http/1.", b"GET / HTTP/1.\r\nHost: a\r\n\r\n", 400),
+    ("http/.1", b"GET / HTTP/.1\r\nHost: a\r\n\r\n", 400),
     ("version garbage", b"GET / HTTP/1.1.1\r\nHost: a\r\n\r\n", 400),
     ("version lowercase", b"GET / http/1.1\r\nHost: a\r\n\r\n", 400),
     ("no version (0.9 style)", b"GET /\r\n\r\n", 400),
@@ -165,6 +170,13 @@ REJECTED: list[tuple[str, bytes, int]] = [
     ("other scheme", b"GET ftp://a/ HTTP/1.1\r\nHost: a\r\n\r\n", 400),
     ("http uri without host", b"GET http:///x HTTP/1.1\r\nHost: a\r\n\r\n", 400),
     ("http uri without anything", b"GET http:// HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    # RFC 9112 §3.2, RFC 9110 §4.2.5: no form of request-target has a fragment
+    ("fragment", b"GET /a#b HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("empty fragment", b"GET /# HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("fragment after query", b"GET /a?q=1#b HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("fragment absolute", b"GET http://a/p#f HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("fragment after authority", b"GET http://a#f HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("fragment in asterisk", b"OPTIONS *#f HTTP/1.1\r\nHost: a\r\n\r\n", 400),
     ("connect", b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", 405),
     # not HTTP at all
     ("tls client hello", b"\x16\x03\x01\x00\xa5\x01\x00", 400),
@@ -209,6 +221,48 @@ def test_rejected(data: bytes, status: int, bytewise: bool) -> None:
     result = parse(data, bytewise=bytewise)
     assert isinstance(result, ProtocolError)
     assert result.status_hint == status
+
+
+@pytest.mark.parametrize(
+    ("version", "status", "reason"),
+    [
+        (b"HTTP/1", 400, "malformed HTTP version: b'HTTP/1'"),
+        (b"HTTP/2", 400, "malformed HTTP version: b'HTTP/2'"),
+        (b"HTTP/11", 400, "malformed HTTP version: b'HTTP/11'"),
+        (b"HTTP/2.0", 505, "unsupported HTTP version: b'HTTP/2.0'"),
+        (b"HTTP/3.0", 505, "unsupported HTTP version: b'HTTP/3.0'"),
+    ],
+)
+def test_version_verdicts_agree_with_h11(
+    version: bytes, status: int, reason: str
+) -> None:
+    data = b"GET / " + version + b"\r\nHost: a\r\n\r\n"
+    for bytewise in (False, True):
+        result = parse(data, bytewise=bytewise)
+        assert isinstance(result, ProtocolError)
+        assert (result.status_hint, str(result)) == (status, reason)
+    # h11 reads the same line as HTTP-version = "HTTP/" DIGIT "." DIGIT too: what we
+    # call malformed it refuses with 400; what we call unsupported it parses.
+    h11_conn = h11.Connection(h11.SERVER)
+    h11_conn.receive_data(data)
+    if status == 400:
+        with pytest.raises(h11.RemoteProtocolError) as excinfo:
+            h11_conn.next_event()
+        assert excinfo.value.error_status_hint == 400
+    else:
+        event = h11_conn.next_event()
+        assert type(event) is h11.Request
+        assert event.http_version == version[5:]
+
+
+@pytest.mark.parametrize(
+    "target", [b"/a#b", b"/#", b"/a?q#f", b"http://a/p#f", b"https://a#f", b"*#f"]
+)
+def test_fragment_in_the_target_is_refused_by_name(target: bytes) -> None:
+    method = b"OPTIONS" if target.startswith(b"*") else b"GET"
+    result = parse(method + b" " + target + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert isinstance(result, ProtocolError)
+    assert (result.status_hint, str(result)) == (400, "fragment in request target")
 
 
 def test_rejected_without_waiting_for_more() -> None:
