@@ -27,12 +27,11 @@ Theory of operation:
    response fails the cycle's writer (the app's thread stops writing into it) and
    resets the connection: never a FIN that could pass for the end of a
    close-delimited body.
-5. Each connection has one deadline at a time, checked by the server's sweep
-   (``deadlines``, a few at a time so a wave of timeouts does not stall the loop): idle
-   keep-alive, the whole request head, body progress, the wait for a thread
-   (``max_queue_wait``), the app call (``timeout_request``), the spool's read rate,
-   a stalled writer, and the linger. Each phase of a cycle arms the one that
-   applies.
+5. Each connection is on one deadline at a time, the one of its phase (``http``
+   rule 8: keep-alive, head, body, app, write, linger), checked by the server's
+   sweep (``deadlines``, a few at a time so a wave of timeouts does not stall the
+   loop). Whoever moves the connection to a new phase ``arm``s its deadline, from
+   the table; ``_expire`` says what each one does when it comes up.
 6. ``connection_lost`` fails the writer, so a thread blocked writing wakes with
    ``ClientDisconnected`` and the app's iterable is closed.
 7. One connection gets a bounded share of the loop: at most ``EVENTS_PER_TURN``
@@ -56,7 +55,6 @@ import logging
 import socket
 import struct
 import threading
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 import h11
@@ -65,22 +63,27 @@ from ._types import ConnectionInfo
 from .dispatch import CANCELLED, QUEUED, RECEIVING, RequestCycle
 from .errors import ProtocolError
 from .flow_control import FlowControl
-from .http import DONE, MUST_CLOSE, ServerConnection
+from .http import (
+    DEADLINES,
+    DONE,
+    MUST_CLOSE,
+    Deadline,
+    Phase,
+    ServerConnection,
+    deadline,
+)
 from .observe import record
-from .server_state import RETRY_AFTER, ServerState, rejection_kind
+from .server_state import LINGER_TIMEOUT, RETRY_AFTER, ServerState, rejection_kind
 from .tls import tls_environ
 
 if TYPE_CHECKING:
     from ._types import Address
     from .listener import Slot
 
-__all__ = ["H11Protocol"]
+__all__ = ["DRAIN_GRACE", "LINGER_TIMEOUT", "H11Protocol"]
 
 log = logging.getLogger("aiogate.error")
 
-# After our FIN, wait this long for the client to close before closing ourselves
-# (Apache's lingering close waits up to 2 s for the same reason).
-LINGER_TIMEOUT = 2.0
 #: Events one connection may handle in one turn of the loop before it yields (rule
 #: 7). A request without a body is one event (its end is taken with it) and a
 #: chunked body's Data event is at most ``http.CHUNK_LINES_PER_CALL`` (128) chunks,
@@ -102,6 +105,10 @@ BUSY_PAUSE = 0.001
 DRAIN_GRACE = 1.0
 # struct linger {l_onoff = 1, l_linger = 0}: close() resets the connection.
 _RESET_ON_CLOSE = struct.pack("ii", 1, 0)
+# The deadlines, and the phases armed on every request, as module names for the
+# hot path (a global costs a fifth of an enum lookup; see http/_state.py).
+KEEP_ALIVE, HEAD, BODY, APP, WRITE, LINGER = Deadline
+_IDLE, _HEAD = Phase.IDLE, Phase.HEAD
 
 
 def _address(value: Any) -> Address | None:
@@ -132,8 +139,8 @@ class H11Protocol(asyncio.Protocol):
         self._client_eof = False  # the client has closed its sending side
         # One deadline at a time, checked by the server's sweep (``check_deadline``):
         # a call_later per request cost about 3 µs; setting two attributes costs ~0.
-        self._deadline = 0.0
-        self._on_deadline: Callable[[], object] | None = None
+        self._clock: Deadline | None = None  # which one (rule 5); None: none
+        self._deadline = 0.0  # when, in loop.time()
         self._linger_buffered = -1  # write buffer size at the last linger check
 
     # -- asyncio callbacks -------------------------------------------------------
@@ -179,11 +186,9 @@ class H11Protocol(asyncio.Protocol):
             # Accepted just before the listener closed: its client has sent, or is
             # sending, a request; serve it (with Connection: close) rather than cut
             # it, which would reset a request the kernel had already accepted.
-            self.arm_timer(
-                min(DRAIN_GRACE, state.config.timeout_keep_alive), self._on_idle
-            )
+            self.arm(Phase.IDLE, min(DRAIN_GRACE, state.config.timeout_keep_alive))
             return
-        self.arm_timer(state.config.timeout_keep_alive, self._on_idle)
+        self.arm(Phase.IDLE)
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
@@ -205,7 +210,7 @@ class H11Protocol(asyncio.Protocol):
         return not self._closing
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.cancel_timer()
+        self.disarm()
         cycle = self.cycle
         if cycle is not None and not cycle.ended:
             dispatched = cycle.job_state is not RECEIVING
@@ -250,10 +255,8 @@ class H11Protocol(asyncio.Protocol):
             if self.cycle is None and self.flow.write_paused:
                 # Rule 8: the client is not reading our responses; start no new
                 # request until it does, or until ``timeout_write`` gives up on it.
-                if self._on_deadline != self._on_write_stalled:
-                    self.arm_timer(
-                        self.state.config.timeout_write, self._on_write_stalled
-                    )
+                if self._clock is not WRITE:
+                    self.arm(self.conn.phase, held_by_client=True)
                 return
             if not budget:
                 # Rule 7: this connection has had its share of the loop; the rest
@@ -300,13 +303,9 @@ class H11Protocol(asyncio.Protocol):
         """No request yet: the keep-alive clock runs while nothing has arrived, and
         once the first byte of a head is here, the whole head is due within
         ``timeout_request_header`` (a trickle of bytes does not restart it)."""
-        if self.conn.has_unparsed_data:
-            if self._on_deadline != self._on_head_timeout:
-                self.arm_timer(
-                    self.state.config.timeout_request_header, self._on_head_timeout
-                )
-        elif self._on_deadline != self._on_idle:
-            self.arm_timer(self.state.config.timeout_keep_alive, self._on_idle)
+        phase = _HEAD if self.conn.has_unparsed_data else _IDLE
+        if self._clock is not DEADLINES[phase]:
+            self.arm(phase)
 
     def _start_cycle(self, request: h11.Request) -> None:
         state = self.state
@@ -339,12 +338,12 @@ class H11Protocol(asyncio.Protocol):
             # the head passed every check, so tell the client to go on (nginx does the
             # same when it buffers bodies). RFC 9110 §10.1.1.
             self.transport.write(conn.send_100_continue())
-        self.arm_timer(state.config.timeout_request_body, self._on_body_timeout)
+        self.arm(Phase.BODY)
 
     def _answer_on_loop(self, status: int, content_type: str, body: bytes) -> None:
         """Answer a health or metrics request here, without a thread: it works while
         every thread is busy. Not counted in the metrics or the access log."""
-        self.cancel_timer()
+        self.disarm()
         conn = self.conn
         close = self.state.shutting_down
         phrase = "OK" if status == 200 else "Service Unavailable"
@@ -512,7 +511,7 @@ class H11Protocol(asyncio.Protocol):
             # transport closes once its buffer is sent, which a client that reads
             # nothing would put off forever: the linger's deadline holds here too.
             transport.close()
-        self.arm_timer(LINGER_TIMEOUT, self._end_linger)
+        self.arm(Phase.LINGER)
 
     def _end_linger(self) -> None:
         """The linger is over: close once what we wrote has gone out. Until then the
@@ -531,7 +530,7 @@ class H11Protocol(asyncio.Protocol):
                 transport.abort()
                 return
         self._linger_buffered = buffered
-        self.arm_timer(config.timeout_write, self._end_linger)
+        self.arm(Phase.LINGER, config.timeout_write)
 
     def shutdown(self) -> None:
         """The server is draining (called once per connection, and again by
@@ -552,9 +551,9 @@ class H11Protocol(asyncio.Protocol):
                 return  # a head is arriving: served, under its own deadline
             now = self.state.loop.time()
             due = now + min(DRAIN_GRACE, self.state.config.timeout_keep_alive)
-            if self._on_deadline == self._on_idle:
+            if self._clock is KEEP_ALIVE:
                 due = min(due, self._deadline)  # what keep-alive would have given
-            self.arm_timer(due - now, self._on_idle)
+            self.arm(Phase.IDLE, due - now)
         elif cycle.ended:
             self._close()
 
@@ -609,19 +608,52 @@ class H11Protocol(asyncio.Protocol):
 
     # -- deadline ------------------------------------------------------------------
 
-    def arm_timer(self, delay: float, callback: Callable[[], object]) -> None:
+    def arm(
+        self, phase: Phase, delay: float | None = None, *, held_by_client: bool = False
+    ) -> None:
+        """Put the connection on the deadline of ``phase`` (rule 5), which it has just
+        entered, due in ``delay`` seconds or in its setting's; ``held_by_client``:
+        only the client's reading holds us up (``http`` rule 8). The caller names
+        the phase because it knows it for free, where ``conn.phase`` would work it
+        out again on every request; the protocol tests check the two agree."""
+        clock = (
+            deadline(phase, held_by_client=True) if held_by_client else DEADLINES[phase]
+        )
+        if delay is None and clock is not None:
+            delay = self.state.deadline_seconds[clock]
+        if delay is None:  # CLOSED, or an app's call with no time limit
+            self._clock = None
+            return
+        self._clock = clock
         self._deadline = self.state.loop.time() + delay
-        self._on_deadline = callback
 
-    def cancel_timer(self) -> None:
-        self._on_deadline = None
+    def disarm(self) -> None:
+        self._clock = None
 
     def check_deadline(self, now: float) -> bool:
-        """Called by the server's deadline sweep: run the pending action if it is
-        due, and say whether it ran."""
-        callback = self._on_deadline
-        if callback is not None and now >= self._deadline:
-            self._on_deadline = None
-            callback()
+        """Called by the server's deadline sweep: act on the deadline if it is due,
+        and say whether it was."""
+        clock = self._clock
+        if clock is not None and now >= self._deadline:
+            self._clock = None
+            self._expire(clock)
             return True
         return False
+
+    def _expire(self, clock: Deadline) -> None:
+        """What each deadline does when it comes up (rule 5)."""
+        cycle = self.cycle
+        if clock is KEEP_ALIVE:
+            self._on_idle()
+        elif clock is HEAD:
+            self._on_head_timeout()
+        elif clock is BODY:
+            self._on_body_timeout()
+        elif clock is LINGER:
+            self._end_linger()
+        elif cycle is None:  # WRITE: requests wait behind responses nobody reads
+            self._on_write_stalled()
+        elif clock is APP:
+            cycle.on_deadline()
+        else:  # WRITE: the app is done, its spool waits on the client
+            cycle.check_read_rate()

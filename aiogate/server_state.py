@@ -22,7 +22,7 @@ from ._types import ConnectionInfo
 from .access_log import AccessRecord
 from .body import EmptyBody
 from .config import Config
-from .http import ServerConnection
+from .http import Deadline, ServerConnection
 from .metrics import Metrics
 
 if TYPE_CHECKING:
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from .writer import ResponseWriter
 
 __all__ = [
+    "LINGER_TIMEOUT",
     "RETRY_AFTER",
     "Connection",
     "HandlerFactory",
@@ -41,6 +42,9 @@ __all__ = [
 # Retry-After on a 503 for overload (limits and shedding): one second spreads
 # retries without making clients wait long once the burst has passed.
 RETRY_AFTER = 1
+# After our FIN, wait this long for the client to close before closing ourselves
+# (Apache's lingering close waits up to 2 s for the same reason).
+LINGER_TIMEOUT = 2.0
 
 
 class HandlerFactory(Protocol):
@@ -106,6 +110,20 @@ class ServerState:
     #: The clock of ``loop.time()``, readable from any thread (uvloop's ``time()``
     #: updates the loop's cached clock, so threads must not call it).
     clock: Callable[[], float] = time.monotonic
+    #: Seconds of each connection deadline (``http`` rule 8) from the settings;
+    #: None: that clock is off (an app's call with neither limit).
+    deadline_seconds: dict[Deadline, float | None] = field(init=False)
+
+    def __post_init__(self) -> None:
+        config = self.config
+        self.deadline_seconds = {
+            Deadline.KEEP_ALIVE: config.timeout_keep_alive,
+            Deadline.HEAD: config.timeout_request_header,
+            Deadline.BODY: config.timeout_request_body,
+            Deadline.APP: config.max_queue_wait or config.timeout_request or None,
+            Deadline.WRITE: config.timeout_write,
+            Deadline.LINGER: LINGER_TIMEOUT,
+        }
 
     @property
     def observing(self) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import h11
 import pytest
 
-from aiogate.http import Phase, ServerConnection, State
+from aiogate.http import DEADLINES, Deadline, Phase, ServerConnection, State, deadline
 from aiogate.http._state import CLIENT, SERVER, Event, transition
 
 GET = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
@@ -87,6 +87,36 @@ def test_a_closing_connection_lingers() -> None:
     assert conn.phase is Phase.LINGER
     conn.closing()
     assert conn.phase is Phase.LINGER
+
+
+def test_closing_after_the_clients_eof_still_lingers_and_has_a_deadline() -> None:
+    # Our response may still wait in the socket for a client that half-closed:
+    # the linger's deadline must hold it, so closing is LINGER, never CLOSED.
+    conn = ServerConnection()
+    conn.receive_data(GET)
+    assert type(conn.next_event()) is h11.Request
+    assert type(conn.next_event()) is h11.EndOfMessage
+    conn.start_response("200 OK", [("Content-Length", "0")])
+    conn.end_response()
+    conn.receive_data(b"")
+    assert type(conn.next_event()) is h11.ConnectionClosed
+    assert conn.phase is Phase.CLOSED
+    assert deadline(conn.phase) is None
+    conn.closing()
+    assert conn.phase is Phase.LINGER
+    assert deadline(conn.phase) is Deadline.LINGER
+
+
+def test_every_phase_has_its_deadline_and_a_client_not_reading_has_write() -> None:
+    assert set(DEADLINES) == set(Phase)
+    for phase in Phase:
+        held = deadline(phase, held_by_client=True)
+        if phase in (Phase.IDLE, Phase.HEAD, Phase.RESPONDING):
+            assert held is Deadline.WRITE
+        else:
+            assert held is DEADLINES[phase]
+    assert deadline(Phase.DISPATCHED) is Deadline.APP
+    assert deadline(Phase.BODY) is Deadline.BODY
 
 
 def test_an_error_response_ends_our_side() -> None:

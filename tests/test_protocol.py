@@ -19,6 +19,7 @@ from aiogate.body import EMPTY_BODY
 from aiogate.config import Config, option_fields
 from aiogate.dispatch import JobState
 from aiogate.handlers import ServerHandler
+from aiogate.http import Phase
 from aiogate.listener import Listener, Slot
 from aiogate.protocol import DRAIN_GRACE, LINGER_TIMEOUT, H11Protocol
 from aiogate.server_state import ServerState
@@ -119,6 +120,16 @@ class FakeTransport:
         self.eof_written = True
 
 
+class CheckedProtocol(H11Protocol):
+    """Checks that whoever arms a deadline names the phase the connection is in."""
+
+    def arm(
+        self, phase: Phase, delay: float | None = None, *, held_by_client: bool = False
+    ) -> None:
+        assert phase is self.conn.phase, (phase, self.conn.phase)
+        super().arm(phase, delay, held_by_client=held_by_client)
+
+
 class Harness:
     def __init__(self, app: Callable[..., Any], **overrides: Any) -> None:
         self.loop = FakeLoop()
@@ -141,7 +152,7 @@ class Harness:
             clock=lambda: self.loop.now,
             **overrides,
         )
-        self.protocol = H11Protocol(self.state)
+        self.protocol = CheckedProtocol(self.state)
         self.transport = FakeTransport()
         self.protocol.connection_made(self.transport)  # type: ignore[arg-type]
 
@@ -566,7 +577,7 @@ def test_body_must_keep_arriving() -> None:
 
 def test_concurrency_limit_answers_503_with_retry_after() -> None:
     h = Harness(hello, limit_concurrency=1)
-    other = H11Protocol(h.state)
+    other = CheckedProtocol(h.state)
     other_transport = FakeTransport()
     other.connection_made(other_transport)  # type: ignore[arg-type]
     h.receive(GET)
@@ -576,7 +587,7 @@ def test_concurrency_limit_answers_503_with_retry_after() -> None:
     assert len(h.pool.jobs) == 1
     h.run_jobs()
     assert h.state.in_flight == 0
-    other2 = H11Protocol(h.state)
+    other2 = CheckedProtocol(h.state)
     other2_transport = FakeTransport()
     other2.connection_made(other2_transport)  # type: ignore[arg-type]
     other2.data_received(GET)

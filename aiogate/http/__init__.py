@@ -16,27 +16,33 @@ from ._chunked import CHUNK_LINES_PER_CALL
 from ._connection import ServerConnection
 from ._state import (
     CLOSED,
+    DEADLINES,
     DONE,
     ERROR,
     IDLE,
     MUST_CLOSE,
     SEND_BODY,
     SEND_RESPONSE,
+    Deadline,
     Phase,
     State,
+    deadline,
 )
 
 # The states are also exported as module names, for hot code (see _state.py).
 __all__ = [
     "CHUNK_LINES_PER_CALL",
     "CLOSED",
+    "DEADLINES",
     "DONE",
     "ERROR",
     "IDLE",
     "MUST_CLOSE",
     "SEND_BODY",
     "SEND_RESPONSE",
+    "Deadline",
     "Phase",
     "ServerConnection",
     "State",
+    "deadline",
 ]

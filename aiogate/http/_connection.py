@@ -154,7 +154,11 @@ class ServerConnection:
     def phase(self) -> Phase:
         """What the connection as a whole is doing (``_state`` rule 7)."""
         their, our = self.their_state, self._our
-        if self._closing or our is ERROR or our is MUST_CLOSE:
+        if self._closing:
+            # Until the socket is gone: what we sent may still wait for the client
+            # to read it, even after its EOF.
+            return Phase.LINGER
+        if our is ERROR or our is MUST_CLOSE:
             return Phase.CLOSED if their is CLOSED else Phase.LINGER
         if their is IDLE:
             return Phase.HEAD if self._buf else Phase.IDLE

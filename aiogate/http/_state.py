@@ -25,8 +25,16 @@ Rules (as h11's ``_state.py``; one transition table per side, below):
 7. The phase (``Phase``) is derived from both sides and the bytes held: IDLE (no
    request, nothing buffered), HEAD (a head arriving), BODY (a body arriving),
    DISPATCHED (the request is complete and no response has started), RESPONDING,
-   LINGER (the connection is closing: we send nothing more) and CLOSED. Each phase
-   has one kind of deadline (keep-alive, head, body, the app's, the linger).
+   LINGER (the connection is closing: we send nothing more, and what we sent may
+   still wait for the client to read it, whether or not it has closed its side)
+   and CLOSED (the client has closed and we have not begun to).
+8. Each phase has one deadline (``Deadline``, table ``DEADLINES``): IDLE the
+   keep-alive, HEAD the whole head, BODY the body's progress, DISPATCHED and
+   RESPONDING the app's (the wait for a thread, then the call), LINGER the linger,
+   CLOSED none. In IDLE, HEAD and RESPONDING a client that holds us up by not
+   reading (its requests wait behind unread responses; the app is done and its
+   output waits in the spool) is on the WRITE deadline instead: the minimum read
+   rate.
 """
 
 from __future__ import annotations
@@ -36,15 +44,18 @@ from typing import Final
 
 __all__ = [
     "CLOSED",
+    "DEADLINES",
     "DONE",
     "ERROR",
     "IDLE",
     "MUST_CLOSE",
     "SEND_BODY",
     "SEND_RESPONSE",
+    "Deadline",
     "Event",
     "Phase",
     "State",
+    "deadline",
     "moves",
     "transition",
 ]
@@ -125,6 +136,8 @@ def moves(table: dict[State, dict[Event, State]], event: Event) -> dict[State, S
 class Phase(Enum):
     """What the connection as a whole is doing (rule 7)."""
 
+    __hash__ = object.__hash__  # as State's
+
     IDLE = auto()
     HEAD = auto()
     BODY = auto()
@@ -132,3 +145,39 @@ class Phase(Enum):
     RESPONDING = auto()
     LINGER = auto()
     CLOSED = auto()
+
+
+class Deadline(Enum):
+    """The clock a connection is on (rule 8), with the setting that bounds it."""
+
+    __hash__ = object.__hash__  # as State's
+
+    KEEP_ALIVE = auto()  # timeout_keep_alive: the next request's first byte
+    HEAD = auto()  # timeout_request_header: the whole head, from its first byte
+    BODY = auto()  # timeout_request_body: each piece of the body renews it
+    APP = auto()  # max_queue_wait for a thread, then timeout_request for the call
+    WRITE = auto()  # timeout_write: the client reads min_write_rate of our output
+    LINGER = auto()  # after our FIN: the client's close, then our output read
+
+
+#: The deadline of each phase (rule 8).
+DEADLINES: Final[dict[Phase, Deadline | None]] = {
+    Phase.IDLE: Deadline.KEEP_ALIVE,
+    Phase.HEAD: Deadline.HEAD,
+    Phase.BODY: Deadline.BODY,
+    Phase.DISPATCHED: Deadline.APP,
+    Phase.RESPONDING: Deadline.APP,
+    Phase.LINGER: Deadline.LINGER,
+    Phase.CLOSED: None,
+}
+
+
+_HELD = frozenset((Phase.IDLE, Phase.HEAD, Phase.RESPONDING))
+
+
+def deadline(phase: Phase, *, held_by_client: bool = False) -> Deadline | None:
+    """The deadline that applies in ``phase`` (rule 8); ``held_by_client`` says that
+    only the client's reading stands between us and the next step."""
+    if held_by_client and phase in _HELD:
+        return Deadline.WRITE
+    return DEADLINES[phase]
