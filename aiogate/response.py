@@ -1,15 +1,15 @@
 """The rules a WSGI response must follow before it reaches the wire.
 
-Owns: status-line parsing, response-header validation, the hop-by-hop header set,
-the "this response has no body" rule, Content-Length parsing, the cached ``Date``
-value, and ``scan_headers``, the one-pass fast path the server's handler runs on every
-``start_response``. Sans-IO and pure: no sockets, threads, event loop or logging;
-functions raise ``ValueError``/``TypeError`` and the caller decides what that means (the
-handlers turn it into a 500 before any byte is sent). Called from worker threads; the
-shared state is caches: the one-entry ``Date`` cache, swapped as a whole tuple, two
-bounded dicts (status → code, header name → kind) and a set of header values known to
-be plain, emptied when full. Each holds only entries that are right for every thread,
-so a race at worst computes one twice.
+Owns: status-line parsing, response-header validation, the hop-by-hop header set, the
+"this response has no body" rule, Content-Length parsing, the cached ``Date`` value, the
+default ``Server`` value (``SERVER_SOFTWARE``), and ``scan_headers``, the one-pass fast
+path the server's handler runs on every ``start_response``. Sans-IO and pure: no
+sockets, threads, event loop or logging; functions raise ``ValueError``/``TypeError``
+and the caller decides what that means (the handlers turn it into a 500 before any byte
+is sent). Called from worker threads; the shared state is caches: the one-entry ``Date``
+cache, swapped as a whole tuple, two bounded dicts (status → code, header name → kind)
+and a set of header values known to be plain, emptied when full. Each holds only entries
+that are right for every thread, so a race at worst computes one twice.
 """
 
 from __future__ import annotations
@@ -19,8 +19,11 @@ import time
 from collections.abc import Iterable
 from typing import Final, TypeAlias
 
+from ._version import __version__
+
 __all__ = [
     "HOP_BY_HOP",
+    "SERVER_SOFTWARE",
     "body_forbidden",
     "content_length",
     "http_date",
@@ -30,6 +33,10 @@ __all__ = [
     "status_code",
     "validate_headers",
 ]
+
+#: The ``Server`` header of every response (and ``SERVER_SOFTWARE``) unless the
+#: operator sets ``--server-header`` or a handler class its ``server_software``.
+SERVER_SOFTWARE: Final = f"aiogate/{__version__}"
 
 #: Connection-level headers a WSGI app must not set (PEP 3333, "Other HTTP Features";
 #: the same set as ``wsgiref.util.is_hop_by_hop``, RFC 2616 §13.5.1).

@@ -24,6 +24,7 @@ import flask
 import pytest
 
 from aiogate import Server
+from aiogate.handlers import ServerHandler
 from tests.client import Client
 
 TIMEOUT = 20.0
@@ -419,6 +420,56 @@ async def test_bad_request_lines_on_the_wire(
             assert await client.closed_by_server()
         finally:
             await client.close()
+
+
+async def test_error_responses_carry_the_server_header_of_app_responses() -> None:
+    async with serving(hello_app) as port:
+        status, headers, _ = await asyncio.to_thread(get, port, "/")
+        assert status == 200
+        server = headers["Server"]
+        assert server.startswith("aiogate/")
+        client = await Client.connect(port)
+        try:
+            await client.send(b"GET /#x HTTP/1.1\r\nHost: t\r\n\r\n")
+            response = await client.response()
+            assert response.status == 400
+            assert response.all(b"server") == [server.encode()]
+        finally:
+            await client.close()
+
+
+class NamedHandler(ServerHandler):
+    server_software = "named-handler/2"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 13: the setting must reach ServerConnection (server.py, "
+    "server_state.py, protocol.py, http/_connection.py pass _framing.server_field); "
+    "remove this marker with that change",
+)
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"server_header": "custom/1.0"}, [b"custom/1.0"]),
+        ({"server_header": ""}, []),  # turned off: off for our errors too
+        ({"handler_class": NamedHandler}, [b"named-handler/2"]),
+    ],
+    ids=["custom", "off", "handler"],
+)
+async def test_error_responses_follow_the_server_header_setting(
+    options: dict[str, Any], expected: list[bytes]
+) -> None:
+    async with serving(hello_app, **options) as port:
+        for request in (b"GET / HTTP/1.1", b"GET / HTTP/1"):
+            client = await Client.connect(port)
+            try:
+                await client.send(request + b"\r\nHost: t\r\n\r\n")
+                response = await client.response()
+                assert response.status in (200, 400)
+                assert response.all(b"server") == expected, request
+            finally:
+                await client.close()
 
 
 def test_aiogate_run_logs_and_stops_on_sigterm(app_dir: Path) -> None:

@@ -17,6 +17,12 @@ from hypothesis import strategies as st
 
 from aiogate.errors import ProtocolError
 from aiogate.http import ServerConnection, State
+from aiogate.http._framing import (
+    DEFAULT_SERVER_FIELD,
+    error_response,
+    server_field,
+)
+from aiogate.response import SERVER_SOFTWARE
 
 GET = b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n"
 POST = b"POST /p HTTP/1.1\r\nHost: example.com\r\n"
@@ -1103,6 +1109,44 @@ def test_error_response_details() -> None:
     )
     with pytest.raises(ValueError, match="400-599"):
         ServerConnection().error_response(200, "x")
+
+
+def test_error_responses_carry_the_server_header_of_app_responses() -> None:
+    # One Server policy for every response: by default the handler's
+    # server_software, on our own 400s and 503s too.
+    assert SERVER_SOFTWARE.startswith("aiogate/")
+    assert server_field(SERVER_SOFTWARE) == DEFAULT_SERVER_FIELD
+    response = client_reads(ServerConnection().error_response(400, "bad"))[0]
+    assert dict(response.headers)[b"server"] == SERVER_SOFTWARE.encode()
+    # The setting decides: another value, or none at all.
+    for software, expected in [("custom/1.0 (\xe9)", b"custom/1.0 (\xe9)"), ("", None)]:
+        for head_only in (False, True):
+            data = error_response(
+                503, "busy", head_only=head_only, server=server_field(software)
+            )
+            method = b"HEAD" if head_only else b"GET"
+            response = client_reads(data, method)[0]
+            assert dict(response.headers).get(b"server") == expected
+            assert response.status_code == 503
+
+
+@pytest.mark.parametrize(
+    ("software", "field"),
+    [
+        (None, b""),
+        ("", b""),
+        ("aiogate/1", b"Server: aiogate/1\r\n"),
+        ("caf\xe9", b"Server: caf\xe9\r\n"),
+    ],
+)
+def test_server_field(software: str | None, field: bytes) -> None:
+    assert server_field(software) == field
+
+
+@pytest.mark.parametrize("software", ["a\r\nSet-Cookie: x=1", "a\nb", "a\0", "\u20ac"])
+def test_server_field_refuses_what_cannot_be_sent(software: str) -> None:
+    with pytest.raises(ValueError, match="Server header"):
+        server_field(software)
 
 
 # -- split invariance ------------------------------------------------------------------

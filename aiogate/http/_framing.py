@@ -14,6 +14,12 @@ The framing rules are h11's (and RFC 9112 §6): Content-Length when the app give
 one, chunked for a 1.1 client otherwise, close-delimited for 1.0; no body for HEAD,
 204 and 304. The guard against response splitting (CR, LF or NUL, non-latin-1)
 stays here even if a custom handler skips validation.
+
+Our own error responses carry the same ``Server`` header as the app's responses, or
+none when the operator turned it off (``--server-header ""``): one policy for every
+response, so the header neither tells a scanner which answers came from the app nor
+says more than the operator chose to. The caller resolves the setting once, at
+startup, with ``server_field``, and passes the bytes to ``error_response``.
 """
 
 from __future__ import annotations
@@ -23,10 +29,18 @@ from typing import Final
 
 import h11
 
-from ..response import http_date
+from ..response import SERVER_SOFTWARE, http_date
 from ._head import CHUNKED
 
-__all__ = ["CHUNKED", "NO_BODY", "UNTIL_CLOSE", "error_response", "response_head"]
+__all__ = [
+    "CHUNKED",
+    "DEFAULT_SERVER_FIELD",
+    "NO_BODY",
+    "UNTIL_CLOSE",
+    "error_response",
+    "response_head",
+    "server_field",
+]
 
 #: Body framing of a response besides a remaining Content-Length >= 0 and CHUNKED.
 NO_BODY: Final = -2  # HEAD, 204, 304
@@ -37,6 +51,27 @@ _MAX_REASON_CHARS: Final = 200
 # RFC 9110 §15.5.6: a 405 MUST carry Allow. We answer 405 only to CONNECT, which we
 # do not serve; every other method goes to the app.
 _ALLOW: Final = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE"
+
+
+def server_field(software: str | None) -> bytes:
+    """The ``Server`` field line (CRLF included) of ``error_response`` for the
+    server's ``software`` (``--server-header``, else the handler's
+    ``server_software``): ``b""`` when it is None or empty, as the handler then
+    sends none either. Raises ``ValueError`` for a value that cannot be sent (CR,
+    LF or NUL, or not latin-1); call it once, at startup."""
+    if not software:
+        return b""
+    if "\r" in software or "\n" in software or "\0" in software:
+        raise ValueError(f"Server header must not contain CR, LF or NUL: {software!r}")
+    try:
+        return f"Server: {software}\r\n".encode("latin-1")
+    except UnicodeEncodeError:
+        raise ValueError(f"Server header must be latin-1: {software!r}") from None
+
+
+#: The ``Server`` field line of ``error_response`` when no setting is given: the
+#: same as the default ``ServerHandler.server_software`` puts on app responses.
+DEFAULT_SERVER_FIELD: Final = server_field(SERVER_SOFTWARE)
 
 
 def response_head(
@@ -100,12 +135,18 @@ def response_head(
 
 
 def error_response(
-    status: int, reason: str, *, retry_after: int | None = None, head_only: bool
+    status: int,
+    reason: str,
+    *,
+    retry_after: int | None = None,
+    head_only: bool,
+    server: bytes = DEFAULT_SERVER_FIELD,
 ) -> bytes:
     """The complete bytes of a small ``text/plain`` error response that closes the
     connection. ``status`` must be 400-599; ``retry_after`` (seconds) adds a
     ``Retry-After`` header (RFC 9110 §10.2.3), for 503s; ``head_only`` leaves out
-    the body (RFC 9110 §9.3.2: a response to HEAD has no content)."""
+    the body (RFC 9110 §9.3.2: a response to HEAD has no content); ``server`` is
+    the ``Server`` field line from ``server_field`` (``b""`` for none)."""
     if not 400 <= status <= 599:
         raise ValueError(f"error status must be 400-599, not {status}")
     try:
@@ -118,12 +159,14 @@ def error_response(
     if retry_after is not None:
         extra += f"Retry-After: {int(retry_after)}\r\n"
     head = (
-        f"HTTP/1.1 {status} {phrase}\r\n"
         # RFC 9110 §6.6.1: an origin server with a clock MUST send Date in 4xx.
-        f"Date: {http_date()}\r\n"
-        "Content-Type: text/plain; charset=utf-8\r\n"
-        f"Content-Length: {len(body)}\r\n"
-        f"{extra}"
-        "Connection: close\r\n\r\n"
-    ).encode("ascii")
+        f"HTTP/1.1 {status} {phrase}\r\nDate: {http_date()}\r\n".encode("ascii")
+        + server
+        + (
+            "Content-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\n"
+            f"{extra}"
+            "Connection: close\r\n\r\n"
+        ).encode("ascii")
+    )
     return head if head_only else head + body
