@@ -49,8 +49,10 @@ ALLOWED: dict[str, set[str]] = {
     | {"thread_pool", "writer"},
     "observe": LEAF | {"access_log", "http", "metrics", "server_state", "thread_pool"},
     "dispatch": LEAF | {"body", "writer", "flow_control", "http", "server_state"},
+    "closing": LEAF | {"dispatch", "flow_control", "http", "observe", "server_state"},
     "protocol": LEAF
     | {
+        "closing",
         "listener",
         "http",
         "dispatch",
