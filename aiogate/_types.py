@@ -93,6 +93,12 @@ class ResponseSink(Protocol):
     def write(self, data: bytes) -> None:
         """Send body bytes. May block for backpressure; raises ``ClientDisconnected``."""
 
+    def sendfile(self, fd: int, offset: int, count: int) -> None:
+        """Send ``count`` body bytes of the regular file ``fd`` from ``offset``
+        (``ServerHandler.sendfile``; the head declares them as its Content-Length).
+        The sink may use ``fd`` only during the call: it duplicates it if it sends
+        later. Optional: a handler checks for it and iterates the file otherwise."""
+
     def finish(self) -> None:
         """The response is complete; end the message cleanly."""
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import stat
 import sys
 import traceback
 from collections.abc import Callable, MutableMapping
@@ -432,6 +433,46 @@ class ServerHandler(BaseHandler):
             elif not self._ended:  # _end(abort=False), inlined: every request
                 self._ended = True
                 self.sink.finish()
+
+    def sendfile(self) -> bool:
+        """Send a ``wsgi.file_wrapper`` response of a regular file without copying it
+        through Python: the sink (``sink.sendfile``) sends its bytes from the file
+        itself, with ``os.sendfile`` where the connection allows it.
+
+        The body is the file from its current position to its end, or the app's
+        Content-Length if that is shorter (the range the app chose); without a
+        Content-Length, the file's size is declared as one. False (iterate the
+        wrapper, as wsgiref does) for anything but a regular file, or a sink that
+        cannot send files."""
+        send = getattr(self.sink, "sendfile", None)
+        fileno = getattr(getattr(self.result, "filelike", None), "fileno", None)
+        if send is None or fileno is None:
+            return False
+        filelike = self.result.filelike  # type: ignore[union-attr]
+        try:
+            fd = fileno()
+            info = os.fstat(fd)
+            offset = filelike.tell()
+        except (OSError, ValueError):  # not a real file, or closed
+            return False
+        if not stat.S_ISREG(info.st_mode):
+            return False  # a pipe or a device: its size says nothing
+        count = max(0, info.st_size - offset)
+        headers = self._require_headers()
+        declared = content_length(headers.get_all("Content-Length"))
+        if declared is None:
+            if self._status_code() not in (204, 304):  # (1xx never gets here)
+                headers["Content-Length"] = str(count)
+        else:
+            count = min(count, declared)
+        self._known = None  # the headers changed under the facts
+        if not self.headers_sent:
+            self.send_headers()
+        if self._body_allowed and count:
+            send(fd, offset, count)
+            self._body_bytes += count
+            self.bytes_sent += count
+        return True
 
     def handle_error(self) -> None:
         """Log the error once; send ``error_output`` if nothing was sent yet, else

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import wsgiref.handlers
 import wsgiref.util
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from wsgiref.headers import Headers
 from wsgiref.validate import validator
@@ -1325,6 +1327,96 @@ def test_file_wrapper_is_iterated_and_closed() -> None:
     ]  # fmt: skip
     assert sink.ends == ["finish"]
     assert source.closed
+
+
+class FileSink(FakeSink):
+    """A sink that can send files: records each call, with the bytes it names."""
+
+    def sendfile(self, fd: int, offset: int, count: int) -> None:
+        self.events.append(("sendfile", offset, count, os.pread(fd, count, offset)))
+
+    @property
+    def sent_files(self) -> list[Any]:
+        return [event[1:] for event in self.events if event[0] == "sendfile"]
+
+
+def file_app(
+    path: Path, headers: list[tuple[str, str]] = TEXT, *, seek: int = 0
+) -> tuple[App, list[Any]]:
+    """An app answering with ``wsgi.file_wrapper(open(path))``; the list gets the
+    file object, to check it was closed."""
+    opened: list[Any] = []
+
+    def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        start_response("200 OK", list(headers))
+        f = path.open("rb")
+        f.seek(seek)
+        opened.append(f)
+        wrapper: Callable[..., Iterable[bytes]] = environ["wsgi.file_wrapper"]
+        return wrapper(f)
+
+    return app, opened
+
+
+def test_a_regular_file_is_sent_whole_by_the_sink_with_its_size_declared(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"0123456789" * 1000)
+    app, opened = file_app(path)
+    sink = serve(app, sink=FileSink()).sink
+    assert sink.header("Content-Length") == ["10000"]
+    assert sink.sent_files == [(0, 10000, b"0123456789" * 1000)]
+    assert sink.body == b""  # nothing went through write()
+    assert sink.ends == ["finish"]
+    assert opened[0].closed
+
+
+def test_a_file_is_sent_from_its_position_up_to_the_apps_content_length(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "f.bin"
+    path.write_bytes(bytes(range(100)))
+    app, _ = file_app(path, seek=10)
+    assert serve(app, sink=FileSink()).sink.sent_files == [
+        (10, 90, bytes(range(10, 100)))
+    ]
+    app, _ = file_app(path, [*TEXT, ("Content-Length", "5")], seek=10)
+    sink = serve(app, sink=FileSink()).sink
+    assert sink.header("Content-Length") == ["5"]
+    assert sink.sent_files == [(10, 5, bytes(range(10, 15)))]
+    assert sink.ends == ["finish"]
+
+
+def test_a_file_shorter_than_the_apps_content_length_is_cut(tmp_path: Path) -> None:
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"x" * 10)
+    app, _ = file_app(path, [*TEXT, ("Content-Length", "20")])
+    sink = serve(app, sink=FileSink()).sink
+    assert sink.sent_files == [(0, 10, b"x" * 10)]
+    assert sink.ends == ["abort"]  # 10 of 20 bytes: never a false success
+
+
+def test_a_file_answering_head_declares_its_size_and_sends_nothing(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"x" * 10)
+    app, opened = file_app(path)
+    sink = serve(app, method=b"HEAD", sink=FileSink()).sink
+    assert sink.header("Content-Length") == ["10"]
+    assert sink.sent_files == []
+    assert sink.ends == ["finish"]
+    assert opened[0].closed
+
+
+def test_a_file_is_iterated_when_the_sink_cannot_send_files(tmp_path: Path) -> None:
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"x" * 10)
+    app, _ = file_app(path)
+    sink = serve(app).sink  # FakeSink: no sendfile
+    assert sink.body == b"x" * 10
+    assert sink.ends == ["finish"]
 
 
 def test_subclass_error_output() -> None:
