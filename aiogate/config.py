@@ -94,7 +94,8 @@ class Config:
     )
     server_header: str | None = _opt(
         None,
-        "Value of the Server response header; empty to send none. "
+        "Value of the Server header of every response, aiogate's own error "
+        "responses included; empty to send none. "
         "Default: the handler's server_software.",
     )
     log_level: LogLevel = _opt("info", "Log level of the aiogate loggers.")
@@ -388,6 +389,10 @@ class Config:
             c in self.server_header for c in "\r\n\0"
         ):
             raise ConfigError("server_header must not contain CR, LF or NUL")
+        if self.server_header is not None and not self.server_header.isascii():
+            # A header value is bytes on the wire; ASCII is what every peer reads
+            # alike (RFC 9110 §5.5 discourages obs-text).
+            raise ConfigError("server_header must be ASCII")
         binds: object = self.bind
         if isinstance(binds, str):  # Config(bind="unix:/run/app.sock"): one bind
             binds = (binds,)

@@ -109,6 +109,7 @@ class H11Protocol(Closing, asyncio.Protocol):
             limit_request_line=state.config.limit_request_line,
             limit_request_fields=state.config.limit_request_fields,
             limit_request_field_size=state.config.limit_request_field_size,
+            server_field=state.server_field,
         )
         self.cycle: RequestCycle | None = None
         self._closing = False  # FIN sent or close() called: ignore further requests
@@ -328,6 +329,8 @@ class H11Protocol(Closing, asyncio.Protocol):
             ("Content-Length", str(len(body))),
             ("Cache-Control", "no-store"),
         ]
+        if self.state.server_software:
+            headers.append(("Server", self.state.server_software))
         self.transport.write(
             conn.start_response(f"{status} {phrase}", headers, close=close)
             + conn.send_data(body)

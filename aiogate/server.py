@@ -184,12 +184,16 @@ class Server:
             if config.proxy_headers == "forwarded"
             else "x-forwarded",
         )
+        software = config.server_header
+        if software is None:
+            software = self._handler_class.server_software
         state = ServerState(
             loop=loop,
             app=self.app,
             pool=pool,
             make_handler=make_handler,
             config=config,
+            server_software=software,
         )
         if config.metrics_path:
             state.metrics = Metrics()

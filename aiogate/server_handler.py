@@ -26,12 +26,12 @@ from types import GeneratorType
 from typing import TYPE_CHECKING
 from wsgiref.headers import Headers
 
-from ._version import __version__
 from .environ import build_environ
 from .errors import ClientDisconnected
 from .handlers import BaseHandler, _close_iterable, _reraise
 from .proxy_headers import PROXY_ENVIRON_KEYS, ProxyMode, TrustedProxies, resolve
 from .response import (
+    SERVER_SOFTWARE,
     body_forbidden,
     content_length,
     http_date,
@@ -126,7 +126,7 @@ class ServerHandler(BaseHandler):
        ends (``finish`` only after ``close()`` returned).
     """
 
-    server_software = f"aiogate/{__version__}"
+    server_software = SERVER_SOFTWARE
     http_version = "1.1"
     os_environ = {}  # noqa: RUF012  # per-instance overridable, as in wsgiref
     wsgi_multithread = True
@@ -329,7 +329,7 @@ class ServerHandler(BaseHandler):
                 del env[key]
             return
         if result.client is not None:
-            env["REMOTE_ADDR"] = result.client[0]
+            env["REMOTE_ADDR"] = env["REMOTE_HOST"] = result.client[0]
             if result.client[1] is None:
                 env.pop("REMOTE_PORT", None)  # the proxy's own port would mislead
             else:

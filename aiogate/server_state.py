@@ -22,8 +22,9 @@ from ._types import ConnectionInfo
 from .access_log import AccessRecord
 from .body import EmptyBody
 from .config import Config
-from .http import Deadline, ServerConnection
+from .http import Deadline, ServerConnection, server_field
 from .metrics import Metrics
+from .response import SERVER_SOFTWARE
 
 if TYPE_CHECKING:
     from ._types import WSGIApplication
@@ -113,6 +114,12 @@ class ServerState:
     #: Seconds of each connection deadline (``http`` rule 8) from the settings;
     #: None: that clock is off (an app's call with neither limit).
     deadline_seconds: dict[Deadline, float | None] = field(init=False)
+    #: The Server header of every response (``--server-header``, else the handler's
+    #: ``server_software``); "" or None for none. The loop's own responses (errors,
+    #: probes) send it as the handler does.
+    server_software: str | None = SERVER_SOFTWARE
+    #: Its field line for ``ServerConnection`` (``http.server_field``).
+    server_field: bytes = field(init=False)
 
     def __post_init__(self) -> None:
         config = self.config
@@ -124,6 +131,7 @@ class ServerState:
             Deadline.WRITE: config.timeout_write,
             Deadline.LINGER: LINGER_TIMEOUT,
         }
+        self.server_field = server_field(self.server_software)
 
     @property
     def observing(self) -> bool:

@@ -24,6 +24,7 @@ import flask
 import pytest
 
 from aiogate import Server
+from aiogate.errors import ConfigError
 from aiogate.handlers import ServerHandler
 from tests.client import Client
 
@@ -438,16 +439,18 @@ async def test_error_responses_carry_the_server_header_of_app_responses() -> Non
             await client.close()
 
 
+@pytest.mark.parametrize("value", ["a\r\nX-Injected: 1", "caf\u00e9/1", "nul\0"])
+def test_a_server_header_that_cannot_go_on_the_wire_is_a_config_error(
+    value: str,
+) -> None:
+    with pytest.raises(ConfigError, match="server_header"):
+        Server(hello_app, server_header=value)
+
+
 class NamedHandler(ServerHandler):
     server_software = "named-handler/2"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 13: the setting must reach ServerConnection (server.py, "
-    "server_state.py, protocol.py, http/_connection.py pass _framing.server_field); "
-    "remove this marker with that change",
-)
 @pytest.mark.parametrize(
     ("options", "expected"),
     [
@@ -460,8 +463,9 @@ class NamedHandler(ServerHandler):
 async def test_error_responses_follow_the_server_header_setting(
     options: dict[str, Any], expected: list[bytes]
 ) -> None:
-    async with serving(hello_app, **options) as port:
-        for request in (b"GET / HTTP/1.1", b"GET / HTTP/1"):
+    # App responses, our own errors and the loop-answered probes: one policy.
+    async with serving(hello_app, liveness_path="/livez", **options) as port:
+        for request in (b"GET / HTTP/1.1", b"GET / HTTP/1", b"GET /livez HTTP/1.1"):
             client = await Client.connect(port)
             try:
                 await client.send(request + b"\r\nHost: t\r\n\r\n")

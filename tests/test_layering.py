@@ -45,7 +45,7 @@ ALLOWED: dict[str, set[str]] = {
     "sockets": LEAF | {"config"},
     "listener": LEAF,
     "server_state": LEAF
-    | {"access_log", "body", "config", "http", "metrics"}
+    | {"access_log", "body", "config", "http", "metrics", "response"}
     | {"thread_pool", "writer"},
     "observe": LEAF | {"access_log", "http", "metrics", "server_state", "thread_pool"},
     "dispatch": LEAF | {"body", "writer", "flow_control", "http", "server_state"},

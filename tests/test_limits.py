@@ -236,6 +236,7 @@ async def test_drain_serves_a_request_already_in_the_socket_buffer() -> None:
 def environ_json(environ: Environ, start_response: Any) -> list[bytes]:
     keys = (
         "REMOTE_ADDR",
+        "REMOTE_HOST",
         "REMOTE_PORT",
         "wsgi.url_scheme",
         "HTTP_HOST",
@@ -283,6 +284,7 @@ async def test_a_trusted_proxy_sets_client_scheme_and_host() -> None:
         seen = json.loads((await client.response()).body)
         await client.close()
     assert seen["REMOTE_ADDR"] == "203.0.113.7"
+    assert seen["REMOTE_HOST"] == "203.0.113.7"  # follows it (RFC 3875 §4.1.9)
     assert seen["REMOTE_PORT"] is None  # the proxy's own port would mislead
     assert seen["wsgi.url_scheme"] == "https"
     assert (seen["HTTP_HOST"], seen["SERVER_NAME"], seen["SERVER_PORT"]) == (

@@ -14,6 +14,7 @@ bodies), ``_framing`` (response bytes), ``_state`` (the state machine),
 
 from ._chunked import CHUNK_LINES_PER_CALL
 from ._connection import ServerConnection
+from ._framing import DEFAULT_SERVER_FIELD, server_field
 from ._state import (
     CLOSED,
     DEADLINES,
@@ -34,6 +35,7 @@ __all__ = [
     "CHUNK_LINES_PER_CALL",
     "CLOSED",
     "DEADLINES",
+    "DEFAULT_SERVER_FIELD",
     "DONE",
     "ERROR",
     "IDLE",
@@ -45,4 +47,5 @@ __all__ = [
     "ServerConnection",
     "State",
     "deadline",
+    "server_field",
 ]

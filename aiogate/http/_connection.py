@@ -33,7 +33,13 @@ import h11
 
 from ..errors import ProtocolError
 from ._chunked import ChunkedReader
-from ._framing import CHUNKED, UNTIL_CLOSE, error_response, response_head
+from ._framing import (
+    CHUNKED,
+    DEFAULT_SERVER_FIELD,
+    UNTIL_CLOSE,
+    error_response,
+    response_head,
+)
 from ._head import HeadReader, check_framing
 from ._state import (
     CLIENT,
@@ -97,6 +103,7 @@ class ServerConnection:
         "_out_framing",
         "_out_keep_alive",
         "_ready",
+        "_server_field",
         "_their",
         "_waiting_100",
     )
@@ -107,7 +114,11 @@ class ServerConnection:
         limit_request_line: int = 8190,
         limit_request_fields: int = 100,
         limit_request_field_size: int = 8190,
+        server_field: bytes = DEFAULT_SERVER_FIELD,
     ) -> None:
+        # Our error responses' Server line (``_framing.server_field``), the same
+        # value app responses carry.
+        self._server_field = server_field
         self._head = HeadReader(
             limit_request_line, limit_request_fields, limit_request_field_size
         )
@@ -461,5 +472,9 @@ class ServerConnection:
             return b""
         self._our = transition(SERVER, self._our, Event.ERROR_RESPONSE)
         return error_response(
-            status, reason, retry_after=retry_after, head_only=self._method == b"HEAD"
+            status,
+            reason,
+            retry_after=retry_after,
+            head_only=self._method == b"HEAD",
+            server=self._server_field,
         )

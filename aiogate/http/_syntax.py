@@ -31,11 +31,6 @@ QUOTED: Final = (
     rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
 )
 
-# RFC 9112 §2.3: HTTP-version = HTTP-name "/" DIGIT "." DIGIT. Anything shaped like a
-# version (also "HTTP/2" and "HTTP/3", as clients write them) is an unsupported
-# version, 505 (RFC 9110 §15.6.6); anything else is a malformed request line.
-VERSION_RE: Final = re.compile(rb"HTTP/[0-9](?:\.[0-9])?")
-
 # RFC 9110 §7.2: Host = uri-host [ ":" port ], uri-host from RFC 3986 §3.2.2
 # (IP-literal with an RFC 6874 zone, IPvFuture, IPv4address or reg-name). Empty is
 # allowed (a target URI without authority).
