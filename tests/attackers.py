@@ -286,6 +286,7 @@ class Bystander:
     def __post_init__(self) -> None:
         self._stop = threading.Event()
         self._sent_at = 0.0
+        self._counted = threading.Condition()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> Bystander:
@@ -295,12 +296,33 @@ class Bystander:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
+    def done(self, count: int) -> bool:
+        """Whether ``count`` GETs have been answered, or one failed."""
+        return len(self.latencies) >= count or self.error is not None
+
+    def wait(self, count: int, timeout: float) -> bool:
+        """Until ``count`` GETs have been answered or one failed (``done``), or for
+        ``timeout`` seconds (then False)."""
+        with self._counted:
+            return self._counted.wait_for(lambda: self.done(count), timeout)
+
     def stop(self) -> list[float]:
+        if self._stop.is_set():
+            return self.latencies  # stopped already
         self._stop.set()
         self._thread.join(WAIT)
         if self._thread.is_alive():  # still waiting for an answer
             self.latencies.append(time.monotonic() - self._sent_at)
         return self.latencies
+
+    def summary(self) -> str:
+        """p99 and maximum of the latencies, for a test's message (after ``stop``)."""
+        latencies = self.latencies or [math.inf]
+        return (
+            f"bystander p99 {percentile(latencies, 0.99) * 1000:.1f} ms, max "
+            f"{max(latencies) * 1000:.1f} ms over {len(self.latencies)} GETs"
+            + (f" ({self.error!r})" if self.error else "")
+        )
 
     def _run(self) -> None:
         try:
@@ -310,10 +332,14 @@ class Bystander:
                     sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
                     assert read_response(sock) == b"Hello, world!"
                     answered = time.monotonic()
-                    self.latencies.append(answered - self._sent_at)
+                    with self._counted:
+                        self.latencies.append(answered - self._sent_at)
+                        self._counted.notify_all()
                     self._stop.wait(max(0.0, self._sent_at + self.interval - answered))
         except BaseException as exc:  # reported by the test
-            self.error = exc
+            with self._counted:
+                self.error = exc
+                self._counted.notify_all()
 
 
 # -- class 3: slow readers ----------------------------------------------------------
@@ -391,15 +417,3 @@ class SlowReader:
             self.received += count
         assert intact, "the streamed body was corrupted"
         self.outcome = "finished"
-
-
-def time_get(port: int, timeout: float) -> float | None:
-    """Seconds until a GET on a new connection is answered; None if not within
-    ``timeout``."""
-    started = time.monotonic()
-    try:
-        body = get(port, timeout=timeout)
-    except TimeoutError:
-        return None
-    assert body == b"Hello, world!"
-    return time.monotonic() - started

@@ -24,6 +24,7 @@ import pytest
 from tests.attackers import (
     WAIT,
     Bystander,
+    FloodResult,
     MiB,
     SlowReader,
     chunked_upload,
@@ -32,7 +33,6 @@ from tests.attackers import (
     pipeline_flood,
     proc_status,
     read_response,
-    time_get,
 )
 from tests.test_end_to_end import SERVE, ServerProcess
 
@@ -60,6 +60,28 @@ def serve(request: pytest.FixtureRequest) -> Iterator[Serve]:
     yield start
     for server in servers:
         server.kill()
+
+
+# -- the bystander --------------------------------------------------------------------
+
+# What a bystander's plain GET, on its own connection, may wait while any attack runs,
+# at the 99th percentile of one GET every 20 ms (issue 12).
+BYSTANDER_P99 = 0.05
+# Each attack goes on (again and again if it ends sooner) until the bystander has had
+# this many answers, so a p99 is not the maximum (with a dozen GETs it would be: one
+# scheduling hiccup), within ATTACK_SECONDS: a server that makes the bystander wait
+# gets fewer GETs in, and then its p99 is the longest wait.
+BYSTANDER_GETS = 150
+ATTACK_SECONDS = 15.0
+
+
+def check_bystander(bystander: Bystander, measured: str) -> None:
+    """The bystander was answered every time, and fast (after ``stop``). What was
+    measured is printed (``pytest -s``), passed or not."""
+    print(measured)
+    assert bystander.error is None, measured
+    assert percentile(bystander.latencies, 0.99) < BYSTANDER_P99, measured
+    assert len(bystander.latencies) >= BYSTANDER_GETS, measured
 
 
 # -- class 1: pipelined bodyless responses, and a client that never reads -----------
@@ -98,19 +120,45 @@ def test_class1_pipelined_bodyless_responses_never_read_stop_the_reading(
     server = serve("--threads", "4", "--liveness-path", "/livez")
     port, pid = server.port, server.proc.pid
     warm_up(port, request_bytes)
-    result = pipeline_flood(
-        port, pid, request_bytes, seconds=6.0, rss_limit_kib=2 * FLOOD_RSS_LIMIT_KIB
+    rss_before = proc_status(pid, "VmRSS")
+    # A flood ends once the server has stopped reading it (a second or so), so it is
+    # made again, on a new connection each time, for as long as the bystander needs.
+    floods: list[FloodResult] = []
+    started = time.monotonic()
+    with Bystander(port) as bystander:
+        while True:
+            floods.append(
+                pipeline_flood(
+                    port,
+                    pid,
+                    request_bytes,
+                    seconds=6.0,
+                    rss_limit_kib=2 * FLOOD_RSS_LIMIT_KIB,
+                )
+            )
+            if (
+                bystander.done(BYSTANDER_GETS)
+                or floods[-1].outcome == "memory"
+                or time.monotonic() - started > ATTACK_SECONDS
+            ):
+                break
+    growth_kib = proc_status(pid, "VmHWM") - rss_before
+    measured = (
+        f"{len(floods)} floods: {'; '.join(map(str, floods))}; {bystander.summary()}; "
+        f"peak RSS grew by {growth_kib / 1024:.1f} MiB over all of them"
     )
-    assert result.rss_growth_kib < FLOOD_RSS_LIMIT_KIB, str(result)
+    assert growth_kib < FLOOD_RSS_LIMIT_KIB, measured
     # The client sends faster than the server answers, so a server that stops when
     # it cannot write leaves the attacker's sends blocked. (Closing on the attacker
     # bounds memory too, and is accepted.) The stall detector can miss a server that
     # takes a few bytes now and then (a zero-window probe lets one more answer out);
     # then what it read must still be a small part of what was sent.
-    assert result.outcome in ("server stopped reading", "server closed") or (
-        result.outcome == "time" and result.consumed < min(MiB, result.sent / 4)
-    ), str(result)
-    assert get(port) == b"Hello, world!"  # and it still serves others
+    for result in floods:
+        assert result.outcome in ("server stopped reading", "server closed") or (
+            result.outcome == "time" and result.consumed < min(MiB, result.sent / 4)
+        ), measured
+    # Others are served meanwhile, and without waiting.
+    check_bystander(bystander, measured)
 
 
 # -- class 2: a chunked upload in 1-byte chunks --------------------------------------
@@ -122,13 +170,6 @@ BODY_BUFFER_KIB = 512
 # Held at most: the body (up to --body-buffer-size) and its copy as it is joined
 # for wsgi.input, plus a constant: a read buffer (256 KiB) and allocator slack.
 TRICKLE_RSS_LIMIT_KIB = 2 * BODY_BUFFER_KIB + 4 * 1024
-# What a bystander's request may wait while the upload is parsed, at the 99th
-# percentile of one GET every 20 ms.
-BYSTANDER_P99 = 0.05
-# The attacker uploads again and again for this long (at least once), so a server
-# that parses fast is still measured over 150 GETs or so: with a dozen, p99 would
-# be the maximum, one scheduling hiccup.
-TRICKLE_SECONDS = 3.0
 
 
 def test_class2_one_byte_chunks_neither_stall_the_loop_nor_cost_memory_per_chunk(
@@ -145,21 +186,20 @@ def test_class2_one_byte_chunks_neither_stall_the_loop_nor_cost_memory_per_chunk
         socket.create_connection(("127.0.0.1", port), timeout=30.0) as sock,
         Bystander(port) as bystander,
     ):
-        while not answers or time.monotonic() - started < TRICKLE_SECONDS:
+        # Again and again (at least once) while the bystander measures.
+        while not answers or not (
+            bystander.done(BYSTANDER_GETS)
+            or time.monotonic() - started > ATTACK_SECONDS
+        ):
             answers.append(chunked_upload(sock, TRICKLE_BODY))
     seconds = time.monotonic() - started
     growth_kib = proc_status(pid, "VmHWM") - rss_before
-    latencies = bystander.latencies
-    p99 = percentile(latencies, 0.99)
     measured = (
         f"{len(answers)} uploads of {TRICKLE_BODY // 1024} KiB in 1-byte chunks in "
-        f"{seconds:.1f} s, answered {set(answers)}; bystander p99 "
-        f"{p99 * 1000:.0f} ms, max "
-        f"{max(latencies) * 1000:.0f} ms over {len(latencies)} GETs; peak RSS grew "
-        f"by {growth_kib / 1024:.1f} MiB"
+        f"{seconds:.1f} s, answered {set(answers)}; {bystander.summary()}; peak RSS "
+        f"grew by {growth_kib / 1024:.1f} MiB"
     )
-    assert bystander.error is None, f"{bystander.error!r}; {measured}"
-    assert p99 < BYSTANDER_P99, measured
+    check_bystander(bystander, measured)
     assert growth_kib < TRICKLE_RSS_LIMIT_KIB, measured
     assert set(answers) == {str(TRICKLE_BODY).encode()}, measured
 
@@ -182,23 +222,34 @@ def test_class3_slow_readers_of_large_responses_do_not_starve_other_clients(
     assert get(port) == b"Hello, world!"  # warm up
     rss_before = proc_status(pid, "VmRSS")
     readers: list[SlowReader] = []
-    try:
-        # One at a time, until both threads are taken: before the response spool
-        # they waited to write for as long as their readers took (12 MiB at 64
-        # KiB/s: three minutes), and the third reader's request waited for one.
-        for _ in range(SLOW_READERS):
-            readers.append(SlowReader(port, SLOW_RATE))
-            if len(readers) <= 2:
-                assert readers[-1].started.wait(WAIT), "response did not begin"
-        latency = time_get(port, timeout=3.0)
-    finally:
-        # Nothing cuts off a reader that keeps reading: --timeout-write (30 s) only
-        # drops a client that reads nothing that long. So after the measurement the
-        # attackers read on at full speed, and each must end within WAIT: the
-        # whole body, intact, or cut off (by a server that sets a minimum rate).
-        for reader in readers:
-            reader.hurry()
-        ended = [reader.join(WAIT) for reader in readers]
+    with Bystander(port) as bystander:
+        try:
+            # One at a time, until both threads are taken: before the response spool
+            # they waited to write for as long as their readers took (12 MiB at 64
+            # KiB/s: three minutes), and the third reader's request, like each of the
+            # bystander's GETs, waited for one.
+            for _ in range(SLOW_READERS):
+                readers.append(SlowReader(port, SLOW_RATE))
+                if len(readers) <= 2:
+                    assert readers[-1].started.wait(WAIT), "response did not begin"
+            # The readers read on, slowly, while the bystander measures (their
+            # responses take minutes at this rate). While the first two responses
+            # begin, both threads are busy by design: each writes until the
+            # kernel's buffers are full (10-25 ms), waits the writer's SPOOL_GRACE
+            # (20 ms) for its reader, then spools the rest (8.5 MiB, 5-10 ms), so
+            # one GET waits for a thread, 25-40 ms measured; p99 over 150 GETs is
+            # the second longest wait.
+            bystander.wait(BYSTANDER_GETS, ATTACK_SECONDS)
+        finally:
+            bystander.stop()
+            # Nothing cuts off a reader that keeps reading: --timeout-write (30 s)
+            # only drops a client that reads under --min-write-rate (16 KiB/s). So
+            # after the measurement the attackers read on at full speed, and each
+            # must end within WAIT: the whole body, intact, or cut off (by a server
+            # that sets a minimum rate).
+            for reader in readers:
+                reader.hurry()
+            ended = [reader.join(WAIT) for reader in readers]
     growth_kib = proc_status(pid, "VmHWM") - rss_before
     outcomes = [
         f"{reader.outcome or 'still reading'} after {reader.received / MiB:.1f} MiB"
@@ -206,12 +257,10 @@ def test_class3_slow_readers_of_large_responses_do_not_starve_other_clients(
         for reader in readers
     ]
     measured = (
-        f"bystander answered after "
-        f"{'more than 3 s' if latency is None else f'{latency * 1000:.0f} ms'}; "
-        f"slow readers: {outcomes}; peak RSS grew by {growth_kib / 1024:.1f} MiB"
+        f"{bystander.summary()}; slow readers: {outcomes}; peak RSS grew by "
+        f"{growth_kib / 1024:.1f} MiB"
     )
-    assert latency is not None, measured
-    assert latency < 1.0, measured
+    check_bystander(bystander, measured)
     assert all(ended), measured
     assert all(reader.error is None for reader in readers), measured
     assert all(reader.outcome in ("finished", "cut off") for reader in readers), (
