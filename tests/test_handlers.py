@@ -686,7 +686,16 @@ def test_class_attributes() -> None:
     assert ServerHandler.server_software == f"aiogate/{__version__}"
     assert ServerHandler.wsgi_file_wrapper is wsgiref.util.FileWrapper
     assert issubclass(ServerHandler, BaseHandler)
-    assert not issubclass(ServerHandler, wsgiref.handlers.BaseHandler)
+    # Built on the standard library's classes: isinstance holds as for wsgiref's own.
+    assert issubclass(ServerHandler, wsgiref.handlers.BaseHandler)
+    for ours, theirs in [
+        (BaseHandler, wsgiref.handlers.BaseHandler),
+        (SimpleHandler, wsgiref.handlers.SimpleHandler),
+        (BaseCGIHandler, wsgiref.handlers.BaseCGIHandler),
+        (CGIHandler, wsgiref.handlers.CGIHandler),
+        (handlers.IISCGIHandler, wsgiref.handlers.IISCGIHandler),
+    ]:
+        assert issubclass(ours, theirs), ours
 
 
 def test_environ(monkeypatch: pytest.MonkeyPatch) -> None:
