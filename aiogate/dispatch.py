@@ -213,7 +213,7 @@ class RequestCycle:
         writer = self.writer
         try:
             handler = state.make_handler(
-                self.body, writer, sys.stderr, self.request, protocol.info
+                self.body, writer, state.errors, self.request, protocol.info
             )
             handler.run(state.app)
         finally:

@@ -40,6 +40,7 @@ from .response import (
     status_code,
     validate_headers,
 )
+from .wsgi_errors import ErrorLog
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -58,10 +59,6 @@ if TYPE_CHECKING:
 __all__ = ["ServerHandler"]
 
 log = logging.getLogger("aiogate.error")
-
-
-#: ``object.__new__``, to make a ``Headers`` without running its ``__init__``.
-_new_headers = object.__new__
 
 
 def _stream_length(stream: object) -> int | None:
@@ -185,6 +182,10 @@ class ServerHandler(BaseHandler):
     # takes the general path, which reads the headers themselves. Where our own hooks
     # add a header on the fast path they append it to both lists, as Headers would.
     # ``_known`` is None when there are no facts; the others are set with it.
+    # Why keep them: the same hooks through the Headers API alone (a scan and a
+    # .lower() per name for each get, set and delete, four type checks per add)
+    # cost 26k more CPU instructions per request than these facts, 6 % of a whole
+    # keep-alive request (callgrind, benchmarks' hello app; 2.7 µs by timeit).
     _known: Headers | None
     _known_list: list[tuple[str, str]]
     _known_items: list[tuple[str, str]]
@@ -257,8 +258,8 @@ class ServerHandler(BaseHandler):
         return self.stdin
 
     def get_stderr(self) -> ErrorStream:
-        """``wsgi.errors``: the stream given to the constructor (the server passes
-        ``sys.stderr``; app errors themselves go to the ``aiogate.error`` logger)."""
+        """``wsgi.errors``: the stream given to the constructor (the server's is an
+        ``ErrorLog``: what the app writes there is logged to ``aiogate.error``)."""
         return self.stderr
 
     def get_scheme(self) -> str:
@@ -348,26 +349,8 @@ class ServerHandler(BaseHandler):
     def setup_environ(self) -> None:
         """wsgiref's environ plus ``wsgi.input_terminated`` (the server delivers
         the whole body and then EOF, so reading to the end is safe)."""
-        # BaseHandler.setup_environ inlined (same hooks, same order, same keys in the
-        # same order): this runs for every request, and super() costs a lookup.
-        os_environ = self.os_environ
-        env = self.environ = dict(os_environ) if os_environ else {}
-        self.add_cgi_vars()
-
-        env["wsgi.input"] = self.get_stdin()
-        env["wsgi.errors"] = self.get_stderr()
-        env["wsgi.version"] = self.wsgi_version
-        env["wsgi.run_once"] = self.wsgi_run_once
-        env["wsgi.url_scheme"] = self.get_scheme()
-        env["wsgi.multithread"] = self.wsgi_multithread
-        env["wsgi.multiprocess"] = self.wsgi_multiprocess
-
-        if self.wsgi_file_wrapper is not None:
-            env["wsgi.file_wrapper"] = self.wsgi_file_wrapper
-
-        if self.origin_server and self.server_software:
-            env.setdefault("SERVER_SOFTWARE", self.server_software)
-        env["wsgi.input_terminated"] = True
+        super().setup_environ()
+        self.environ["wsgi.input_terminated"] = True
 
     # -- running -------------------------------------------------------------------
 
@@ -398,6 +381,10 @@ class ServerHandler(BaseHandler):
                 finally:
                     self._end(abort=True)
                 raise
+        finally:
+            stderr = self.stderr
+            if type(stderr) is ErrorLog:
+                stderr.flush()  # a last line without its newline: this request's
 
     def finish_response(self) -> None:
         """Send the iterable's data, close the iterable, then ``sink.finish()``
@@ -485,12 +472,24 @@ class ServerHandler(BaseHandler):
             self._end(abort=True)
 
     def log_exception(self, exc_info: OptExcInfo) -> None:
-        """Log an app error to ``aiogate.error`` at ERROR, with its traceback and the
-        request's method and path. Override to log elsewhere or differently."""
+        """wsgiref's: the traceback, cut to ``traceback_limit`` frames, to
+        ``get_stderr()`` (``wsgi.errors``). The server's ``wsgi.errors`` is the
+        ``aiogate.error`` logger (``wsgi_errors.ErrorLog``): there the error is one
+        ERROR record naming the request, with the exception on it for error
+        trackers. A ``get_stderr`` that returns another stream gets wsgiref's text."""
         try:
-            log.error(
-                "Error in app handling %s %s", self.method, self.path, exc_info=exc_info
-            )
+            stderr = self.get_stderr()
+            if isinstance(stderr, ErrorLog):
+                stderr.log_exception(
+                    f"Error in app handling {self.method} {self.path}",
+                    exc_info,
+                    self.traceback_limit,
+                )
+            else:
+                traceback.print_exception(
+                    exc_info[0], exc_info[1], exc_info[2], self.traceback_limit, stderr
+                )
+                stderr.flush()
         finally:
             exc_info = None  # type: ignore[assignment]  # drop the traceback cycle
 
@@ -571,14 +570,10 @@ class ServerHandler(BaseHandler):
             kept, length, dates, server = scan
             self.status = status
             if self.headers_class is Headers:
-                # Headers(live), without running the __init__ that would only
-                # re-check that every name and value is an exact str, which
-                # scan_headers just did (0.17 µs, benchmarks/micro_handler.py).
-                # wsgiref's Headers keeps the list it is given as ``_headers``
-                # (since Python 2.5); the tests use the object through its API.
+                # wsgiref documents that a Headers object updates the very list it
+                # was made with, so ``live`` shows every change made through it.
                 live = kept[:]
-                known = self.headers = _new_headers(Headers)
-                known.__dict__["_headers"] = live
+                known = self.headers = Headers(live)
                 self._known = known
                 self._known_list = live
                 self._known_items = kept  # nobody else holds it: the snapshot
@@ -708,11 +703,16 @@ class ServerHandler(BaseHandler):
             self.send_headers()
 
     def send_preamble(self) -> None:
-        """Add ``Date`` (exactly one) and ``Server`` (if ``server_software``) to the
-        headers. The status line itself is written by the server (h11)."""
+        """As an origin server (``origin_server``, the default), add ``Date`` (exactly
+        one) and ``Server`` (if ``server_software``) to the headers: wsgiref writes
+        them after the status line, which here is the serialiser's to write, with
+        the framing. Not called for a client that is not modern (HTTP/0.9, which
+        aiogate never accepts), as in wsgiref."""
         headers = self.headers
         if headers is None:
             raise AssertionError("start_response() has not been called")
+        if not self.origin_server:
+            return  # wsgiref's CGI ``Status:`` line: the status line says it here
         server = self.server_software
         if (
             headers is self._known
@@ -745,9 +745,13 @@ class ServerHandler(BaseHandler):
         self._known = None
 
     def send_headers(self) -> None:
-        """Hand the status and final headers to ``sink.start`` (once)."""
+        """wsgiref's order (``cleanup_headers``, ``headers_sent``, then
+        ``send_preamble`` if ``client_is_modern``), then the status and final
+        headers to ``sink.start``, once."""
         self.cleanup_headers()
-        self.send_preamble()
+        self.headers_sent = True
+        if not self.origin_server or self.client_is_modern():
+            self.send_preamble()
         headers = self.headers
         status = self.status
         if headers is None or status is None:
@@ -762,13 +766,8 @@ class ServerHandler(BaseHandler):
                 content_length(headers.get_all("Content-Length")) if allowed else None
             )
             items = headers.items()
-        self.headers_sent = True
         self._started = True
         self.sink.start(status, items)
-
-    def client_is_modern(self) -> bool:
-        """Always True: h11 does not accept HTTP/0.9 requests."""
-        return True
 
     def _write(self, data: bytes) -> None:
         """Body bytes to ``sink.write``, minus what the status or method forbids and

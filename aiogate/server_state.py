@@ -25,6 +25,7 @@ from .config import Config
 from .http import Deadline, ServerConnection, server_field
 from .metrics import Metrics
 from .response import SERVER_SOFTWARE
+from .wsgi_errors import ErrorLog
 
 if TYPE_CHECKING:
     from ._types import WSGIApplication
@@ -120,6 +121,8 @@ class ServerState:
     server_software: str | None = SERVER_SOFTWARE
     #: Its field line for ``ServerConnection`` (``http.server_field``).
     server_field: bytes = field(init=False)
+    #: Every request's ``wsgi.errors``: lines written to it are logged.
+    errors: ErrorLog = field(default_factory=ErrorLog)
 
     def __post_init__(self) -> None:
         config = self.config

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import logging
 import os
 import re
 import signal
@@ -495,3 +496,25 @@ def test_aiogate_run_logs_and_stops_on_sigterm(app_dir: Path) -> None:
         assert any("Stopped" in line for line in server.lines)
     finally:
         server.kill()
+
+
+async def test_wsgi_errors_and_app_errors_reach_the_error_log_with_traceback_limit(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Short(ServerHandler):
+        traceback_limit = 1
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        print("about to fail", file=environ["wsgi.errors"])
+        raise KeyError("missing")
+
+    caplog.set_level(logging.ERROR, logger="aiogate.error")
+    async with serving(app, handler_class=Short) as port:
+        status, _, _ = await asyncio.to_thread(get, port, "/x")
+    assert status == 500
+    messages = [r.getMessage() for r in caplog.records if r.name == "aiogate.error"]
+    assert messages == ["about to fail", "Error in app handling GET /x"]
+    (failure,) = [r for r in caplog.records if r.exc_info]
+    assert isinstance(failure.exc_info[1], KeyError)  # type: ignore[index]
+    text = logging.Formatter().format(failure)
+    assert text.count('File "') == 1  # traceback_limit = 1

@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import threading
 import wsgiref.handlers
 import wsgiref.util
 from collections.abc import Callable, Iterable, Iterator
@@ -37,6 +38,7 @@ from aiogate.handlers import (
     SimpleHandler,
 )
 from aiogate.server_handler import ServerHandler
+from aiogate.wsgi_errors import ErrorLog
 from tests import apps
 from tests.apps import TEXT, App, ClosingIterable, Environ, StartResponse
 
@@ -637,7 +639,7 @@ def serve(
     handler = handler_class(
         stdin if stdin is not None else io.BytesIO(b"request body"),
         sink,
-        io.StringIO(),
+        ErrorLog(),  # the server's wsgi.errors
         request,
         conn,
         **options,
@@ -1575,7 +1577,13 @@ def recording_handler(calls: list[Any]) -> type[ServerHandler]:
 
 
 _PREFIX = ["setup_environ", "add_cgi_vars", "get_stdin", "get_stderr", "get_scheme"]
-_HEADERS = ["send_headers", "cleanup_headers", "set_content_length", "send_preamble"]
+_HEADERS = [
+    "send_headers",
+    "cleanup_headers",
+    "set_content_length",
+    "client_is_modern",
+    "send_preamble",
+]
 _CHUNK = ["_write", "sink.write", "_flush"]
 _END = ["finish_content", "close", "sink.finish"]
 
@@ -1596,8 +1604,8 @@ _END = ["finish_content", "close", "sink.finish"]
         (
             apps.empty_list,
             [*_PREFIX, "start_response", "finish_response", "result_is_file",
-             "finish_content", "send_headers", "cleanup_headers", "send_preamble",
-             "sink.start", "close", "sink.finish"],
+             "finish_content", "send_headers", "cleanup_headers", "client_is_modern",
+             "send_preamble", "sink.start", "close", "sink.finish"],
         ),
         (
             apps.file_wrapper,
@@ -1608,13 +1616,14 @@ _END = ["finish_content", "close", "sink.finish"]
         (
             apps.error_after_start,
             [*_PREFIX, "start_response", "handle_error", "log_exception",
-             "error_output", "start_response", "finish_response", "result_is_file",
+             "get_stderr", "error_output", "start_response", "finish_response", "result_is_file",
              "write", *_HEADERS, "sink.start", *_CHUNK, *_END],
         ),
     ],
 )  # fmt: skip
 def test_every_hook_runs_in_order(app: App, expected: list[str]) -> None:
-    """The order wsgiref's hooks ran in before the fast paths (recorded then)."""
+    """The hooks run in wsgiref's order (send_headers: cleanup_headers,
+    client_is_modern, send_preamble, then the headers go out)."""
     calls: list[Any] = []
     serve(app, sink=FakeSink(calls), handler_class=recording_handler(calls))
     assert [c if isinstance(c, str) else f"sink.{c[0]}" for c in calls] == expected
@@ -1816,3 +1825,130 @@ def test_subclasses_may_add_attributes() -> None:
     result = serve(apps.hello, handler_class=WithState)
     assert result.handler.extra == "kept"  # type: ignore[attr-defined]
     assert result.sink.status == "200 OK"
+
+
+# ---------------------------------------------------------------------------------
+# wsgi.errors and log_exception
+# ---------------------------------------------------------------------------------
+
+
+def test_the_error_log_makes_a_record_per_write_of_whole_lines() -> None:
+    recorder = RecordingHandler()
+    logger = logging.getLogger("test.wsgi_errors")
+    logger.addHandler(recorder)
+    try:
+        errors = ErrorLog(logger)
+        errors.write("one line\n")
+        errors.write("two\nlines\n")
+        errors.write("part")  # waits for the rest of its line
+        assert [r.getMessage() for r in recorder.records] == ["one line", "two\nlines"]
+        errors.write(" and the rest\nnext")
+        errors.flush()
+        errors.flush()  # nothing more
+    finally:
+        logger.removeHandler(recorder)
+    assert [r.getMessage() for r in recorder.records] == [
+        "one line",
+        "two\nlines",
+        "part and the rest",
+        "next",
+    ]
+    assert {r.levelno for r in recorder.records} == {logging.ERROR}
+    with pytest.raises(TypeError, match="str"):
+        errors.write(b"bytes")  # type: ignore[arg-type]
+
+
+def test_the_error_log_keeps_each_threads_unfinished_line_apart() -> None:
+    recorder = RecordingHandler()
+    logger = logging.getLogger("test.wsgi_errors.threads")
+    logger.addHandler(recorder)
+    errors = ErrorLog(logger)
+    try:
+        errors.write("main ")
+        worker = threading.Thread(
+            target=lambda: (errors.write("worker "), errors.flush())
+        )
+        worker.start()
+        worker.join(5)
+        errors.write("thread\n")
+    finally:
+        logger.removeHandler(recorder)
+    assert [r.getMessage() for r in recorder.records] == ["worker ", "main thread"]
+
+
+def nested_failure(environ: Environ, start_response: StartResponse) -> list[bytes]:
+    def inner() -> None:
+        raise apps.AppError("deep")
+
+    def outer() -> None:
+        inner()
+
+    outer()
+    return []
+
+
+def test_log_exception_keeps_the_exception_and_cuts_the_traceback() -> None:
+    class Short(ServerHandler):
+        traceback_limit = 1
+
+    full = serve(nested_failure).errors[0]
+    short = serve(nested_failure, handler_class=Short).errors[0]
+    for record in (full, short):
+        assert record.getMessage() == "Error in app handling GET /"
+        assert record.exc_info is not None
+        assert str(record.exc_info[1]) == "deep"
+    formatter = logging.Formatter()
+    assert "in inner" in formatter.format(full)
+    text = formatter.format(short)
+    assert "in inner" not in text  # one frame: the handler's call of the app
+    assert text.endswith("AppError: deep")
+
+
+def test_log_exception_writes_wsgirefs_text_to_a_redirected_stderr() -> None:
+    stream = io.StringIO()
+
+    class ToStream(ServerHandler):
+        traceback_limit = 1
+
+        def get_stderr(self) -> io.StringIO:
+            return stream
+
+    result = serve(nested_failure, handler_class=ToStream)
+    assert result.errors == []  # not logged: written where the subclass said
+    assert result.sink.status.startswith("500 ")
+    text = stream.getvalue()
+    assert text.startswith("Traceback (most recent call last):")
+    assert "in inner" not in text
+    assert text.endswith("AppError: deep\n")
+
+
+def test_what_the_app_writes_to_wsgi_errors_is_logged_for_its_request() -> None:
+    def app(environ: Environ, start_response: StartResponse) -> list[bytes]:
+        environ["wsgi.errors"].write("cache miss for /x\n")
+        print("no newline at the end", end="", file=environ["wsgi.errors"])
+        start_response("200 OK", list(TEXT))
+        return [b"ok"]
+
+    result = serve(app)
+    assert [r.getMessage() for r in result.errors] == [
+        "cache miss for /x",
+        "no newline at the end",  # flushed when the request ended
+    ]
+
+
+def test_preamble_follows_origin_server_and_client_is_modern() -> None:
+    class NotOrigin(ServerHandler):
+        origin_server = False
+
+    class Ancient(ServerHandler):
+        def client_is_modern(self) -> bool:
+            return False
+
+    for cls in (NotOrigin, Ancient):
+        sink = serve(apps.hello, handler_class=cls).sink
+        assert sink.header("Date") == [], cls
+        assert sink.header("Server") == [], cls
+        assert sink.body == b"Hello, world!"
+    sink = serve(apps.hello).sink
+    assert len(sink.header("Date")) == 1
+    assert sink.header("Server") == [f"aiogate/{__version__}"]

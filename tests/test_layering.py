@@ -38,7 +38,10 @@ ALLOWED: dict[str, set[str]] = {
     # handlers imports server_handler only lazily, for the public name
     # aiogate.handlers.ServerHandler.
     "handlers": LEAF | {"response", "server_handler"},
-    "server_handler": LEAF | SANS_IO | {"handlers", "body", "writer", "config"},
+    "server_handler": LEAF
+    | SANS_IO
+    | {"handlers", "body", "writer", "config", "wsgi_errors"},
+    "wsgi_errors": LEAF,
     "flow_control": LEAF,
     "deadlines": set(),
     "tls": LEAF | {"config"},
@@ -46,6 +49,7 @@ ALLOWED: dict[str, set[str]] = {
     "listener": LEAF,
     "server_state": LEAF
     | {"access_log", "body", "config", "http", "metrics", "response"}
+    | {"wsgi_errors"}
     | {"thread_pool", "writer"},
     "observe": LEAF | {"access_log", "http", "metrics", "server_state", "thread_pool"},
     "dispatch": LEAF | {"body", "writer", "flow_control", "http", "server_state"},
@@ -121,7 +125,14 @@ FORBIDDEN: dict[str, set[str]] = {
     },
     **{
         name: {"asyncio", "uvloop", "h11", "socket"}
-        for name in ("handlers", "server_handler", "body", "writer", "thread_pool")
+        for name in (
+            "handlers",
+            "server_handler",
+            "wsgi_errors",
+            "body",
+            "writer",
+            "thread_pool",
+        )
     },
 }
 
