@@ -81,19 +81,17 @@ def import_object(target: str) -> type[ServerHandler]:
     """
     # Imported here, not at the top: the handler module pulls in the thread side,
     # which importing an app does not need.
-    from .server_handler import ServerHandler
+    from .server_handler import as_handler_class
 
     if ":" not in target and "." in target.strip("."):
         module_name, _, attribute = target.rpartition(".")
         target = f"{module_name}:{attribute}"
     module_name, attribute = _parse_target(target, None)
     obj = _resolve(target, module_name, attribute)
-    if not (isinstance(obj, type) and issubclass(obj, ServerHandler)):
-        raise AppImportError(
-            f"{target!r} is {_describe(obj)}, not a subclass of "
-            "aiogate.handlers.ServerHandler"
-        )
-    return obj
+    try:
+        return as_handler_class(obj)
+    except TypeError as exc:
+        raise AppImportError(f"{target!r}: {exc}") from None
 
 
 def _parse_target(target: str, default_attribute: str | None) -> tuple[str, str]:

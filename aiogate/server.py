@@ -39,7 +39,7 @@ from .metrics import Metrics
 from .observe import Probes
 from .protocol import LINGER_TIMEOUT, H11Protocol
 from .proxy_headers import parse_trusted
-from .server_handler import ServerHandler
+from .server_handler import ServerHandler, as_handler_class
 from .server_state import ServerState
 from .sockets import bind_sockets
 from .thread_pool import ThreadPool
@@ -72,12 +72,10 @@ def _handler_class(value: str | type | None) -> type[ServerHandler]:
     if value is None:
         return ServerHandler
     resolved = pkgutil.resolve_name(value) if isinstance(value, str) else value
-    if not (isinstance(resolved, type) and issubclass(resolved, ServerHandler)):
-        raise ConfigError(
-            f"handler_class must be a subclass of aiogate.handlers.ServerHandler, "
-            f"not {resolved!r}"
-        )
-    return resolved
+    try:
+        return as_handler_class(resolved)
+    except TypeError as exc:
+        raise ConfigError(f"handler_class: {exc}") from None
 
 
 class Server:

@@ -21,6 +21,7 @@ import os
 import stat
 import sys
 import traceback
+import wsgiref.handlers as wsgiref_handlers
 from collections.abc import Callable, MutableMapping
 from types import GeneratorType
 from typing import TYPE_CHECKING
@@ -56,7 +57,7 @@ if TYPE_CHECKING:
         WSGIEnvironment,
     )
 
-__all__ = ["ServerHandler"]
+__all__ = ["ServerHandler", "as_handler_class"]
 
 log = logging.getLogger("aiogate.error")
 
@@ -73,6 +74,34 @@ def _stream_length(stream: object) -> int | None:
         except (OSError, ValueError):
             return None
     return None
+
+
+def as_handler_class(obj: object) -> type[ServerHandler]:
+    """``obj`` if it can be the server's handler class (``--handler-class``): a
+    subclass of ``ServerHandler``; else ``TypeError`` saying why not. A class written
+    for the standard library's ``wsgiref.handlers`` cannot run as it is: it writes
+    the response's raw bytes to a stream, where the server's handler hands status,
+    headers and body to the event loop (which frames them for HTTP/1.1, keep-alive
+    and chunking included). Its overrides carry over, since ``ServerHandler`` is a
+    wsgiref ``BaseHandler`` with the same hooks: the message says so."""
+    if isinstance(obj, type):
+        if issubclass(obj, ServerHandler):
+            return obj
+        if issubclass(obj, wsgiref_handlers.BaseHandler):
+            raise TypeError(
+                f"{obj.__qualname__} is a wsgiref handler that writes raw bytes to a "
+                "stream; the server's handler hands the response to the event loop "
+                "instead. Subclass aiogate.handlers.ServerHandler (a wsgiref "
+                "BaseHandler with the same hooks) and move your overrides there"
+            )
+        raise TypeError(
+            f"the class {obj.__qualname__} is not a subclass of "
+            "aiogate.handlers.ServerHandler"
+        )
+    raise TypeError(
+        f"it is of type {type(obj).__name__}, not a subclass of "
+        "aiogate.handlers.ServerHandler"
+    )
 
 
 class ServerHandler(BaseHandler):

@@ -458,7 +458,9 @@ def test_bad_handler_class_exits_3(
     monkeypatch.setenv("AIOGATE_HANDLER_CLASS", "aiogate.demo:app")
     assert main(["serve", "aiogate.demo:app"]) == 3
     err = capsys.readouterr().err
-    assert err.startswith("Error: 'aiogate.demo:app' is a function, not a subclass")
+    assert err.startswith(
+        "Error: 'aiogate.demo:app': it is of type function, not a subclass"
+    )
     assert fake_run.calls == []
 
 

@@ -518,3 +518,19 @@ async def test_wsgi_errors_and_app_errors_reach_the_error_log_with_traceback_lim
     assert isinstance(failure.exc_info[1], KeyError)  # type: ignore[index]
     text = logging.Formatter().format(failure)
     assert text.count('File "') == 1  # traceback_limit = 1
+
+
+def test_a_handler_written_for_wsgiref_is_refused_saying_why_and_what_to_do() -> None:
+    import wsgiref.handlers
+
+    class Stdlib(wsgiref.handlers.SimpleHandler):
+        error_status = "503 Service Unavailable"
+
+    for cls in (Stdlib, wsgiref.handlers.SimpleHandler, wsgiref.handlers.BaseHandler):
+        with pytest.raises(ConfigError, match="wsgiref handler that writes raw bytes"):
+            Server(hello_app, handler_class=cls)
+
+    class Ours(ServerHandler):  # the same override, moved as the message says
+        error_status = "503 Service Unavailable"
+
+    assert Server(hello_app, handler_class=Ours)._handler_class is Ours

@@ -424,6 +424,11 @@ class Custom(ServerHandler):
 class NotAHandler:
     pass
 
+import wsgiref.handlers
+
+class Stdlib(wsgiref.handlers.SimpleHandler):
+    server_software = "stdlib/1"
+
 value = 3
 """
 
@@ -444,9 +449,15 @@ def test_import_object_returns_a_handler_class(app_dir: AppDir) -> None:
     [
         (
             "NotAHandler",
-            r"is a type, not a subclass of aiogate\.handlers\.ServerHandler",
+            r"the class NotAHandler is not a subclass of aiogate\.handlers\.ServerHandler",
         ),
-        ("value", r"is a int, not a subclass"),
+        ("value", r"it is of type int, not a subclass"),
+        # Written for the standard library: why it cannot run, and what to do.
+        (
+            "Stdlib",
+            r"Stdlib is a wsgiref handler that writes raw bytes to a stream; .* "
+            r"Subclass aiogate\.handlers\.ServerHandler .* move your overrides there",
+        ),
         ("missing", "has no attribute 'missing'"),
     ],
 )
