@@ -17,10 +17,11 @@ Theory of operation:
    running one is never shed.
 3. The thread's response comes back as writer items; ``deliver`` frames them
    (``ServerConnection``) and makes one transport write per batch.
-4. Once the writer spools (the client reads slower than the app writes), the
-   items behind the spooled bytes wait (``held``) and ``send_spooled`` sends the
-   spool a piece at a time while the transport takes it. Behind the response's end
-   the thread is gone, and the cycle holds the client to the minimum read rate.
+4. Once the writer spools (the client reads slower than the app writes), or the
+   app's response is a file (a ``FILE`` item), the items behind those bytes wait
+   (``held``) and ``send_spooled`` sends the spool a piece at a time, and the file
+   (``file_sender``), while the transport takes them. Behind the response's end the
+   thread is gone, and the cycle holds the client to the minimum read rate.
 5. The cycle ends when its response ends (END sent, or ABORT): the owner's
    ``cycle_ended`` decides what comes next.
 """
@@ -32,14 +33,15 @@ import logging
 import sys
 import threading
 import traceback
-from typing import TYPE_CHECKING, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 import h11
 
 from .body import EMPTY_BODY, BodyBuffer, EmptyBody
+from .file_sender import SPOOL_PIECE, FileSender
 from .http import Phase
 from .server_state import RETRY_AFTER
-from .writer import ABORT, DATA, END, SPOOL, START, Item, ResponseWriter
+from .writer import ABORT, DATA, END, FILE, SPOOL, START, Item, ResponseWriter
 
 if TYPE_CHECKING:
     from ._types import ConnectionInfo
@@ -63,11 +65,10 @@ log = logging.getLogger("aiogate.error")
 #: A response's pieces (head, body chunks) are joined into one write below this
 #: size, and handed to ``transport.writelines`` as they are above it.
 WRITELINES_THRESHOLD = 64 * 1024
-#: A response's spool is sent a piece of this size at a time (one pread, one write:
-#: the transport's high-water mark), and at most this many pieces per turn of the
-#: loop for a client that reads fast (1 MiB: a 64 KiB pread takes 4.3 µs, a send
-#: about as long again, so well under a millisecond).
-SPOOL_PIECE = 64 * 1024
+#: A response's spool is sent a piece of ``SPOOL_PIECE`` (64 KiB) at a time (one
+#: pread, one write: the transport's high-water mark), and at most this many pieces
+#: per turn of the loop for a client that reads fast (1 MiB: a 64 KiB pread takes
+#: 4.3 µs, a send about as long again, so well under a millisecond).
 SPOOL_PIECES_PER_TURN = 16
 
 
@@ -91,6 +92,9 @@ class _Transport(Protocol):
     def write(self, data: bytes) -> None: ...
     def writelines(self, data: list[bytes]) -> None: ...
     def is_closing(self) -> bool: ...
+    def get_extra_info(self, name: str, default: object = None) -> Any: ...
+    def get_write_buffer_limits(self) -> tuple[int, int]: ...
+    def set_write_buffer_limits(self, high: int = ..., low: int = ...) -> None: ...
 
 
 class CycleOwner(Protocol):
@@ -130,6 +134,7 @@ class RequestCycle:
         "bytes_sent",
         "counted",
         "ended",
+        "file",
         "held",
         "job_state",
         "protocol",
@@ -138,10 +143,10 @@ class RequestCycle:
         "request",
         "response_headers",
         "spool_left",
-        "spool_mark",
         "started",
         "started_at",
         "status",
+        "taken_mark",
         "thread",
         "writer",
     )
@@ -181,11 +186,13 @@ class RequestCycle:
             min_rate=config.min_write_rate,
             cond=protocol.cond,
         )
-        # Sending from the writer's spool (``send_spooled``): the items waiting behind
-        # it (None when not spooling), the announced spool bytes not yet sent, and
-        # ``writer.spool_pos`` when the current read-rate window began.
+        # Sending from the writer's spool or a file (``send_spooled``): the items
+        # waiting behind them (None when there are none), the announced spool bytes
+        # not yet sent, the file being sent, and ``writer.taken`` when the current
+        # read-rate window began.
         self.held: list[Item] | None = None
-        self.spool_left = self.spool_mark = 0
+        self.spool_left = self.taken_mark = 0
+        self.file: FileSender | None = None
         if protocol.flow.write_paused:
             self.writer.set_write_paused(True)
 
@@ -327,7 +334,7 @@ class RequestCycle:
         if self.started:
             # Part of the response is out: only a cut connection says it failed.
             self.writer.close("request timed out")  # (the thread's reason)
-            self._cut()
+            self.cut()
         else:
             protocol.reject(503, "request timed out", count=False)
 
@@ -370,7 +377,7 @@ class RequestCycle:
                 elif kind is ABORT:
                     end = ABORT
                     break
-                else:  # SPOOL: from here on the body comes from the writer's spool
+                else:  # SPOOL or FILE: the body goes on from the spool or a file
                     spooled = items[items.index(item) :]
                     break
         except h11.LocalProtocolError as exc:
@@ -397,19 +404,19 @@ class RequestCycle:
 
     def _hold(self, items: list[Item]) -> None:
         """Runs on the event loop: ``items`` wait behind the spooled bytes (writer rule
-        4), which go out as the client reads (``send_spooled``). An ``ABORT`` acts at
-        once. Behind an ``END`` the app's call is over: from then on this cycle, not
-        the thread, holds the client to the minimum read rate (writer rule 5), on the
-        connection's deadline, which nothing else needs in this phase."""
+        4) or a file, which go out as the client reads (``send_spooled``). An
+        ``ABORT`` acts at once. Behind an ``END`` the app's call is over: from then on
+        this cycle, not the thread, holds the client to the minimum read rate (writer
+        rule 5), on the connection's deadline, which nothing else needs then."""
         protocol = self.protocol
         held = self.held
         for item in items:
             kind = item[0]
             if kind is ABORT:
-                self._cut()
+                self.cut()
                 return
             if kind is END:
-                self.spool_mark = self.writer.spool_pos
+                self.taken_mark = self.writer.taken
                 protocol.arm(Phase.RESPONDING, held_by_client=True)
         if held is None:
             self.held = items
@@ -419,8 +426,8 @@ class RequestCycle:
 
     def send_spooled(self) -> None:
         """Runs on the event loop, from ``_hold`` and, once the client has read some,
-        ``resume_writing``: send spooled bytes, a piece at a time, while the transport
-        is not paused, then the items that waited behind them."""
+        ``resume_writing``: send spooled bytes, a piece at a time, and files, while
+        the transport is not paused, then the items that waited behind them."""
         held = self.held
         protocol = self.protocol
         transport = protocol.transport
@@ -432,6 +439,11 @@ class RequestCycle:
         observe = state.observing
         budget = SPOOL_PIECES_PER_TURN
         while True:
+            sender = self.file
+            if sender is not None:
+                if not sender.send():
+                    return  # it waits for the transport or its next turn, or cut
+                self.file = None
             if not self.spool_left:
                 count = 0
                 for item in held:  # the next spooled bytes, if they come next
@@ -441,6 +453,10 @@ class RequestCycle:
                     count += 1
                 del held[:count]
                 if not self.spool_left:
+                    if held and held[0][0] is FILE:
+                        _, fd, offset, size = held.pop(0)
+                        self.file = FileSender(self, fd, offset, size)
+                        continue
                     # All sent: what followed goes the usual way (and may spool again).
                     self.held = None
                     if held:
@@ -457,7 +473,7 @@ class RequestCycle:
                 framed = conn.send_data(data)
             except (OSError, h11.LocalProtocolError) as exc:
                 log.error("Response cut, closing the connection: %s", exc)
-                self._cut()
+                self.cut()
                 return
             self.spool_left -= len(data)
             if observe:
@@ -472,9 +488,9 @@ class RequestCycle:
         if self.ended or protocol.cycle is not self or self.held is None:
             return
         config = protocol.state.config
-        sent = self.writer.spool_pos - self.spool_mark
+        sent = self.writer.taken - self.taken_mark
         if sent >= max(1, int(config.min_write_rate * config.timeout_write)):
-            self.spool_mark = self.writer.spool_pos
+            self.taken_mark += sent
             protocol.arm(Phase.RESPONDING, held_by_client=True)
             return
         log.debug(
@@ -483,12 +499,14 @@ class RequestCycle:
             sent,
             config.timeout_write,
         )
-        self._cut()
+        self.cut()
 
-    def _cut(self) -> None:
+    def cut(self) -> None:
         """Runs on the event loop: the response ends unfinished; the connection
-        fails the writer, records it and resets (``cycle_ended``)."""
+        fails the writer (which closes a file being sent), records it and resets
+        (``cycle_ended``)."""
         self.held = None
+        self.file = None
         self.ended = True
         self.protocol.cycle_ended(self, aborted=True)
 

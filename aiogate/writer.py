@@ -1,10 +1,12 @@
 """The response channel from the app's worker thread to the event loop.
 
 Owns: ``ResponseWriter``, the real ``ResponseSink``. The handler calls ``start``,
-``write``, ``finish`` or ``abort`` in a worker thread; the writer queues each as an item
-and the event loop turns items into h11 events and socket writes. When the client reads
-slower than the app writes, the body goes to the response's spool, a temporary file,
-and the loop sends it from there as the client reads (waitress's outbuf overflow).
+``write``, ``sendfile``, ``finish`` or ``abort`` in a worker thread; the writer queues
+each as an item and the event loop turns items into h11 events and socket writes.
+When the client reads slower than the app writes, the body goes to the response's
+spool, a temporary file, and the loop sends it from there as the client reads
+(waitress's outbuf overflow). A file the app returned (``wsgi.file_wrapper``) is not
+read here at all: the loop sends it from the file (``file_sender``).
 
 Theory of operation:
 
@@ -36,7 +38,7 @@ Theory of operation:
    from the window's first wait; else ``WriteTimeout``, an ``ABORT`` that the loop
    acts on at once (ahead of the spool), and the connection is dropped. Once the app
    has returned, the request cycle holds the client to the same rule while it sends
-   the rest of the spool.
+   the rest of the spool, or a file (``taken`` counts both).
 6. ``close(exc)`` (loop side, connection lost or response aborted) wakes any blocked
    write and makes every later call raise ``ClientDisconnected``.
 7. The spool file is closed once nobody needs it (``_release_spool``): when the loop
@@ -46,6 +48,18 @@ Theory of operation:
 8. Exactly one of ``finish``/``abort`` ends a response; ``ensure_ended`` (thread side,
    after the app call returns) aborts one that neither ended, so no connection waits
    forever on a handler that forgot.
+9. ``sendfile(fd, offset, count)`` duplicates ``fd`` and posts ``(FILE, dup, offset,
+   count)``, then returns at once: the app's call ends (its iterable closes the
+   app's file) and its thread is free while the loop sends the file, in order with
+   the other items. Like the spool, a slow reader costs a descriptor, not a thread.
+   Out of descriptors for the duplicate, the thread reads the file and ``write``s
+   it instead: slower, never wrong.
+10. The writer owns every duplicate it posted (``_files``) until one of two things
+    closes it, under the lock, so exactly once: ``close_file`` (loop side, the file
+    is sent) or ``close`` (the response is given up: aborted, cut, connection lost;
+    this also covers items never delivered). A duplicate that could not be posted
+    (the connection was gone, or the response over) is closed by the thread before
+    ``sendfile`` returns. The loop uses a duplicate only while the writer owns it.
 """
 
 from __future__ import annotations
@@ -59,16 +73,18 @@ from typing import Any, BinaryIO, Final, cast
 from ._types import LoopLike
 from .errors import ClientDisconnected, WriteTimeout
 
-__all__ = ["ABORT", "DATA", "END", "SPOOL", "START", "Item", "ResponseWriter"]
+__all__ = ["ABORT", "DATA", "END", "FILE", "SPOOL", "START", "Item", "ResponseWriter"]
 
 #: Item kinds. Items are tuples: ``(START, status, headers)``, ``(DATA, bytes)``,
 #: ``(END,)``, ``(ABORT,)``, ``(SPOOL, length)`` (the next ``length`` body bytes are
-#: in the spool: ``read_spool``).
+#: in the spool: ``read_spool``), ``(FILE, fd, offset, count)`` (the next ``count``
+#: body bytes are those of the regular file ``fd`` from ``offset``; rules 9, 10).
 START: Final = 0
 DATA: Final = 1
 END: Final = 2
 ABORT: Final = 3
 SPOOL: Final = 4
+FILE: Final = 5
 
 # An item's fields depend on its kind (the first field), which a tuple type cannot
 # say; the loop side reads them by kind.
@@ -84,6 +100,8 @@ DEFAULT_HIGH_WATER = 64 * 1024
 # and close) and a pwrite and a pread of 4.3 µs per 64 KiB (measured on the dev box,
 # ext4 TMPDIR); waiting costs a thread.
 SPOOL_GRACE = 0.02
+# What the thread reads at a time when it must send a file itself (rule 9).
+_FILE_READ = 64 * 1024
 
 
 def _open_spool() -> BinaryIO:
@@ -130,6 +148,7 @@ class ResponseWriter:
         "_cond",
         "_deliver",
         "_ended",
+        "_files",
         "_high_water",
         "_items",
         "_loop",
@@ -175,6 +194,8 @@ class ResponseWriter:
         self._spool_unread = 0
         self._taken = 0  # bytes the loop took from this response (rule 5)
         self._behind: _Behind | None = None  # created when the client falls behind
+        # The FILE items' duplicates this writer owns (rule 10); None until the first.
+        self._files: list[int] | None = None
 
     # -- thread side -------------------------------------------------------------
 
@@ -324,6 +345,40 @@ class ResponseWriter:
             self._loop.call_soon_threadsafe(self._drain)
         raise WriteTimeout(reason)
 
+    def sendfile(self, fd: int, offset: int, count: int) -> None:
+        """Runs in a worker thread: the next ``count`` body bytes are those of the
+        regular file ``fd`` from ``offset``. Returns at once; the loop sends them
+        from a duplicate of ``fd`` (rules 9, 10), so the caller may close ``fd``."""
+        if count <= 0:
+            return
+        try:
+            dup = os.dup(fd)
+        except OSError:  # out of descriptors: send it the slow way
+            self._write_file(fd, offset, count)
+            return
+        with self._cond:
+            if self._closed_reason is None and not self._ended:
+                if self._files is None:
+                    self._files = []
+                self._files.append(dup)
+                self._post((FILE, dup, offset, count))
+                return
+            reason = self._closed_reason
+        os.close(dup)  # never posted: ours to close (rule 10)
+        if reason is not None:
+            raise ClientDisconnected(reason)
+
+    def _write_file(self, fd: int, offset: int, count: int) -> None:
+        """Runs in a worker thread: read ``count`` bytes of ``fd`` from ``offset`` and
+        ``write`` them. Raises ``OSError`` if the file is shorter."""
+        while count:
+            data = os.pread(fd, min(count, _FILE_READ), offset)
+            if not data:
+                raise OSError(f"the file ended {count} bytes short of its length")
+            self.write(data)
+            offset += len(data)
+            count -= len(data)
+
     def finish(self) -> None:
         """Runs in a worker thread: the response is complete."""
         with self._cond:
@@ -375,6 +430,12 @@ class ResponseWriter:
         return behind is not None and behind.file is not None
 
     @property
+    def taken(self) -> int:
+        """Bytes the loop took from this response so far: queued ones as it drained
+        them, spooled ones as it read them, a file's as it sent them (rule 5)."""
+        return self._taken
+
+    @property
     def spool_pos(self) -> int:
         """Bytes read from the spool so far (loop side)."""
         behind = self._behind
@@ -415,6 +476,22 @@ class ResponseWriter:
             self._cond.notify_all()
         return data
 
+    def file_sent(self, size: int) -> None:
+        """Runs on the event loop: ``size`` bytes of a FILE item went out. They count
+        as taken from the response (rule 5), for a thread that writes behind it."""
+        with self._cond:
+            self._taken += size
+            self._cond.notify_all()
+
+    def close_file(self, fd: int) -> None:
+        """Runs on the event loop: the loop is done with the FILE item of ``fd``;
+        close the duplicate if the writer still owns it (rule 10)."""
+        with self._cond:
+            files = self._files
+            if files is not None and fd in files:
+                files.remove(fd)
+                os.close(fd)
+
     def set_write_paused(self, paused: bool) -> None:
         """Runs on the event loop, from the transport's pause/resume_writing."""
         with self._cond:
@@ -433,4 +510,8 @@ class ResponseWriter:
             if behind is not None:
                 behind.loop_done = True
                 self._release_spool()
+            files, self._files = self._files, None
+            if files:
+                for fd in files:  # sent or not, the loop is done with them (rule 10)
+                    os.close(fd)
             self._cond.notify_all()

@@ -1,5 +1,5 @@
-"""ResponseWriter: coalescing, backpressure, the spool, the minimum rate, timeouts and
-disconnects, on a fake loop."""
+"""ResponseWriter: coalescing, backpressure, the spool, the minimum rate, timeouts,
+disconnects and file items (their duplicates closed exactly once), on a fake loop."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from aiogate.writer import (
     ABORT,
     DATA,
     END,
+    FILE,
     SPOOL,
     SPOOL_GRACE,
     START,
@@ -413,3 +414,136 @@ def test_a_failed_spool_write_ends_the_response(
     )
     w.close("response aborted")  # what the loop does on the ABORT
     assert not w.spooled  # the file is closed
+
+
+# -- FILE items (rules 9 and 10) --------------------------------------------------
+
+
+@pytest.fixture
+def app_file(tmp_path: Any) -> Any:
+    """An open file of 100 known bytes; closed at the end."""
+    path = tmp_path / "data.bin"
+    path.write_bytes(bytes(range(100)))
+    with path.open("rb") as file:
+        yield file
+
+
+def same_file(fd: int, other: int) -> bool:
+    a, b = os.fstat(fd), os.fstat(other)
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def test_sendfile_posts_a_duplicate_and_returns_at_once(app_file: Any) -> None:
+    writer, loop, delivered = make_writer()
+    writer.start("200 OK", [("Content-Length", "90")])
+    writer.sendfile(app_file.fileno(), 10, 90)
+    writer.finish()
+    loop.run_pending()
+    [[start, (kind, fd, offset, count), end]] = delivered
+    assert (start[0], kind, offset, count, end) == (START, FILE, 10, 90, (END,))
+    assert fd != app_file.fileno()
+    assert same_file(fd, app_file.fileno())
+    app_file.close()  # the app's iterable closes its file: the duplicate lives on
+    assert os.pread(fd, 5, 10) == bytes(range(10, 15))
+    writer.close_file(fd)  # the loop has sent it
+    assert not is_open(fd)
+    writer.close_file(fd)  # once only: a second call closes nothing
+    writer.close("connection lost")  # nor does close() afterwards
+
+
+def test_close_closes_every_duplicate_not_yet_sent(app_file: Any) -> None:
+    writer, loop, delivered = make_writer()
+    writer.start("200 OK", [])
+    writer.sendfile(app_file.fileno(), 0, 50)
+    writer.sendfile(app_file.fileno(), 50, 50)
+    loop.run_pending()
+    fds = [item[1] for item in delivered[0] if item[0] is FILE]
+    assert len(fds) == 2
+    assert all(map(is_open, fds))
+    writer.close("client disconnected")
+    assert not any(map(is_open, fds))
+    writer.close_file(fds[0])  # a late loop callback: nothing to close
+
+
+def test_close_before_the_drain_closes_the_queued_duplicate(app_file: Any) -> None:
+    writer, loop, delivered = make_writer()
+    before = set(os.listdir("/proc/self/fd"))
+    writer.sendfile(app_file.fileno(), 0, 100)
+    writer.close("client disconnected")  # the item is never delivered
+    loop.run_pending()
+    assert delivered == []
+    assert set(os.listdir("/proc/self/fd")) <= before
+
+
+def test_sendfile_on_a_closed_writer_raises_and_keeps_no_descriptor(
+    app_file: Any,
+) -> None:
+    writer = make_writer()[0]
+    writer.close("client disconnected")
+    before = set(os.listdir("/proc/self/fd"))
+    with pytest.raises(ClientDisconnected):
+        writer.sendfile(app_file.fileno(), 0, 100)
+    assert set(os.listdir("/proc/self/fd")) <= before
+
+
+def test_sendfile_after_the_end_or_of_nothing_posts_nothing(app_file: Any) -> None:
+    writer, loop, delivered = make_writer()
+    writer.sendfile(app_file.fileno(), 0, 0)
+    writer.finish()
+    before = set(os.listdir("/proc/self/fd"))
+    writer.sendfile(app_file.fileno(), 0, 100)  # a handler's bug: ignored
+    assert set(os.listdir("/proc/self/fd")) <= before
+    loop.run_pending()
+    assert delivered == [[(END,)]]
+
+
+def test_out_of_descriptors_the_thread_writes_the_file_itself(
+    app_file: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_descriptors(fd: int) -> int:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(os, "dup", no_descriptors)
+    writer, loop, delivered = make_writer()
+    writer.sendfile(app_file.fileno(), 20, 80)
+    loop.run_pending()
+    assert {item[0] for item in delivered[0]} == {DATA}
+    assert b"".join(item[1] for item in delivered[0]) == bytes(range(20, 100))
+    with pytest.raises(OSError, match="short"):
+        writer.sendfile(app_file.fileno(), 90, 20)  # the file has 10 of them
+
+
+def test_file_bytes_sent_count_for_a_thread_waiting_behind_them() -> None:
+    # Rule 5: a thread waiting behind a file (a handler that writes after it) is
+    # held to the minimum rate by every byte the loop takes of the response: the
+    # loop sends 10 bytes of a file every 20 ms, 100 per 0.2 s window, above 20.
+    writer = make_writer(timeout=0.2, spool_size=0, min_rate=100)[0]
+    writer.set_write_paused(True)  # the client is behind: the write waits
+    errors: list[BaseException] = []
+
+    def app_thread() -> None:
+        try:
+            writer.write(b"after the file")
+        except WriteTimeout as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=app_thread)
+    thread.start()
+    taken = writer.taken
+    deadline = time.monotonic() + 0.6  # three windows
+    while time.monotonic() < deadline:
+        writer.file_sent(10)
+        thread.join(0.02)
+    assert writer.taken - taken >= 100
+    writer.set_write_paused(False)  # the client caught up
+    thread.join(5.0)
+    assert not thread.is_alive()
+    assert errors == []
