@@ -57,7 +57,10 @@ SERVERS = (
 )  # fmt: skip
 #: What --servers uses when not given: the peers, one process each.
 DEFAULT_SERVERS = ("aiogate", "waitress", "gunicorn")
-WORKLOADS = ("hello", "big", "upload", "post", "chunked", "sleep", "flask", "paced")
+WORKLOADS = (
+    "hello", "big", "upload", "post", "chunked", "sleep", "flask", "paced", "file",
+    "bigfile",
+)  # fmt: skip
 #: The app of ``benchmarks/apps.py`` each workload serves.
 WORKLOAD_APPS = {
     "hello": "hello",
@@ -68,12 +71,21 @@ WORKLOAD_APPS = {
     "sleep": "sleep",
     "flask": "flask_json",
     "paced": "hello",
+    "file": "file_1m",
+    "bigfile": "file_100m",
 }
 #: Request body sizes of the POST workloads.
 POST_BYTES = {"upload": 1024 * 1024, "post": 64 * 1024, "chunked": 64 * 1024}
 #: The POST workloads that send their body with ``Transfer-Encoding: chunked``, and
 #: the size of each chunk: ``chunked`` is ``post``'s 64 KiB in 1 KiB chunks (issue 12).
 CHUNK_BYTES = {"chunked": 1024}
+#: Keep-alive connections of a workload, in place of ``--connections``: a 100 MiB
+#: response takes 50-100 ms on loopback, so 64 of them at once would take seconds
+#: each; 8 (one per app thread) keep every server busy and the latencies readable.
+WORKLOAD_CONNECTIONS = {"bigfile": 8}
+#: wrk counts a response as a timeout after 2 s by default; the file workloads may
+#: take longer under a slow peer, and a timeout would be counted as an error.
+WRK_TIMEOUT = {"file": "30s", "bigfile": "30s"}
 #: The h11 ceiling answers a fixed hello response: it only stands in for these.
 CEILING_WORKLOADS = ("hello", "paced")
 PACED_RATE = 1000.0  # requests a second of the paced workload
@@ -366,10 +378,18 @@ def parse_wrk(output: str) -> WrkResult:
 
 
 def run_wrk(
-    url: str, *, connections: int, seconds: int, threads: int, script: Path | None
+    url: str,
+    *,
+    connections: int,
+    seconds: int,
+    threads: int,
+    script: Path | None,
+    timeout: str | None = None,
 ) -> str:
     """Run wrk against ``url`` and return its report; raise RunFailed on failure."""
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    if timeout is not None:
+        command += ["--timeout", timeout]
     if script is not None:
         command += ["-s", str(script)]
     command.append(url)
@@ -608,10 +628,16 @@ def run_one(
     log_path = workdir / f"{server}-round{round_number}.log"
     url = f"http://127.0.0.1:{port}/"
     wrk_options = {
-        "connections": args.connections,
+        "connections": connections(args),
         "threads": args.wrk_threads,
         "script": write_wrk_script(args.workload, workdir),
+        "timeout": WRK_TIMEOUT.get(args.workload),
     }
+    size = file_size(args.workload)
+    if size is not None:  # made now, not by the first server while it starts
+        from benchmarks.apps import bench_file
+
+        bench_file(size)
     with log_path.open("wb") as log:
         try:
             process = subprocess.Popen(
@@ -652,6 +678,20 @@ def run_one(
         run.log_lines = len(lines)
         run.log_tail = lines[-LOG_TAIL_LINES:]
     return run
+
+
+def file_size(workload: str) -> int | None:
+    """The size of the file a file workload serves; None for the others."""
+    if str(REPO_ROOT) not in sys.path:  # run as a script
+        sys.path.insert(0, str(REPO_ROOT))
+    from benchmarks.apps import FILE_SIZES
+
+    return FILE_SIZES.get(WORKLOAD_APPS[workload])
+
+
+def connections(args: argparse.Namespace) -> int:
+    """The keep-alive connections wrk opens for the workload."""
+    return WORKLOAD_CONNECTIONS.get(args.workload, args.connections)
 
 
 def progress_line(run: Run, rounds: int) -> str:
@@ -938,13 +978,16 @@ def settings_line(args: argparse.Namespace) -> str:
         )
     else:
         load = (
-            f"{args.connections} keep-alive connections from wrk -t{args.wrk_threads}"
+            f"{connections(args)} keep-alive connections from wrk -t{args.wrk_threads}"
         )
     body = (
         f", POST {POST_BYTES[args.workload]} bytes"
         if args.workload in POST_BYTES
         else ""
     )
+    size = file_size(args.workload)
+    if size is not None:
+        body += f", a {size}-byte file through wsgi.file_wrapper"
     if args.workload in CHUNK_BYTES:
         body += f" chunked in {CHUNK_BYTES[args.workload]}-byte chunks"
     return (

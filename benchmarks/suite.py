@@ -5,14 +5,15 @@
 
 For each workload of ``run.py`` (hello, a 1 MiB response, a 64 KiB POST, the same
 POST chunked in 1 KiB chunks, a 10 ms sleep, a Flask JSON endpoint, a paced 1,000
-requests a second), it runs aiogate and the peers (waitress, gunicorn gthread,
-uvicorn with a2wsgi, granian) with the same app, one process and the same thread
-count, exactly as ``run.py`` does, and adds the bare h11 server (``h11_ceiling.py``)
+requests a second, a 1 MiB and a 100 MiB file through ``wsgi.file_wrapper``), it runs
+aiogate and the peers (waitress, gunicorn gthread, uvicorn with a2wsgi, granian) with
+the same app, one process and the same thread count, exactly as ``run.py`` does (the
+100 MiB file over 8 connections, not 64), and adds the bare h11 server (``h11_ceiling.py``)
 where a fixed response stands in for the app (hello, paced), and aiogate with two
 workers for hello. Each round runs every workload's servers once, one after the
 other. It prints one markdown report: the machine and versions, a table per workload
 (req/s, the server's CPU µs per request, latency, memory), and the targets of issues
-7 and 12, each with the figure measured and whether it is met. Ratios are taken
+7, 12 and 13, each with the figure measured and whether it is met. Ratios are taken
 within a round, then the median over rounds, so the noise of a shared machine hits
 every server alike.
 
@@ -55,7 +56,9 @@ PEER_EXECUTABLES = {
 }
 #: What each workload runs, beyond aiogate and the peers.
 EXTRA_SERVERS = {"hello": ("h11-ceiling", "aiogate-2w"), "paced": ("h11-ceiling",)}
-SUITE_WORKLOADS = ("hello", "big", "post", "chunked", "sleep", "flask", "paced")
+SUITE_WORKLOADS = (
+    "hello", "big", "post", "chunked", "sleep", "flask", "paced", "file", "bigfile",
+)  # fmt: skip
 PURE_PYTHON_PEERS = ("waitress", "gunicorn", "uvicorn")
 MEMORY_GOAL_MIB = 40.0
 REQUIREMENTS = Path(__file__).resolve().parent / "requirements.txt"
@@ -174,6 +177,13 @@ def targets(
             _spread(ratios),
             statistics.median(ratios) >= 1.0 if ratios else None,
         )
+    )
+    # Issue 13: a file through wsgi.file_wrapper, against gunicorn's sendfile.
+    ratio_target(
+        "file", "gunicorn", 1.0, "1 MiB file: aiogate ÷ gunicorn gthread", "13"
+    )
+    ratio_target(
+        "bigfile", "gunicorn", 1.5, "100 MiB file: aiogate ÷ gunicorn gthread", "13"
     )
     peaks = [
         r.peak_rss_kib / 1024
@@ -415,6 +425,8 @@ WORKLOAD_TITLES = {
     "paced": "paced: 1,000 GET/s over 16 connections (latency at a moderate rate; "
     "the last column is the server's p99 ÷ aiogate's)",
     "upload": "1 MiB POST",
+    "file": "1 MiB file through wsgi.file_wrapper",
+    "bigfile": "100 MiB file through wsgi.file_wrapper (8 connections)",
 }
 
 
@@ -451,7 +463,7 @@ def render(
         "divided by the requests completed (steadier than req/s when other tenants "
         "take CPU).",
         "",
-        "**Targets** (issues 7 and 12):",
+        "**Targets** (issues 7, 12 and 13):",
         "",
         targets_table(found),
     ]
