@@ -38,9 +38,10 @@ ALLOWED: dict[str, set[str]] = {
     # handlers imports server_handler only lazily, for the public name
     # aiogate.handlers.ServerHandler.
     "handlers": LEAF | {"response", "server_handler"},
+    "sink_handler": LEAF | {"handlers", "response"},
     "server_handler": LEAF
     | SANS_IO
-    | {"handlers", "body", "writer", "config", "wsgi_errors"},
+    | {"handlers", "sink_handler", "body", "writer", "config", "wsgi_errors"},
     "wsgi_errors": LEAF,
     "flow_control": LEAF,
     "deadlines": set(),
@@ -128,6 +129,7 @@ FORBIDDEN: dict[str, set[str]] = {
         for name in (
             "handlers",
             "server_handler",
+            "sink_handler",
             "wsgi_errors",
             "body",
             "writer",
