@@ -24,6 +24,7 @@ import traceback
 import wsgiref.handlers as wsgiref_handlers
 from collections.abc import MutableMapping
 from typing import TYPE_CHECKING
+from wsgiref.util import FileWrapper
 
 from .environ import build_environ
 from .errors import ClientDisconnected
@@ -397,13 +398,19 @@ class ServerHandler(SinkHandler):
         The body is the file from its current position to its end, or the app's
         Content-Length if that is shorter (the range the app chose); without a
         Content-Length, the file's size is declared as one. False (iterate the
-        wrapper, as wsgiref does) for anything but a regular file, or a sink that
-        cannot send files."""
+        wrapper, as wsgiref does) for anything but wsgiref's own ``FileWrapper`` of a
+        regular file (a subclass may change what it yields), or a sink that cannot
+        send files."""
         send = getattr(self.sink, "sendfile", None)
-        fileno = getattr(getattr(self.result, "filelike", None), "fileno", None)
-        if send is None or fileno is None:
+        wrapper = self.result
+        if send is None or type(wrapper) is not FileWrapper:
+            # Only the stock wrapper: it yields the file's bytes as they are, where
+            # a subclass (or another wsgi_file_wrapper) may change what it yields.
             return False
-        filelike = self.result.filelike  # type: ignore[union-attr]
+        filelike = wrapper.filelike
+        fileno = getattr(filelike, "fileno", None)
+        if fileno is None:
+            return False
         try:
             fd = fileno()
             info = os.fstat(fd)

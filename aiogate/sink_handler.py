@@ -293,8 +293,10 @@ class SinkHandler(BaseHandler):
         headers = self.headers
         if headers is None:
             raise AssertionError("start_response() has not been called")
-        if not self.origin_server:
-            return  # wsgiref's CGI ``Status:`` line: the status line says it here
+        if not self.origin_server or not self.client_is_modern():
+            # wsgiref's CGI ``Status:`` line (the status line says it here), or
+            # an HTTP/0.9 client: wsgiref asks client_is_modern again here.
+            return
         server = self.server_software
         if (
             headers is self._known

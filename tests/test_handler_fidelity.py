@@ -797,26 +797,9 @@ class Known:
 #: they fail once it is fixed; then remove the entry.
 KNOWN_DIFFERENCES = [
     Known(
-        "ServerHandler.send_preamble() does not call client_is_modern(); wsgiref's "
-        "does, a second call after send_headers' own, so an override of "
-        "client_is_modern sees one call fewer per response",
-        "calls",
-        # wsgiref's send_preamble asks only as an origin server.
-        overrides=frozenset(OVERRIDES) - {"origin_server"},
-    ),
-    Known(
         'http_version = "1.0" is ignored: the status line says HTTP/1.1',
         "client",
         overrides=frozenset({"http_version"}),
-    ),
-    Known(
-        "ServerHandler.sendfile() sends the file under any wsgi_file_wrapper whose "
-        "result has a .filelike with a fileno, bypassing the wrapper's own "
-        "iteration: a wrapper that transforms what it yields is ignored (the client "
-        "gets the raw file; wsgiref iterates the wrapper)",
-        "client",
-        overrides=frozenset({"transforming_file_wrapper"}),
-        apps=frozenset({"file_real"}),
     ),
 ]
 

@@ -1583,6 +1583,7 @@ _HEADERS = [
     "set_content_length",
     "client_is_modern",
     "send_preamble",
+    "client_is_modern",  # wsgiref's send_preamble asks again
 ]
 _CHUNK = ["_write", "sink.write", "_flush"]
 _END = ["finish_content", "close", "sink.finish"]
@@ -1605,7 +1606,8 @@ _END = ["finish_content", "close", "sink.finish"]
             apps.empty_list,
             [*_PREFIX, "start_response", "finish_response", "result_is_file",
              "finish_content", "send_headers", "cleanup_headers", "client_is_modern",
-             "send_preamble", "sink.start", "close", "sink.finish"],
+             "send_preamble", "client_is_modern", "sink.start", "close",
+             "sink.finish"],
         ),
         (
             apps.file_wrapper,
