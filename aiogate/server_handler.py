@@ -80,6 +80,11 @@ def as_handler_class(obj: object) -> type[ServerHandler]:
     wsgiref ``BaseHandler`` with the same hooks: the message says so."""
     if isinstance(obj, type):
         if issubclass(obj, ServerHandler):
+            if obj.http_version not in ("1.0", "1.1"):
+                raise TypeError(
+                    f"{obj.__qualname__}.http_version must be '1.0' or '1.1' (the "
+                    f"versions of the responses it can write), not {obj.http_version!r}"
+                )
             return obj
         if issubclass(obj, wsgiref_handlers.BaseHandler):
             raise TypeError(

@@ -534,3 +534,14 @@ def test_a_handler_written_for_wsgiref_is_refused_saying_why_and_what_to_do() ->
         error_status = "503 Service Unavailable"
 
     assert Server(hello_app, handler_class=Ours)._handler_class is Ours
+
+
+@pytest.mark.parametrize("version", ["2.0", "1", "HTTP/1.1"])
+def test_a_handler_http_version_the_server_cannot_write_is_refused(
+    version: str,
+) -> None:
+    handler = type("Odd", (ServerHandler,), {"http_version": version})
+    with pytest.raises(
+        ConfigError, match=r"Odd\.http_version must be '1\.0' or '1\.1'"
+    ):
+        Server(hello_app, handler_class=handler)

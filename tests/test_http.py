@@ -916,6 +916,30 @@ def test_response_framing_and_keep_alive(
     assert conn.our_state is (State.DONE if keep_alive else State.MUST_CLOSE)
 
 
+@pytest.mark.parametrize(
+    ("headers", "framing"),
+    [([("Content-Length", "5")], b"content-length"), ([], None)],
+    ids=["length", "until-close"],
+)
+def test_an_http10_response_is_never_chunked_and_ends_the_connection(
+    headers: list[tuple[str, str]], framing: bytes | None
+) -> None:
+    # A handler whose http_version is "1.0" (wsgiref's default), to a 1.1 client.
+    conn = ServerConnection()
+    conn.receive_data(GET)
+    request(conn)
+    data = conn.start_response("200 OK", headers, version="1.0")
+    data += conn.send_data(b"hello") + conn.end_response()
+    assert data.startswith(b"HTTP/1.0 200 OK\r\n")
+    head, _, body = data.partition(b"\r\n\r\n")
+    names = [line.split(b":")[0].lower() for line in head.split(b"\r\n")[1:]]
+    assert b"transfer-encoding" not in names
+    assert (framing in names) if framing else b"content-length" not in names
+    assert b"connection: close" in head.lower()
+    assert body == b"hello"  # as it is: the close ends it
+    assert conn.our_state is State.MUST_CLOSE
+
+
 def test_head_response_keeps_length_and_sends_no_body() -> None:
     conn = ServerConnection()
     conn.receive_data(b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n")

@@ -370,12 +370,18 @@ class ServerConnection:
     # -- sending -----------------------------------------------------------------------
 
     def start_response(
-        self, status: str, headers: list[tuple[str, str]], *, close: bool = False
+        self,
+        status: str,
+        headers: list[tuple[str, str]],
+        *,
+        close: bool = False,
+        version: str = "1.1",
     ) -> bytes:
         """The status line and header block of the response to the current request
         (see ``_framing.response_head``). ``close=True`` ends the connection after
-        this response. Raises ``h11.LocalProtocolError`` if no response may start
-        now, or if the response would break the message."""
+        this response; so does ``version`` "1.0". Raises ``h11.LocalProtocolError``
+        if no response may start now, or if the response would break the
+        message."""
         if self._our is not SEND_RESPONSE:
             raise h11.LocalProtocolError(f"cannot start a response in {self._our.name}")
         data, framing, keep_alive = response_head(
@@ -384,6 +390,7 @@ class ServerConnection:
             head_request=self._method == b"HEAD",
             http11=self._http11,
             keep_alive=self._keep_alive and not close,
+            version=version,
         )
         self._our = _SERVER_RESPONSE[self._our]
         self._out_framing = framing

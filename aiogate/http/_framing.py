@@ -81,10 +81,15 @@ def response_head(
     head_request: bool,
     http11: bool,
     keep_alive: bool,
+    version: str = "1.1",
 ) -> tuple[bytes, int, bool]:
     """The status line and header block of a final response, the framing of its
     body (a Content-Length, ``CHUNKED``, ``NO_BODY`` or ``UNTIL_CLOSE``) and
     whether the connection may be reused after it.
+
+    ``version`` is the response's HTTP version, "1.1" or "1.0" (a handler's
+    ``http_version``): a 1.0 response is never chunked and ends the connection, as
+    for a 1.0 client (RFC 9112 §6.3, §9.3).
 
     Any ``Connection`` or ``Transfer-Encoding`` field of ``headers`` is replaced by
     our own framing and keep-alive fields; ``keep_alive=False`` adds
@@ -92,7 +97,9 @@ def response_head(
     header would break the message (CR, LF or NUL; non-latin-1; a 1xx status; a
     bad Content-Length)."""
     length = -1
-    lines = [f"HTTP/1.1 {status}"]
+    lines = [f"HTTP/{version} {status}"]
+    if version != "1.1":
+        http11 = keep_alive = False
     for name, value in headers:
         lowered = name.lower()
         if lowered == "content-length":
