@@ -87,8 +87,11 @@ class ResponseSink(Protocol):
     event loop; tests use an in-memory fake. Every method runs in a worker thread.
     """
 
-    def start(self, status: str, headers: list[tuple[str, str]]) -> None:
-        """Send the status line and headers (already validated, with Date/Server)."""
+    def start(
+        self, status: str, headers: list[tuple[str, str]], version: str = "1.1"
+    ) -> None:
+        """Send the status line and headers (already validated, with Date/Server);
+        ``version`` is the response's HTTP version, "1.1" or "1.0"."""
 
     def write(self, data: bytes) -> None:
         """Send body bytes. May block for backpressure; raises ``ClientDisconnected``."""

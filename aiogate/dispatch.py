@@ -364,7 +364,11 @@ class RequestCycle:
                 elif kind is START:
                     # Draining: this response says Connection: close, and is the last.
                     close = state.shutting_down
-                    out.append(conn.start_response(item[1], item[2], close=close))
+                    out.append(
+                        conn.start_response(
+                            item[1], item[2], close=close, version=item[3]
+                        )
+                    )
                     self.started = True
                     if observe:
                         status = item[1]

@@ -351,7 +351,7 @@ class SinkHandler(BaseHandler):
             )
             items = headers.items()
         self._started = True
-        self.sink.start(status, items)
+        self.sink.start(status, items, self.http_version)
 
     def _write(self, data: bytes) -> None:
         """Body bytes to ``sink.write``, minus what the status or method forbids and

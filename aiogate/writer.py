@@ -75,7 +75,7 @@ from .errors import ClientDisconnected, WriteTimeout
 
 __all__ = ["ABORT", "DATA", "END", "FILE", "SPOOL", "START", "Item", "ResponseWriter"]
 
-#: Item kinds. Items are tuples: ``(START, status, headers)``, ``(DATA, bytes)``,
+#: Item kinds. Items are tuples: ``(START, status, headers, version)``, ``(DATA, bytes)``,
 #: ``(END,)``, ``(ABORT,)``, ``(SPOOL, length)`` (the next ``length`` body bytes are
 #: in the spool: ``read_spool``), ``(FILE, fd, offset, count)`` (the next ``count``
 #: body bytes are those of the regular file ``fd`` from ``offset``; rules 9, 10).
@@ -208,10 +208,13 @@ class ResponseWriter:
             self._scheduled = True
             self._loop.call_soon_threadsafe(self._drain)
 
-    def start(self, status: str, headers: list[tuple[str, str]]) -> None:
-        """Runs in a worker thread."""
+    def start(
+        self, status: str, headers: list[tuple[str, str]], version: str = "1.1"
+    ) -> None:
+        """Runs in a worker thread. ``version``: the response's HTTP version (the
+        handler's ``http_version``)."""
         with self._cond:
-            self._post((START, status, headers))
+            self._post((START, status, headers, version))
 
     def write(self, data: bytes) -> None:
         """Runs in a worker thread. When the client is behind, the bytes go to the

@@ -795,13 +795,7 @@ class Known:
 
 #: Every undocumented difference found: its cases are marked xfail(strict=True), so
 #: they fail once it is fixed; then remove the entry.
-KNOWN_DIFFERENCES = [
-    Known(
-        'http_version = "1.0" is ignored: the status line says HTTP/1.1',
-        "client",
-        overrides=frozenset({"http_version"}),
-    ),
-]
+KNOWN_DIFFERENCES: list[Known] = []
 
 
 def _cases(aspect: str) -> list[Any]:

@@ -518,7 +518,9 @@ class FakeSink:
         self.disconnect_after = disconnect_after
         self.writes = 0
 
-    def start(self, status: str, headers: list[tuple[str, str]]) -> None:
+    def start(
+        self, status: str, headers: list[tuple[str, str]], version: str = "1.1"
+    ) -> None:
         if self.disconnect_on == "start":
             raise ClientDisconnected("gone at start")
         self.events.append(("start", status, headers))

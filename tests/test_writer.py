@@ -44,7 +44,7 @@ def test_small_response_is_one_wakeup_and_one_delivery() -> None:
     writer.finish()
     assert loop.run_pending() == 1
     assert delivered == [
-        [(START, "200 OK", [("Content-Length", "2")]), (DATA, b"hi"), (END,)]
+        [(START, "200 OK", [("Content-Length", "2")], "1.1"), (DATA, b"hi"), (END,)]
     ]
 
 
@@ -54,7 +54,7 @@ def test_items_after_a_drain_schedule_another() -> None:
     loop.run_pending()
     writer.write(b"a")
     loop.run_pending()
-    assert delivered == [[(START, "200 OK", [])], [(DATA, b"a")]]
+    assert delivered == [[(START, "200 OK", [], "1.1")], [(DATA, b"a")]]
 
 
 def test_finish_and_abort_end_once() -> None:
@@ -72,7 +72,7 @@ def test_ensure_ended_aborts_a_forgotten_response() -> None:
     writer.start("200 OK", [])
     assert writer.ensure_ended() is True
     loop.run_pending()
-    assert delivered == [[(START, "200 OK", []), (ABORT,)]]
+    assert delivered == [[(START, "200 OK", [], "1.1"), (ABORT,)]]
 
 
 def test_write_blocks_while_transport_paused_then_continues() -> None:
@@ -92,7 +92,7 @@ def test_write_blocks_while_transport_paused_then_continues() -> None:
     assert done.wait(5)
     thread.join(5)
     loop.run_pending()
-    assert delivered == [[(START, "200 OK", []), (DATA, b"x")]]
+    assert delivered == [[(START, "200 OK", [], "1.1"), (DATA, b"x")]]
 
 
 def test_write_blocks_above_high_water_until_drained() -> None:
@@ -204,7 +204,7 @@ def test_a_client_behind_gets_the_spool_and_the_app_goes_on(
     writer.finish()
     loop.run_pending()
     # One SPOOL item for both writes, and the END behind it.
-    assert delivered == [[(START, "200 OK", []), (SPOOL, 6), (END,)]]
+    assert delivered == [[(START, "200 OK", [], "1.1"), (SPOOL, 6), (END,)]]
     assert len(spools) == 1
     assert writer.spooled
     assert read_all(writer, delivered) == b"abcdef"
