@@ -420,6 +420,10 @@ class RequestCycle:
                 self.cut()
                 return
             if kind is END:
+                # The app's call is over: no longer in flight (--limit-concurrency
+                # counts requests in a thread or waiting for one), though its
+                # response still waits on the client.
+                self.uncount()
                 self.taken_mark = self.writer.taken
                 protocol.arm(Phase.RESPONDING, held_by_client=True)
         if held is None:

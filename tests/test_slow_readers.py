@@ -260,3 +260,24 @@ async def test_client_gone_mid_spool_leaves_no_open_file() -> None:
     # The server has shut down, so every connection_lost has run.
     assert spool_files() == before
     assert open_fds() == fds
+
+
+async def test_a_response_left_to_a_slow_reader_is_no_longer_in_flight() -> None:
+    """--limit-concurrency counts requests running in a thread or waiting for one:
+    once the app's call is over and the rest of its response waits in the spool for
+    a slow reader, another client is served, not refused with a 503."""
+    app = Streamer(pieces=128)  # 8 MiB
+    async with serving(app, threads=2, limit_concurrency=1) as (_, port):
+        reader = PacedReader(port, rate=100_000)
+        reader.start()
+        try:
+            assert await asyncio.to_thread(reader.head.wait, WAIT)
+            assert await asyncio.to_thread(app.wait_returned, 1, 5.0)
+            latency = await asyncio.to_thread(timed_get, port, 2.0)  # 200 "hello"
+            assert latency is not None
+            assert len(reader.body) < len(app.expected) // 2  # still reading
+        finally:
+            reader.hurry.set()
+            assert await asyncio.to_thread(reader.wait_done)
+        assert reader.outcome == "complete"
+        assert bytes(reader.body) == app.expected
