@@ -104,14 +104,11 @@ class BaseHandler(wsgiref_handlers.BaseHandler):
         headers were already sent, in which case ``exc_info`` is re-raised. Without it,
         a second call raises ``AssertionError("Headers already set!")``.
         """
-        if exc_info:
+        if exc_info or self.headers is not None:
             try:
-                if self.headers_sent:
-                    _reraise(exc_info)
+                self._start_again(exc_info)
             finally:
-                exc_info = None  # avoid a dangling circular reference
-        elif self.headers is not None:
-            raise AssertionError("Headers already set!")
+                exc_info = None  # no cycle through a re-raised traceback
 
         self.status = status
         self.headers = self.headers_class(headers)
@@ -130,6 +127,19 @@ class BaseHandler(wsgiref_handlers.BaseHandler):
                 raise AssertionError(f"Hop-by-hop header, '{name}: {val}', not allowed")
 
         return self.write
+
+    def _start_again(self, exc_info: OptExcInfo | None) -> None:
+        """``start_response`` once more, or with ``exc_info`` (PEP 3333): allowed
+        with ``exc_info`` until the headers are sent, and then ``exc_info`` is
+        re-raised; without it, ``AssertionError``, as in wsgiref."""
+        if exc_info:
+            try:
+                if self.headers_sent:
+                    _reraise(exc_info)
+            finally:
+                exc_info = None  # avoid a dangling circular reference
+        elif self.headers is not None:
+            raise AssertionError("Headers already set!")
 
     def _convert_string_type(self, value: object, title: str) -> str:
         """Check that ``value`` is exactly a ``str`` (wsgiref's own, typed)."""

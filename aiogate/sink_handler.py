@@ -20,7 +20,7 @@ from types import GeneratorType
 from typing import TYPE_CHECKING
 from wsgiref.headers import Headers
 
-from .handlers import BaseHandler, _reraise
+from .handlers import BaseHandler
 from .response import (
     body_forbidden,
     content_length,
@@ -120,14 +120,11 @@ class SinkHandler(BaseHandler):
         Raises ``ValueError``/``TypeError`` on a bad status or header, before storing
         anything; drops hop-by-hop headers except ``Connection: close``.
         """
-        if exc_info:
+        if exc_info or self.headers is not None:
             try:
-                if self.headers_sent:
-                    _reraise(exc_info)
+                self._start_again(exc_info)
             finally:
-                exc_info = None  # avoid a dangling circular reference
-        elif self.headers is not None:
-            raise AssertionError("Headers already set!")
+                exc_info = None  # no cycle through a re-raised traceback
 
         code = status_code(status)
         if code < 200:

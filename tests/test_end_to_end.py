@@ -28,6 +28,7 @@ from aiogate import Server
 from aiogate.errors import ConfigError
 from aiogate.handlers import ServerHandler
 from tests.client import Client
+from tests.test_importer import WRAPPED_APPS
 
 TIMEOUT = 20.0
 LISTENING = re.compile(r"Listening on http://127\.0\.0\.1:(\d+)")
@@ -173,41 +174,6 @@ def test_bad_target_exits_3_with_one_readable_line(
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1, result.stderr
     assert message in errors[0]
-
-
-WRAPPED_APPS = """
-import functools
-
-from werkzeug.wrappers import Request, Response
-
-
-@Request.application
-def werkzeug_app(request):
-    return Response("werkzeug " + request.path)
-
-
-def as_wsgi(view):
-    @functools.wraps(view)
-    def app(environ, start_response):
-        start_response("200 OK", [("Content-Type", "text/plain")])
-        return [view(environ["PATH_INFO"]).encode()]
-
-    return app
-
-
-@as_wsgi
-def wrapped_app(path):
-    return "wrapped " + path
-
-
-class App:
-    def __call__(self, environ, start_response):
-        start_response("200 OK", [("Content-Type", "text/plain")])
-        return [b"instance " + environ["PATH_INFO"].encode()]
-
-
-instance_app = App()
-"""
 
 
 @pytest.mark.parametrize("kind", ["werkzeug", "wrapped", "instance"])
