@@ -1,4 +1,4 @@
-"""The ``aiogate`` command: ``serve``, ``cgi`` and ``--version``.
+"""The ``aiogate`` command: ``serve``, ``cgi``, ``check`` and ``--version``.
 
 Owns: the parser's commands (its options, derived from the ``Config`` fields, and the
 value of each are ``options.py``'s), the startup order, ``--print-config`` and
@@ -31,6 +31,7 @@ from ._version import __version__
 from .config import Config
 from .config_file import toml_value
 from .errors import AiogateError, AppImportError, ConfigError
+from .healthcheck import add_check_command
 from .importer import import_app, import_object
 from .logs import configure_logging
 from .options import (
@@ -80,7 +81,7 @@ def version_text() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``aiogate`` parser with its ``serve`` and ``cgi`` subcommands."""
+    """The ``aiogate`` parser with its ``serve``, ``cgi`` and ``check`` subcommands."""
     parser = argparse.ArgumentParser(
         prog="aiogate",
         description="An asyncio HTTP/1.1 origin server for WSGI apps.",
@@ -123,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     for option in app_options():
         add_option(cgi, option)
     cgi.set_defaults(run_command=_cgi, command_parser=cgi)
+    add_check_command(commands)  # healthcheck.py: a container's health probe
     return parser
 
 

@@ -106,8 +106,10 @@ ALLOWED: dict[str, set[str]] = {
         "sockets",
         "supervisor",
         "options",
+        "healthcheck",
     },
     "options": LEAF | {"config", "config_file"},
+    "healthcheck": LEAF | {"config", "options"},
     "__main__": {"cli"},
     "__init__": LEAF | {"server", "config", "handlers", "logs"},
 }
