@@ -27,9 +27,7 @@ bounded by ``--timeout``; no event loop, no thread, no import of the app.
 from __future__ import annotations
 
 import argparse
-import http.client
 import socket
-import ssl
 import sys
 from dataclasses import dataclass
 
@@ -169,6 +167,11 @@ def _loopback(host: str) -> str:
 
 def send_probe(probe: Probe, timeout: float) -> str:
     """GET the probe's path; the status line if it is a 200, else ``ProbeError``."""
+    # Here, not at the top: cli.py imports this module for every command, and
+    # http.client brings the email package (about 20 modules) that serve never needs.
+    import http.client
+    import ssl
+
     where = f"GET {probe.url}"
     try:
         if probe.unix_path:
