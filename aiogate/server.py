@@ -167,6 +167,7 @@ class Server:
         config = self.config
         loop = asyncio.get_running_loop()
         _raise_open_file_limit(config.limit_connections, config.threads)
+        _check_temporary_directory(config)
         pool = ThreadPool(config.threads)
         pool.start()
         self._pool = pool
@@ -430,6 +431,30 @@ def _raise_open_file_limit(limit_connections: int, threads: int) -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
         except (ValueError, OSError) as exc:  # pragma: no cover - platform quirk
             log.debug("Could not raise the open-file limit: %s", exc)
+
+
+def _check_temporary_directory(config: Config) -> None:
+    """Warn when no temporary file can be made (a read-only root filesystem with no
+    tmpfs): large request bodies and slow readers' responses need one. A warning, not
+    a refusal to start: an app that takes no large uploads runs read-only as it is."""
+    if not config.response_spool_size and config.limit_request_body <= (
+        config.body_buffer_size
+    ):
+        return  # nothing ever goes to a file
+    import tempfile  # what body.py and writer.py use, so the same directory is tried
+
+    try:
+        tempfile.TemporaryFile().close()
+    except OSError as exc:
+        log.warning(
+            "No temporary file can be made (%s): request bodies over "
+            "--body-buffer-size (%d bytes) will get a 503, and responses to clients "
+            "that read slowly are cut off when they need a spool file; mount a "
+            "writable /tmp (docker run --tmpfs /tmp, an emptyDir in Kubernetes) or "
+            "set TMPDIR",
+            exc,
+            config.body_buffer_size,
+        )
 
 
 def run(
