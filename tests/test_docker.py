@@ -69,16 +69,27 @@ def docker(*args: str, timeout: float = WAIT) -> str:
     return completed.stdout.strip()
 
 
+_BUILT: dict[str, str] = {}
+
+
 @pytest.fixture(scope="session")
 def image() -> Iterator[str]:
-    """The image of the top-level Dockerfile, built once per test session."""
-    tag = f"aiogate-test:{uuid.uuid4().hex[:12]}"
-    docker(
-        "build", "--build-arg", f"PYTHON_IMAGE={BASE_IMAGE}", "-t", tag, str(REPO),
-        timeout=900,
-    )  # fmt: skip
-    yield tag
-    subprocess.run(["docker", "rmi", "-f", tag], capture_output=True, check=False)
+    """The image of the top-level Dockerfile, built once per test session. Other
+    test modules import this fixture, and pytest then holds one definition per
+    module: the tag is kept here, so they all share one build."""
+    if "image" not in _BUILT:
+        tag = f"aiogate-test:{uuid.uuid4().hex[:12]}"
+        docker(
+            "build", "--build-arg", f"PYTHON_IMAGE={BASE_IMAGE}", "-t", tag,
+            str(REPO),
+            timeout=900,
+        )  # fmt: skip
+        _BUILT["image"] = tag
+    yield _BUILT["image"]
+    # Every definition's teardown runs at the end of the session: the first removes.
+    subprocess.run(
+        ["docker", "rmi", "-f", _BUILT["image"]], capture_output=True, check=False
+    )
 
 
 # The documented recipe for an app image on top of aiogate's (docs/deployment.md, the
