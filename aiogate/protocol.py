@@ -373,12 +373,11 @@ class H11Protocol(Closing, asyncio.Protocol):
     def _body_file_failed(self, exc: OSError) -> None:
         """A request body's temporary file could not be made or written (no space,
         no descriptors, a read-only TMPDIR): the operator must hear of it, the
-        client gets a 503, never a reset with nothing said."""
-        import tempfile  # loaded already: the body was spilling
-
+        client gets a 503, never a reset with nothing said. The error names the file
+        or the directories tried (not ``tempfile.gettempdir()``, which itself raises
+        when no directory is usable, as on a read-only root without a tmpfs)."""
         log.error(
-            "Cannot keep a request body in a temporary file in %s: %s; 503 for %s",
-            tempfile.gettempdir(),
+            "Cannot keep a request body in a temporary file: %s; 503 for %s",
             exc,
             self.info.client,
         )

@@ -342,6 +342,39 @@ async def test_a_body_that_cannot_be_stored_gets_a_503_and_a_log_line(
         assert response.status == 503
         assert response.header(b"retry-after") == b"1"
         assert await client.closed_by_server()
-    [line] = [r for r in caplog.records if "temporary file" in r.getMessage()]
+    [line] = [
+        r
+        for r in caplog.records
+        if "temporary file" in r.getMessage() and r.levelname == "ERROR"
+    ]  # (and the startup warning, which says so too)
     assert line.levelname == "ERROR"
     assert str(tmp_path / "missing") in line.getMessage()
+
+
+async def test_a_body_with_no_usable_temporary_directory_gets_a_503_and_a_log_line(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A read-only root and no tmpfs: tempfile finds no usable directory at all, and
+    # gettempdir() itself raises (the client got an empty reply, nothing logged).
+    import tempfile
+
+    def no_directory() -> str:
+        raise FileNotFoundError("No usable temporary directory found in ['/tmp']")
+
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    monkeypatch.setattr(tempfile, "_get_default_tempdir", no_directory)
+    async with serving(hello, body_buffer_size=16) as (_, port):
+        client = await Client.connect(port)
+        await client.send(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b"x" * 100
+        )
+        response = await client.response(b"POST")
+        assert response.status == 503
+        assert await client.closed_by_server()
+    [line] = [
+        r
+        for r in caplog.records
+        if "temporary file" in r.getMessage() and r.levelname == "ERROR"
+    ]  # (and the startup warning, which says so too)
+    assert "No usable temporary directory" in line.getMessage()
