@@ -461,13 +461,6 @@ def test_read_only_without_a_tmpfs_warns_at_start(
     ) in warnings[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="protocol.py's _body_file_failed calls tempfile.gettempdir() in its log "
-    "line, which raises when no directory is usable: the client gets an empty "
-    "reply and nothing is logged (fix: log the OSError alone, it names the "
-    "directories)",
-)
 def test_read_only_without_a_tmpfs_a_large_upload_gets_a_503(
     app_image: str, containers: list[Container]
 ) -> None:
