@@ -98,7 +98,8 @@ class ResponseSink(Protocol):
 
     def sendfile(self, fd: int, offset: int, count: int) -> None:
         """Send ``count`` body bytes of the regular file ``fd`` from ``offset``
-        (``ServerHandler.sendfile``; the head declares them as its Content-Length).
+        (``ServerHandler.sendfile``; the head declares them as its Content-Length,
+        unless body bytes went before them: then the body is framed as it began).
         The sink may use ``fd`` only during the call: it duplicates it if it sends
         later. Optional: a handler checks for it and iterates the file otherwise."""
 

@@ -57,7 +57,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from typing import TYPE_CHECKING, Final, cast
+from typing import TYPE_CHECKING, Final
 
 import h11
 
@@ -87,15 +87,6 @@ _UNSUPPORTED = frozenset(
     for name in ("EINVAL", "ENOSYS", "ENOTSOCK", "EOPNOTSUPP", "ENOTSUP", "EOVERFLOW")
     if hasattr(errno, name)
 )
-# ``ServerConnection.send_data`` hands back the very bytes it was given for a body
-# framed by its Content-Length or the close, and only counts them; for a chunked
-# one it adds the chunk's framing. So an empty view tells which framing the body
-# has (rule 2), and a view of this many zeros of the right length counts what
-# ``os.sendfile`` sent, without reading the file into memory. (``bytes(n)`` is
-# calloc'ed: the zeros cost no memory until touched, and nothing touches them.)
-# The cast: send_data is typed for bytes, and takes any sized buffer.
-_ZEROS: Final = memoryview(bytes(FILE_BYTES_PER_TURN))
-_PROBE: Final = cast(bytes, memoryview(b""))
 
 
 class FileSender:
@@ -122,8 +113,8 @@ class FileSender:
         transport = protocol.transport
         # Raises h11.LocalProtocolError if no body may be sent now (a handler that
         # sent a file before its head): the response is cut.
-        identity = protocol.conn.send_data(_PROBE) is _PROBE
-        if not identity or transport.get_extra_info("sslcontext") is not None:
+        as_is = protocol.conn.body_goes_as_is()
+        if not as_is or transport.get_extra_info("sslcontext") is not None:
             return  # chunked (each piece needs its framing), or TLS
         sock = transport.get_extra_info("socket")
         if sock is None:
@@ -223,7 +214,7 @@ class FileSender:
     def _count(self, size: int) -> None:
         """``size`` bytes went out by sendfile: count them (rule 6)."""
         cycle = self.cycle
-        cycle.protocol.conn.send_data(cast(bytes, _ZEROS[:size]))
+        cycle.protocol.conn.count_data(size)
         cycle.writer.file_sent(size)
         if cycle.protocol.state.observing:
             cycle.bytes_sent += size

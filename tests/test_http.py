@@ -1441,3 +1441,28 @@ def test_serialiser_takes_one_ascii_content_length(
     request(conn)
     with pytest.raises(h11.LocalProtocolError):
         conn.start_response("200 OK", headers)
+
+
+def test_a_body_sent_by_other_means_is_counted_against_its_length() -> None:
+    # os.sendfile sends a file's bytes past the serialiser (file_sender): only a
+    # body that goes on the wire as it is may go that way, and it still counts.
+    conn = ServerConnection()
+    conn.receive_data(GET)
+    request(conn)
+    conn.start_response("200 OK", [("Content-Length", "10")])
+    assert conn.body_goes_as_is()
+    conn.count_data(6)
+    with pytest.raises(h11.LocalProtocolError, match="more data"):
+        conn.count_data(5)
+    conn.count_data(4)
+    assert conn.end_response() == b""
+    chunked = ServerConnection()
+    chunked.receive_data(GET)
+    request(chunked)
+    chunked.start_response("200 OK", [])  # streamed to a 1.1 client: chunked
+    assert not chunked.body_goes_as_is()
+    with pytest.raises(h11.LocalProtocolError, match="not sent as it is"):
+        chunked.count_data(1)
+    idle = ServerConnection()
+    with pytest.raises(h11.LocalProtocolError, match="cannot send data"):
+        idle.body_goes_as_is()

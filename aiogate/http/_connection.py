@@ -416,6 +416,30 @@ class ServerConnection:
             return data
         return b""  # NO_BODY: HEAD, 204, 304
 
+    def body_goes_as_is(self) -> bool:
+        """Whether the current response's body bytes go on the wire as they are (a
+        Content-Length or close-delimited body, not chunked, not bodiless), so they
+        may be sent by other means (``os.sendfile``) and counted with
+        ``count_data``. Raises ``h11.LocalProtocolError`` if no body may be sent
+        now."""
+        if self._our is not SEND_BODY:
+            raise h11.LocalProtocolError(f"cannot send data in {self._our.name}")
+        return self._out_framing >= 0 or self._out_framing == UNTIL_CLOSE
+
+    def count_data(self, size: int) -> None:
+        """``size`` body bytes of the current response went out by other means
+        (``body_goes_as_is``): they count as ``send_data``'s would. Raises
+        ``h11.LocalProtocolError`` past the declared Content-Length."""
+        framing = self._out_framing
+        if framing >= 0:
+            if size > framing:
+                raise h11.LocalProtocolError(
+                    "more data than the declared Content-Length"
+                )
+            self._out_framing = framing - size
+        elif framing != UNTIL_CLOSE:
+            raise h11.LocalProtocolError("this body is not sent as it is")
+
     def end_response(self) -> bytes:
         """End the current response. Raises ``h11.LocalProtocolError`` if fewer bytes
         than the declared Content-Length were sent (the caller then closes)."""
