@@ -357,7 +357,7 @@ class ServerHandler(SinkHandler):
                 raise
         finally:
             stderr = self.stderr
-            if type(stderr) is ErrorLog:
+            if type(stderr) is ErrorLog and stderr.pending:
                 stderr.flush()  # a last line without its newline: this request's
 
     def finish_response(self) -> None:

@@ -41,18 +41,18 @@ class ErrorLog:
         self.logger = (
             logger if logger is not None else logging.getLogger("aiogate.error")
         )
-        # Each thread's unfinished line, by thread id (rule 2). Not a threading.local:
+        #: Each thread's unfinished line, by thread id (rule 2). Not a threading.local:
         # reading a missing attribute of one raises inside, and the check at the end
         # of every request cost 3.7k instructions that way; a dict lookup costs ~0.
-        self._pending: dict[int, str] = {}
+        self.pending: dict[int, str] = {}
 
     def write(self, text: str) -> int:
         if not isinstance(text, str):
             raise TypeError(f"wsgi.errors takes str, not {type(text).__name__}")
         ident = get_ident()
-        done, newline, rest = (self._pending.pop(ident, "") + text).rpartition("\n")
+        done, newline, rest = (self.pending.pop(ident, "") + text).rpartition("\n")
         if rest:
-            self._pending[ident] = rest
+            self.pending[ident] = rest
         if newline:
             self._emit(done)
         return len(text)
@@ -61,7 +61,7 @@ class ErrorLog:
         self.write("".join(lines))
 
     def flush(self) -> None:
-        pending = self._pending.pop(get_ident(), None)
+        pending = self.pending.pop(get_ident(), None)
         if pending:
             self._emit(pending)
 
