@@ -1,0 +1,179 @@
+"""deploy/stack.yaml on Docker Swarm, run with the very commands of
+docs/deployment.md ("Docker Swarm"): the stack deploys as it is, aiogate trusts
+nginx's X-Forwarded-For on the overlay network, and a rolling restart
+(``docker service update --force``) and a scale-down 3 -> 2, under load from four
+keep-alive clients, fail no request.
+
+The engine joins a swarm of one (on loopback) only if it is in none, and leaves it
+afterwards; a swarm it is already in is left as it was. Needs Docker (see
+tests/docker_deploy.py); skipped, saying why, without it.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.docker_deploy import (
+    DOC_BUILDS,
+    Load,
+    answers,
+    app_image,
+    argv,
+    doc_commands,
+    docker,
+    free_port,
+    get,
+    needs_docker,
+    nginx_image,
+    remote_addr,
+    run,
+    unique,
+    wait_until,
+)
+
+__all__ = ["app_image", "nginx_image"]  # fixtures
+
+INIT = "docker swarm init --advertise-addr 127.0.0.1"
+DEPLOY = "docker stack deploy -c deploy/stack.yaml aiogate"
+UPDATE = "docker service update --force aiogate_app"
+SCALE_DOWN = "docker service scale aiogate_app=2"
+REMOVE = "docker stack rm aiogate"
+CONVERGE_WAIT = 180.0  # three tasks replaced one at a time, each healthy first
+
+
+def test_the_docs_show_these_commands() -> None:
+    assert doc_commands("Docker Swarm") == [
+        INIT, *DOC_BUILDS, DEPLOY, UPDATE, SCALE_DOWN, REMOVE,
+    ]  # fmt: skip
+
+
+def named(command: str, stack: str) -> list[str]:
+    """``command`` with the stack named ``stack`` instead of ``aiogate``."""
+    return [re.sub(r"^aiogate(?=$|_)", stack, word) for word in argv(command)]
+
+
+@pytest.fixture
+def swarm() -> Iterator[None]:
+    """This engine as a swarm manager: joined for the test if it was in no swarm."""
+    state = docker("info", "--format", "{{.Swarm.LocalNodeState}}")
+    created = False
+    if state == "inactive":
+        had_gwbridge = bool(
+            docker("network", "ls", "-q", "--filter", "name=^docker_gwbridge$")
+        )
+        run(argv(INIT))
+        created = True
+    elif state != "active":
+        pytest.skip(f"this engine's swarm state is {state!r}")
+    elif docker("info", "--format", "{{.Swarm.ControlAvailable}}") != "true":
+        pytest.skip("this engine is a swarm worker: a stack needs a manager")
+    try:
+        yield
+    finally:
+        if created:
+            docker("swarm", "leave", "--force", check=False)
+            if not had_gwbridge:  # made for the stack's published port
+                docker("network", "rm", "docker_gwbridge", check=False)
+
+
+@pytest.fixture
+def stack(
+    swarm: None, app_image: str, nginx_image: str
+) -> Iterator[tuple[str, dict[str, str]]]:
+    """A stack name, and the environment that gives it the test's images and port."""
+    name = unique("swarm")
+    env = {
+        "AIOGATE_IMAGE": app_image,
+        "AIOGATE_NGINX_IMAGE": nginx_image,
+        "AIOGATE_NGINX_PORT": str(free_port()),
+    }
+    label = f"label=com.docker.stack.namespace={name}"
+    try:
+        yield name, env
+    finally:
+        run(named(REMOVE, name), check=False)
+
+        def gone() -> bool:
+            return not docker("ps", "-aq", "--filter", label, check=False) and not (
+                docker("network", "ls", "-q", "--filter", label, check=False)
+            )
+
+        wait_until(gone, 60, "removed")
+
+
+def timed(command: list[str]) -> float:
+    """Run ``command`` (one that waits until the service has converged); seconds."""
+    started = time.monotonic()
+    run(command, timeout=CONVERGE_WAIT)
+    return time.monotonic() - started
+
+
+def running_tasks(service: str) -> set[str]:
+    return set(
+        docker(
+            "service", "ps", "-q", "--filter", "desired-state=running", service
+        ).split()
+    )
+
+
+@needs_docker
+def test_rolling_update_and_scale_down_under_load(
+    stack: tuple[str, dict[str, str]],
+) -> None:
+    name, env = stack
+    port = int(env["AIOGATE_NGINX_PORT"])
+    app = f"{name}_app"
+    run(named(DEPLOY, name), env=env)
+
+    def ready() -> bool:
+        replicas = docker(
+            "service", "ls", "--filter", f"name={app}", "--format", "{{.Replicas}}"
+        )
+        return replicas == "3/3" and answers(port)
+
+    wait_until(ready, 120, "3 replicas behind nginx")
+
+    # nginx's address on the overlay is in the trusted subnet: aiogate takes the
+    # client's from X-Forwarded-For (what nginx saw), not nginx's own.
+    (nginx,) = docker(
+        "ps", "-q", "--filter", f"label=com.docker.swarm.service.name={name}_nginx"
+    ).split()
+    nginx_ip = docker(
+        "inspect", "--format",
+        f'{{{{(index .NetworkSettings.Networks "{name}_aiogate").IPAddress}}}}', nginx,
+    )  # fmt: skip
+    assert nginx_ip.startswith("10.231.0."), nginx_ip
+    status, body = get(port)
+    assert status == 200
+    assert remote_addr(body) not in ("", nginx_ip)
+
+    before = running_tasks(app)
+    with Load(port) as load:
+        load.wait_requests(300)
+        steady = load.phase()
+        took = {"update": timed(named(UPDATE, name))}
+        load.wait_requests(300)
+        updated = load.phase()
+        update_state = docker(
+            "service", "inspect", "--format", "{{.UpdateStatus.State}}", app
+        )
+        took["scale"] = timed(named(SCALE_DOWN, name))
+        load.wait_requests(300)
+        scaled = load.phase()
+    print(
+        f"\nsteady: {steady}\nservice update --force ({took['update']:.0f} s): "
+        f"{updated}\nscale 3 -> 2 ({took['scale']:.0f} s): {scaled}"
+    )
+    assert update_state == "completed"  # not rolled back
+    after = running_tasks(app)
+    assert len(after) == 2
+    assert not after & before  # every task was replaced
+    assert steady.failed == 0, steady.failures
+    assert updated.failed == 0, updated.failures
+    assert scaled.failed == 0, scaled.failures
+    assert answers(port)
+    run(named(REMOVE, name))
