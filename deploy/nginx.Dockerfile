@@ -5,8 +5,8 @@
 # nginx keep connections alive to replicas that come and go. BASE_IMAGE is either an
 # image that has such an nginx (the default: the official image), or a Debian-based
 # image whose release packages one, into which it is installed: Debian forky has
-# 1.30 (bookworm's 1.22 and trixie's 1.26 are too old). tests/deploy_images.py builds
-# it on a local Debian forky image where no image registry is reachable.
+# 1.30 (bookworm's 1.22 and trixie's 1.26 are too old). tests/docker_deploy.py
+# builds it on a local Debian forky image where no image registry is reachable.
 ARG BASE_IMAGE=nginx:1.28
 FROM ${BASE_IMAGE}
 RUN if ! command -v nginx >/dev/null; then \

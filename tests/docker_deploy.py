@@ -283,13 +283,19 @@ class Tally:
 
 
 class Load:
-    """``clients`` threads, each sending GET requests one after another through one
+    """``clients`` threads, each sending requests one after another through one
     keep-alive connection to 127.0.0.1:``port``, and a new connection after a failure
-    or a ``Connection: close``. Any error or status other than 200 is a failure.
+    or a ``Connection: close``: GETs, but POSTs (with a small body) from ``posts`` of
+    them, which nginx never retries. Any error or status other than 200 is a failure.
     Each thread stops by itself after ``limit`` seconds at the latest."""
 
     def __init__(
-        self, port: int, clients: int = 4, path: str = "/", limit: float = 300.0
+        self,
+        port: int,
+        clients: int = 4,
+        posts: int = 0,
+        path: str = "/",
+        limit: float = 300.0,
     ) -> None:
         self.port = port
         self.path = path
@@ -298,7 +304,10 @@ class Load:
         self.lock = threading.Condition()
         self.tally = Tally()
         self.total = 0
-        self.threads = [threading.Thread(target=self._client) for _ in range(clients)]
+        self.threads = [
+            threading.Thread(target=self._client, args=(index < posts,))
+            for index in range(clients)
+        ]
 
     def __enter__(self) -> Load:
         for thread in self.threads:
@@ -313,23 +322,24 @@ class Load:
     def _connect(self) -> http.client.HTTPConnection:
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
 
-    def _client(self) -> None:
+    def _client(self, post: bool) -> None:
+        method, body = ("POST", b"x" * 100) if post else ("GET", None)
         deadline = time.monotonic() + self.limit
         conn = self._connect()
         while not self.done.is_set() and time.monotonic() < deadline:
             started = time.monotonic()
             failure = ""
             try:
-                conn.request("GET", self.path)
+                conn.request(method, self.path, body=body)
                 response = conn.getresponse()
-                body = response.read()
+                answer = response.read()
                 if response.status != 200:
-                    failure = f"{response.status} {body[:120]!r}"
+                    failure = f"{method} {response.status} {answer[:120]!r}"
                 elif response.getheader("Connection", "").lower() == "close":
                     conn.close()
                     conn = self._connect()
             except (OSError, http.client.HTTPException) as exc:
-                failure = f"{type(exc).__name__}: {exc}"
+                failure = f"{method} {type(exc).__name__}: {exc}"
             if failure:
                 conn.close()
                 conn = self._connect()
