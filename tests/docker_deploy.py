@@ -26,9 +26,12 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
+
+from aiogate.cli import app_options, config_options
+from tests.test_deploy import EXIT_AFTER_DRAIN
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs" / "deployment.md"
@@ -38,6 +41,7 @@ BASE_IMAGE_SCRIPT = REPO.parent / "shared" / "tools" / "docker-base-image.sh"
 PREFIX = "aiogate-t14b-"
 WAIT = 30.0  # one docker command, or one thing becoming ready
 BUILD_WAIT = 900.0
+VARIABLES = {option.envvar for option in (*app_options(), *config_options())}
 
 
 def unique(kind: str) -> str:
@@ -263,6 +267,37 @@ def doc_commands(section: str) -> list[str]:
 
 def argv(command: str) -> list[str]:
     return shlex.split(command)
+
+
+# -- the files, offline ---------------------------------------------------------------
+
+
+def seconds(value: str) -> float:
+    """A Compose duration such as "25s" or "1m30s"."""
+    parts = re.fullmatch(r"(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?", value)
+    assert value, value
+    assert parts, value
+    return int(parts[1] or 0) * 60 + float(parts[2] or 0)
+
+
+def check_app_service(service: dict[str, Any], subnet: str) -> None:
+    """What the app service of deploy/compose.yaml and deploy/stack.yaml must get
+    right: only aiogate's own variables, the trusted proxy range that is the
+    network's subnet, a keep-alive timeout above nginx's, and a stop timeout that
+    covers the drain with the exit's measured slack."""
+    env = service["environment"]
+    assert set(env) <= VARIABLES, set(env) - VARIABLES
+    assert env["AIOGATE_FORWARDED_ALLOW_IPS"] == subnet
+    nginx = (REPO / "deploy" / "nginx.conf").read_text()
+    upstream = re.search(r"upstream aiogate \{(.*?)\n    \}", nginx, re.S)
+    assert upstream, nginx
+    idle = re.search(r"^\s*keepalive_timeout (\d+)s;", upstream[1], re.M)
+    assert idle, upstream[1]
+    assert float(env["AIOGATE_TIMEOUT_KEEP_ALIVE"]) > int(idle[1])
+    drain = float(env.get("AIOGATE_SHUTDOWN_DELAY", 0)) + float(
+        env["AIOGATE_TIMEOUT_GRACEFUL_SHUTDOWN"]
+    )
+    assert seconds(service["stop_grace_period"]) >= drain + EXIT_AFTER_DRAIN
 
 
 # -- load --------------------------------------------------------------------------

@@ -13,14 +13,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.docker_deploy import (
     DOC_BUILDS,
+    REPO,
     WAIT,
     Load,
     answers,
     app_image,
     argv,
+    check_app_service,
     compose_env,
     doc_commands,
     docker,
@@ -52,6 +55,12 @@ def test_the_docs_show_these_commands() -> None:
         SCALE_DOWN,
         DOWN,
     ]
+
+
+def test_the_file_agrees_with_aiogate_and_nginx() -> None:
+    compose = yaml.safe_load((REPO / "deploy" / "compose.yaml").read_text())
+    (subnet,) = [c["subnet"] for c in compose["networks"]["default"]["ipam"]["config"]]
+    check_app_service(compose["services"]["app"], subnet)
 
 
 @pytest.fixture

@@ -18,13 +18,16 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import yaml
 
 from tests.docker_deploy import (
     DOC_BUILDS,
+    REPO,
     Load,
     answers,
     app_image,
     argv,
+    check_app_service,
     doc_commands,
     docker,
     free_port,
@@ -51,6 +54,22 @@ def test_the_docs_show_these_commands() -> None:
     assert doc_commands("Docker Swarm") == [
         INIT, *DOC_BUILDS, DEPLOY, UPDATE, SCALE_DOWN, REMOVE,
     ]  # fmt: skip
+
+
+def test_the_stack_file_agrees_with_aiogate_and_nginx() -> None:
+    stack = yaml.safe_load((REPO / "deploy" / "stack.yaml").read_text())
+    network = stack["networks"]["aiogate"]
+    assert network["driver"] == "overlay"
+    (subnet,) = [c["subnet"] for c in network["ipam"]["config"]]
+    app = stack["services"]["app"]
+    check_app_service(app, subnet)
+    assert "build" not in str(stack)  # Swarm does not build
+    deploy = app["deploy"]
+    assert deploy["endpoint_mode"] == "dnsrr"
+    assert deploy["update_config"]["order"] == "start-first"
+    assert deploy["update_config"]["failure_action"] == "rollback"
+    assert deploy["rollback_config"]["order"] == "start-first"
+    assert [port["mode"] for port in stack["services"]["nginx"]["ports"]] == ["host"]
 
 
 def named(command: str, stack: str) -> list[str]:
