@@ -189,7 +189,14 @@ def _session_image(
 
         def remove() -> None:
             _images.pop(kind, None)
-            subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
+
+            def removed() -> bool:
+                subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
+                inspect = ["docker", "image", "inspect", tag]
+                return subprocess.run(inspect, capture_output=True).returncode != 0
+
+            # Again while a container of it is still being removed.
+            wait_until(removed, WAIT, f"{tag} removed", interval=1.0)
 
         request.session.addfinalizer(remove)  # also after a failed build
         build(tag)
