@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+import logging
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -26,3 +27,22 @@ def pytest_asyncio_loop_factories(
 
 def pytest_configure(config: Any) -> None:
     config.addinivalue_line("markers", "slow: real processes or long-running tests")
+
+
+@pytest.fixture(autouse=True)
+def _aiogate_loggers_restored() -> Iterator[None]:
+    """Put aiogate's loggers back as they were after each test. A test that runs
+    ``main()`` or ``configure_logging`` gives them handlers on that test's captured
+    stderr, which pytest closes afterwards: a later test's server logging through
+    them would print "--- Logging error ---" into that test's own stderr."""
+    loggers = [logging.getLogger(name) for name in ("aiogate", "aiogate.error")]
+    loggers.append(logging.getLogger("aiogate.access"))
+    saved = [
+        (lg, lg.handlers[:], lg.level, lg.propagate, lg.disabled) for lg in loggers
+    ]
+    yield
+    for logger, handlers, level, propagate, disabled in saved:
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+        logger.propagate = propagate
+        logger.disabled = disabled
