@@ -42,8 +42,8 @@ Theory of operation:
 5. Fairness: at most ``FILE_BYTES_PER_TURN`` per call, then the rest on the next
    turn of the loop (``call_soon``), so a fast client of a large file gets no more
    of the loop than a spool reader does.
-6. What went out is counted where every body byte is: ``ServerConnection.send_data``
-   (the Content-Length), ``cycle.bytes_sent`` (access log, metrics), and the writer
+6. What went out is counted where every body byte is: ``ServerConnection.count_data``
+   (the Content-Length, as ``send_data`` counts), ``cycle.bytes_sent`` (access log, metrics), and the writer
    (``file_sent``: the read-rate rule, writer rule 5).
 7. The file's descriptor is the writer's (writer rule 10): the sender closes it
    with ``writer.close_file`` once sent; a response given up (cut, aborted, the
