@@ -25,7 +25,7 @@ import os
 import platform
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from ._version import __version__
 from .config import Config
@@ -80,9 +80,22 @@ def version_text() -> str:
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error said in one line and a hint, not the usage of
+    sixty options before the line that matters (subcommands get this class too)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, usage_error(self.prog, message))
+
+
+def usage_error(prog: str, message: object) -> str:
+    """What a usage error prints: one line, then where the options are."""
+    return f"{prog}: error: {message}\nRun '{prog} --help' for the options.\n"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``aiogate`` parser with its ``serve``, ``cgi`` and ``check`` subcommands."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="aiogate",
         description="An asyncio HTTP/1.1 origin server for WSGI apps.",
     )
@@ -93,8 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="Serve a WSGI app over HTTP/1.1.",
         description="Serve a WSGI app over HTTP/1.1 until SIGINT or SIGTERM. Every "
-        f"option can also be set with its {ENV_PREFIX}* environment variable; a flag "
-        "wins over a variable, a variable over the default.",
+        f"option can also be set with its {ENV_PREFIX}* environment variable or in a "
+        "settings file; a flag wins over a variable, a variable over the file, the "
+        "file over the default.",
     )
     for option in app_options():
         add_option(serve, option)
@@ -269,7 +283,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # said by the command's parser, whose --help lists its options
+            args.command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exc:  # --help, --version, or a usage error
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     args.argv = list(sys.argv[1:] if argv is None else argv)
@@ -278,6 +294,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         return command(args)
     except UsageError as exc:
         command_parser: argparse.ArgumentParser = args.command_parser
-        command_parser.print_usage(sys.stderr)
-        print(f"{command_parser.prog}: error: {exc}", file=sys.stderr)
+        sys.stderr.write(usage_error(command_parser.prog, exc))
         return EXIT_USAGE

@@ -30,6 +30,7 @@ import argparse
 import socket
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 from .config import Config, parse_bind
 from .errors import ConfigError
@@ -79,7 +80,7 @@ class Probe:
 
 
 def add_check_command(
-    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    commands: argparse._SubParsersAction[Any],
 ) -> None:
     """Add ``check`` to the ``aiogate`` command's subcommands."""
     check = commands.add_parser(

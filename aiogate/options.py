@@ -110,7 +110,7 @@ def _option_for_field(field: dataclasses.Field[Any], annotation: Any) -> Option:
         choices = typing.get_args(annotation)
         if not all(isinstance(choice, str) for choice in choices):
             raise TypeError(f"Config.{dest}: only Literal[str, ...] is supported")
-        return Option(**common, parse=str, choices=tuple(choices))
+        return Option(**common, parse=_any_case(choices), choices=tuple(choices))
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         # "X | None", "str | type | None": the command line can only give text, so a
         # union with str takes the text as it is (a class path, for instance).
@@ -130,6 +130,17 @@ def _option_for_field(field: dataclasses.Field[Any], annotation: Any) -> Option:
 
 
 @cache
+def _any_case(choices: tuple[str, ...]) -> Callable[[str], str]:
+    """A parser that takes a choice in any case (gunicorn's ``--log-level DEBUG``)
+    and gives its own spelling; other text is left for the choices check to refuse."""
+    spelling = {choice.lower(): choice for choice in choices}
+
+    def parse(text: str) -> str:
+        return spelling.get(text.lower(), text)
+
+    return parse
+
+
 def config_options() -> tuple[Option, ...]:
     """The ``serve`` options derived from the ``Config`` fields, in field order."""
     hints = typing.get_type_hints(Config)

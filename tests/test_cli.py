@@ -345,9 +345,37 @@ def test_no_app_is_a_usage_error(
 ) -> None:
     assert main(["serve"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("usage: aiogate serve")
-    assert "error: no app given: pass TARGET or set AIOGATE_APP" in err
+    assert err == (
+        "aiogate serve: error: no app given: pass TARGET or set AIOGATE_APP\n"
+        "Run 'aiogate serve --help' for the options.\n"
+    )
     assert events == []
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--no-such-option"], ["--port", "http"], ["--log-level", "loud"]],
+)
+def test_a_usage_error_is_one_line_and_a_hint_not_the_whole_usage(
+    fake_run: FakeRun, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    assert main(["serve", "aiogate.demo:app", *argv]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("aiogate serve: error: ")
+    assert lines[1] == "Run 'aiogate serve --help' for the options."
+
+
+def test_choices_are_taken_in_any_case(
+    fake_run: FakeRun, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # gunicorn users write --log-level DEBUG; TLS versions keep their own spelling.
+    monkeypatch.setenv("AIOGATE_LOOP", "AsyncIO")
+    argv = ["--log-level", "DEBUG", "--ssl-minimum-version", "tlsv1.3"]
+    assert main(["serve", "aiogate.demo:app", *argv]) == 0
+    config = fake_run.config
+    assert (config.log_level, config.loop) == ("debug", "asyncio")
+    assert config.ssl_minimum_version == "TLSv1.3"
 
 
 FACTORY = """
