@@ -51,6 +51,14 @@ def run(
     if config is None:
         config = Config(**options)
         options = {}
+    workers = options.get("workers", config.workers)
+    if workers > 1 or options.get("reload", config.reload):
+        # Said, not ignored: this runs one server in this process. The command line
+        # forks the workers (a supervisor) and runs the reloader's watcher.
+        raise ConfigError(
+            "aiogate.run serves in this process: workers and reload are for the "
+            "command line (aiogate serve --workers N, --reload)"
+        )
     if not (logging.getLogger().handlers or logging.getLogger("aiogate").handlers):
         configure_logging(
             options.get("log_level", config.log_level),

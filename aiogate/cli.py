@@ -127,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="Check the settings, import the app and load the TLS files, then exit: "
         "0 if all is well, 2 for a bad setting, 3 if the app cannot be imported.",
     )
+    # (as gunicorn's and uvicorn's own --version, after the subcommand too)
+    serve.add_argument("--version", action="version", version=version_text())
     serve.set_defaults(run_command=_serve, command_parser=serve)
 
     cgi = commands.add_parser(
@@ -159,9 +161,16 @@ def _print_config(args: argparse.Namespace) -> int:
         key, origin = file_key(option), option_source(args, option)
         if value is None:
             print(f"# {key} = (unset)  # {origin}")
+        elif option.dest in SECRETS:
+            # Printed configs end up in CI logs and tickets: say it is set, not what.
+            print(f'{key} = "(redacted)"  # {origin}')
         else:
             print(f"{key} = {toml_value(value)}  # {origin}")
     return EXIT_OK
+
+
+#: Settings whose values --print-config does not show.
+SECRETS = frozenset({"ssl_keyfile_password"})
 
 
 def _serve(args: argparse.Namespace) -> int:

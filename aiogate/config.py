@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -294,6 +295,7 @@ class Config:
     )
 
     def __post_init__(self) -> None:
+        _check_types(self)
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be 0-65535, not {self.port}")
         try:
@@ -404,6 +406,32 @@ class Config:
         object.__setattr__(self, "bind", tuple(binds))  # frozen: normalised once
         for text in self.bind:
             parse_bind(text)  # raises ConfigError
+
+
+#: The plain types a field may be checked against (``_check_types``).
+_PLAIN = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _check_types(config: Config) -> None:
+    """A ``ConfigError`` naming the field for a value of the wrong plain type
+    (``Server(app, threads="x")`` from an embedding program, where no command line
+    parsed it), before a check compares it with a number and fails unrelatedly."""
+    hints = typing.get_type_hints(Config)
+    for item in dataclasses.fields(Config):
+        hint = hints[item.name]
+        allowed = {hint} if hint in _PLAIN else set(typing.get_args(hint))
+        plain = [kind for kind in _PLAIN if kind in allowed]
+        if len(plain) != 1 or not allowed <= {plain[0], type(None)}:
+            continue  # not one plain type, or optional of one: checked elsewhere
+        kind = plain[0]
+        value = getattr(config, item.name)
+        if value is None and type(None) in allowed:
+            continue
+        ok = isinstance(value, kind) and not (kind is not bool and type(value) is bool)
+        if kind is float and type(value) is int:
+            ok = True
+        if not ok:
+            raise ConfigError(f"{item.name} must be {_PLAIN[kind]}, not {value!r}")
 
 
 def option_fields() -> tuple[dataclasses.Field[Any], ...]:

@@ -678,3 +678,18 @@ def test_configure_logging_leaves_other_loggers_alone() -> None:
 def test_logging_config_rejects_unknown_level() -> None:
     with pytest.raises(ValueError, match="unknown log level 'loud'"):
         logging_config("loud")
+
+
+def test_print_config_does_not_show_the_key_password(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIOGATE_SSL_KEYFILE_PASSWORD", "hunter2")
+    assert main(["serve", "aiogate.demo:app", "--print-config"]) == 0
+    out = capsys.readouterr().out
+    assert "hunter2" not in out
+    assert 'ssl_keyfile_password = "(redacted)"  # env' in out
+
+
+def test_serve_version_is_accepted(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--version"]) == 0
+    assert capsys.readouterr().out.startswith("aiogate ")

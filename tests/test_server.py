@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+import aiogate
 from aiogate import Server
 from tests.client import Client
 
@@ -470,3 +471,24 @@ async def test_valid_corpus_is_answered_and_connection_kept() -> None:
                 body = expected["body"].encode("latin-1")
                 assert response.body == str(len(body)).encode(), path.name
             await client.close()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"threads": "x"}, "threads must be an integer, not 'x'"),
+        ({"port": True}, "port must be an integer, not True"),
+        ({"timeout_write": "1"}, "timeout_write must be a number, not '1'"),
+    ],
+)
+def test_an_embedding_programs_wrong_types_are_config_errors(
+    options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(aiogate.ConfigError, match=message):
+        Server(hello, **options)
+
+
+@pytest.mark.parametrize("options", [{"workers": 2}, {"reload": True}])
+def test_run_refuses_what_only_the_command_line_does(options: dict[str, Any]) -> None:
+    with pytest.raises(aiogate.ConfigError, match="workers and reload are for the"):
+        aiogate.run(hello, port=0, **options)
