@@ -255,7 +255,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _supervise(app: Any, config: Config) -> int:
     """Bind once, then run the server in supervised worker processes."""
     from . import server
-    from .sockets import bind_sockets
+    from .sockets import bind_sockets, remove_socket_files, socket_files
     from .supervisor import Supervisor
 
     # Checked once here, like --check-config does: a bad TLS file or trust list is
@@ -263,13 +263,17 @@ def _supervise(app: Any, config: Config) -> int:
     server.Server(app, config)
     server.loop_factory(config.loop)
     sockets = bind_sockets(config)
-    return Supervisor(
-        config,
-        sockets,
-        lambda inherited, retiring: server.run(
-            app, config, sockets=inherited, on_max_requests=retiring
-        ),
-    ).run()
+    files = socket_files(config, sockets)
+    try:
+        return Supervisor(
+            config,
+            sockets,
+            lambda inherited, retiring: server.run(
+                app, config, sockets=inherited, on_max_requests=retiring
+            ),
+        ).run()
+    finally:
+        remove_socket_files(files)
 
 
 def _cgi(args: argparse.Namespace) -> int:

@@ -41,7 +41,7 @@ from .protocol import LINGER_TIMEOUT, H11Protocol
 from .proxy_headers import parse_trusted
 from .server_handler import ServerHandler, as_handler_class
 from .server_state import ServerState
-from .sockets import bind_sockets
+from .sockets import bind_sockets, remove_socket_files, socket_files
 from .thread_pool import ThreadPool
 from .tls import make_ssl_context
 
@@ -121,6 +121,8 @@ class Server:
             else parse_trusted(config.forwarded_allow_ips)
         )
         self._listener: Listener | None = None
+        # The files of UNIX sockets this server bound itself: removed at exit.
+        self._socket_files: list[str] = []
         self._state: ServerState | None = None
         self._pool: ThreadPool | None = None
         self._stopped: asyncio.Event | None = None
@@ -208,6 +210,7 @@ class Server:
         try:
             if not sockets:
                 sockets = bind_sockets(config)
+                self._socket_files = socket_files(config, sockets)
             self._listener = Listener(
                 loop,
                 sockets,
@@ -292,6 +295,7 @@ class Server:
         state.shutting_down = True
         listener = self._listener
         assert listener is not None
+        remove_socket_files(self._socket_files)
         listener.close()
         # One more turn of the loop first: a request that already sits in a socket's
         # receive buffer is read, and then served (with Connection: close) as a

@@ -30,7 +30,13 @@ from collections.abc import Mapping
 from .config import Bind, Config, parse_bind
 from .errors import ConfigError
 
-__all__ = ["SD_LISTEN_FDS_START", "bind_sockets", "systemd_sockets"]
+__all__ = [
+    "SD_LISTEN_FDS_START",
+    "bind_sockets",
+    "remove_socket_files",
+    "socket_files",
+    "systemd_sockets",
+]
 
 #: The first descriptor systemd passes (sd_listen_fds(3)).
 SD_LISTEN_FDS_START = 3
@@ -127,6 +133,30 @@ def _bound(bind: Bind, config: Config) -> socket.socket:
     if bind.kind == "fd":
         return _inherited(bind.fd)
     return _tcp_socket(bind.host, bind.port, config.backlog)
+
+
+def socket_files(config: Config, sockets: list[socket.socket]) -> list[str]:
+    """The files of the UNIX sockets among ``sockets`` (still open) that
+    ``bind_sockets`` made for ``--uds`` and ``--bind unix:``, not those systemd
+    passed in: what ``remove_socket_files`` removes at exit."""
+    ours = {config.uds} if config.uds else set()
+    ours.update(b.path for b in map(parse_bind, config.bind) if b.kind == "unix")
+    names = []
+    for sock in sockets:
+        if sock.family == socket.AF_UNIX:
+            name = sock.getsockname()
+            if isinstance(name, str) and name in ours:
+                names.append(name)
+    return names
+
+
+def remove_socket_files(paths: list[str]) -> None:
+    """Remove socket files at exit, so none is left behind (one that is no longer
+    a socket, something else's now, is left)."""
+    for path in paths:
+        with contextlib.suppress(OSError):
+            if stat.S_ISSOCK(os.lstat(path).st_mode):
+                os.unlink(path)
 
 
 def bind_sockets(config: Config) -> list[socket.socket]:

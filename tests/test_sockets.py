@@ -20,7 +20,12 @@ import pytest
 from aiogate import Server
 from aiogate.config import Bind, Config, parse_bind
 from aiogate.errors import ConfigError
-from aiogate.sockets import bind_sockets, systemd_sockets
+from aiogate.sockets import (
+    bind_sockets,
+    remove_socket_files,
+    socket_files,
+    systemd_sockets,
+)
 from tests.test_end_to_end import SERVE, ServerProcess
 from tests.test_server import hello
 
@@ -66,9 +71,32 @@ async def test_unix_socket_with_permissions(tmp_path: Path) -> None:
         assert raw.startswith(b"HTTP/1.1 200 ")
         assert raw.endswith(b"Hello, /x")
         assert server.sockets[0].family == socket.AF_UNIX
-    # A stale socket file left behind is replaced at the next start.
+    assert not path.exists()  # removed at exit: nothing left behind
+    # A stale socket file (a server that was killed) is replaced at the next start.
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(path))
+    stale.close()
+    assert stat.S_ISSOCK(path.lstat().st_mode)
     async with Server(hello, uds=str(path)):
         assert (await fetch(socket.AF_UNIX, str(path))).endswith(b"Hello, /x")
+    assert not path.exists()
+
+
+def test_only_the_socket_files_we_made_are_removed(tmp_path: Path) -> None:
+    ours, theirs = tmp_path / "ours.sock", tmp_path / "theirs.sock"
+    config = Config(bind=(f"unix:{ours}",))
+    sockets = bind_sockets(config)
+    other = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # (systemd's, say)
+    other.bind(str(theirs))
+    try:
+        files = socket_files(config, [*sockets, other])
+        assert files == [str(ours)]
+        remove_socket_files(files)
+        assert not ours.exists()
+        assert theirs.exists()
+    finally:
+        for sock in (*sockets, other):
+            sock.close()
 
 
 @pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback on this machine")
