@@ -62,7 +62,7 @@ def _docker_answers() -> bool:
         return False
 
 
-_NEEDS_DOCKER = [
+NEEDS_DOCKER = [
     pytest.mark.slow,
     pytest.mark.skipif(
         not BASE_IMAGE,
@@ -80,7 +80,7 @@ F = TypeVar("F", bound=Callable[..., object])
 
 def needs_docker(test: F) -> F:
     """Mark ``test`` slow, and skip it (saying why) where Docker cannot run it."""
-    for mark in _NEEDS_DOCKER:
+    for mark in NEEDS_DOCKER:
         test = mark(test)
     return test
 

@@ -14,7 +14,6 @@ import base64
 import hashlib
 import http.client
 import os
-import shutil
 import ssl
 import subprocess
 import threading
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.docker_deploy import NEEDS_DOCKER
 from tests.test_deploy import EXIT_AFTER_DRAIN
 
 REPO = Path(__file__).resolve().parent.parent
@@ -33,32 +33,8 @@ BASE_IMAGE = os.environ.get("AIOGATE_TEST_BASE_IMAGE", "")
 WAIT = 30.0
 
 
-def _docker_answers() -> bool:
-    if shutil.which("docker") is None:
-        return False
-    try:
-        return (
-            subprocess.run(
-                ["docker", "version"], capture_output=True, timeout=20, check=False
-            ).returncode
-            == 0
-        )
-    except subprocess.TimeoutExpired:
-        return False
-
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not BASE_IMAGE,
-        reason="AIOGATE_TEST_BASE_IMAGE is not set (.ci/run sets it when "
-        "../shared/tools/docker-base-image.sh could start Docker)",
-    ),
-    pytest.mark.skipif(
-        bool(BASE_IMAGE) and not _docker_answers(),
-        reason="no Docker engine answers `docker version`",
-    ),
-]
+# (the checks, and why each skips, are shared with the Compose and Swarm tests)
+pytestmark = NEEDS_DOCKER
 
 
 def docker(*args: str, timeout: float = WAIT) -> str:
