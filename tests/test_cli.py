@@ -14,7 +14,6 @@ import re
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -86,23 +85,6 @@ def fake_run(monkeypatch: pytest.MonkeyPatch, events: list[str]) -> FakeRun:
     fake = FakeRun()
     monkeypatch.setattr(aiogate.server, "run", fake)
     return fake
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    loggers = [
-        logging.getLogger(name)
-        for name in ("aiogate", "aiogate.error", "aiogate.access")
-    ]
-    saved = [
-        (lg, lg.handlers[:], lg.level, lg.propagate, lg.disabled) for lg in loggers
-    ]
-    yield
-    for logger, handlers, level, propagate, disabled in saved:
-        logger.handlers[:] = handlers
-        logger.setLevel(level)
-        logger.propagate = propagate
-        logger.disabled = disabled
 
 
 def write_module(directory: Path, name: str, source: str) -> str:
@@ -629,7 +611,6 @@ def test_importing_aiogate_adds_no_handlers() -> None:
     assert result.stdout == b"0\n"
 
 
-@pytest.mark.usefixtures("restore_logging")
 def test_configure_logging_format_and_idempotence(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -654,7 +635,6 @@ def test_configure_logging_format_and_idempotence(
     assert len(logging.getLogger("aiogate.access").handlers) == 1
 
 
-@pytest.mark.usefixtures("restore_logging")
 def test_configure_logging_level(capsys: pytest.CaptureFixture[str]) -> None:
     configure_logging("debug")
     logging.getLogger("aiogate.error").debug("shown")
@@ -668,7 +648,6 @@ def test_configure_logging_level(capsys: pytest.CaptureFixture[str]) -> None:
     assert "[WARNING] warned" in err
 
 
-@pytest.mark.usefixtures("restore_logging")
 def test_configure_logging_leaves_other_loggers_alone() -> None:
     other = logging.getLogger("some.app.logger")
     configure_logging("info")
