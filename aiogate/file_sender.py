@@ -42,9 +42,10 @@ Theory of operation:
 5. Fairness: at most ``FILE_BYTES_PER_TURN`` per call, then the rest on the next
    turn of the loop (``call_soon``), so a fast client of a large file gets no more
    of the loop than a spool reader does.
-6. What went out is counted where every body byte is: ``ServerConnection.count_data``
-   (the Content-Length, as ``send_data`` counts), ``cycle.bytes_sent`` (access log, metrics), and the writer
-   (``file_sent``: the read-rate rule, writer rule 5).
+6. What went out is counted where every body byte is:
+   ``ServerConnection.count_data`` (the Content-Length, as ``send_data`` counts),
+   ``cycle.bytes_sent`` (access log, metrics), and the writer (``file_sent``: the
+   read-rate rule, writer rule 5).
 7. The file's descriptor is the writer's (writer rule 10): the sender closes it
    with ``writer.close_file`` once sent; a response given up (cut, aborted, the
    connection lost) has it closed by ``writer.close``. The sender holds no
@@ -151,12 +152,8 @@ class FileSender:
     def close(self) -> None:
         """The file is sent, or the cycle lets go of it: put the transport's limits
         back, and have the writer close the file (rule 7)."""
-        limits, self.limits = self.limits, None
-        cycle = self.cycle
-        if limits is not None and not cycle.protocol.transport.is_closing():
-            low, high = limits
-            cycle.protocol.transport.set_write_buffer_limits(high=high, low=low)
-        cycle.writer.close_file(self.fd)
+        self._restore_limits()
+        self.cycle.writer.close_file(self.fd)
 
     def _send_zero_copy(self) -> bool:
         protocol = self.cycle.protocol
@@ -206,10 +203,16 @@ class FileSender:
 
     def _stop_zero_copy(self) -> None:
         self.socket_fd = -1
+        self._restore_limits()
+
+    def _restore_limits(self) -> None:
+        """Put back the transport's write-buffer limits changed for zero-copy
+        (rule 3), once."""
         limits, self.limits = self.limits, None
-        if limits is not None:
+        transport = self.cycle.protocol.transport
+        if limits is not None and not transport.is_closing():
             low, high = limits
-            self.cycle.protocol.transport.set_write_buffer_limits(high=high, low=low)
+            transport.set_write_buffer_limits(high=high, low=low)
 
     def _count(self, size: int) -> None:
         """``size`` bytes went out by sendfile: count them (rule 6)."""
