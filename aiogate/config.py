@@ -9,6 +9,7 @@ variables and the README reference are all derived from these declarations. Buil
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import typing
 from dataclasses import dataclass, field
@@ -412,26 +413,36 @@ class Config:
 _PLAIN = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 
 
-def _check_types(config: Config) -> None:
-    """A ``ConfigError`` naming the field for a value of the wrong plain type
-    (``Server(app, threads="x")`` from an embedding program, where no command line
-    parsed it), before a check compares it with a number and fails unrelatedly."""
+@functools.cache
+def _plain_fields() -> tuple[tuple[str, type, bool], ...]:
+    """(name, plain type, None allowed) of each field typed as one plain type or
+    an optional one; worked out once (``get_type_hints`` takes most of a
+    millisecond, and a Config is made for every server and worker)."""
     hints = typing.get_type_hints(Config)
+    fields = []
     for item in dataclasses.fields(Config):
         hint = hints[item.name]
         allowed = {hint} if hint in _PLAIN else set(typing.get_args(hint))
         plain = [kind for kind in _PLAIN if kind in allowed]
-        if len(plain) != 1 or not allowed <= {plain[0], type(None)}:
-            continue  # not one plain type, or optional of one: checked elsewhere
-        kind = plain[0]
-        value = getattr(config, item.name)
-        if value is None and type(None) in allowed:
+        if len(plain) == 1 and allowed <= {plain[0], type(None)}:
+            fields.append((item.name, plain[0], type(None) in allowed))
+    return tuple(fields)
+
+
+def _check_types(config: Config) -> None:
+    """A ``ConfigError`` naming the field for a value of the wrong plain type
+    (``Server(app, threads="x")`` from an embedding program, where no command line
+    parsed it), before a check compares it with a number and fails unrelatedly.
+    Fields of other types (tuples, Literal choices, classes) are checked elsewhere."""
+    for name, kind, optional in _plain_fields():
+        value = getattr(config, name)
+        if value is None and optional:
             continue
         ok = isinstance(value, kind) and not (kind is not bool and type(value) is bool)
         if kind is float and type(value) is int:
             ok = True
         if not ok:
-            raise ConfigError(f"{item.name} must be {_PLAIN[kind]}, not {value!r}")
+            raise ConfigError(f"{name} must be {_PLAIN[kind]}, not {value!r}")
 
 
 def option_fields() -> tuple[dataclasses.Field[Any], ...]:
