@@ -86,7 +86,8 @@ class ServerState:
     #: Every connected protocol, until ``connection_lost`` (the budget of open
     #: sockets, which counts from accept, is the listener's).
     connections: set[Connection] = field(default_factory=set)
-    #: Requests dispatched to the pool whose response has not ended.
+    #: Requests dispatched to the pool whose app call is not over (running, or
+    #: waiting for a thread); a response left to a slow reader no longer counts.
     in_flight: int = 0
     #: Requests dispatched to the pool since the start (for --max-requests).
     dispatched: int = 0
