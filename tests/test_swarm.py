@@ -14,6 +14,7 @@ tests/docker_deploy.py); skipped, saying why, without it.
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 from collections.abc import Iterator
 
@@ -23,6 +24,7 @@ import yaml
 from tests.docker_deploy import (
     DOC_BUILDS,
     REPO,
+    WAIT,
     Load,
     answers,
     app_image,
@@ -112,18 +114,32 @@ def stack(
         "AIOGATE_NGINX_IMAGE": nginx_image,
         "AIOGATE_NGINX_PORT": str(free_port()),
     }
-    label = f"label=com.docker.stack.namespace={name}"
     try:
         yield name, env
     finally:
-        run(named(REMOVE, name), check=False)
+        remove(name)
 
-        def gone() -> bool:
-            return not docker("ps", "-aq", "--filter", label, check=False) and not (
-                docker("network", "ls", "-q", "--filter", label, check=False)
-            )
 
-        wait_until(gone, 60, "removed")
+def remove(stack: str) -> None:
+    """``docker stack rm``, again until it has removed everything, as the docs say.
+
+    The command removes the stack's network right after its services, while their
+    tasks may still be stopping (a scaled-down task drains for up to 8 s): then it
+    fails with "network ... is in use by task" (moby/moby#31068) and the network stays
+    until it is run again."""
+    label = f"label=com.docker.stack.namespace={stack}"
+
+    def gone() -> bool:
+        removed = subprocess.run(
+            named(REMOVE, stack), capture_output=True, timeout=WAIT, cwd=REPO
+        )
+        return (
+            removed.returncode == 0
+            and not docker("ps", "-aq", "--filter", label, check=False)
+            and not docker("network", "ls", "-q", "--filter", label, check=False)
+        )
+
+    wait_until(gone, 90, f"stack {stack} removed", interval=2)
 
 
 def timed(command: list[str]) -> float:
@@ -197,4 +213,4 @@ def test_rolling_update_and_scale_down_under_load(
     assert updated.failed == 0, updated.failures
     assert scaled.failed == 0, scaled.failures
     assert answers(port)
-    run(named(REMOVE, name))
+    remove(name)
