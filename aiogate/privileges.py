@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import grp
+import logging
 import os
 import pwd
 from collections.abc import Iterable
@@ -47,6 +48,8 @@ __all__ = [
     "drop_privileges",
     "resolve_identity",
 ]
+
+log = logging.getLogger("aiogate.error")
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +137,11 @@ def drop_privileges(identity: Identity) -> None:
     process that is not root has been checked to be ``identity`` already."""
     if os.geteuid() != 0:
         return
+    # asyncio imports its default executor lazily, and the drain runs there: import
+    # it while the Python installation is surely readable. After the switch it may
+    # not be (pyenv under /root, mode 0700), and the drain would fail at its end.
+    import concurrent.futures.thread  # noqa: F401
+
     if identity.uid is not None and identity.uid != 0:
         if identity.user_name is not None:
             os.initgroups(identity.user_name, identity.gid)
@@ -147,6 +155,12 @@ def drop_privileges(identity: Identity) -> None:
             with contextlib.suppress(PermissionError):
                 os.setuid(0)
                 raise OSError(f"could not drop root: setuid({identity.uid}) kept it")
+    log.info(
+        "Running as uid %d, gid %d (groups %s)",
+        os.getuid(),
+        os.getgid(),
+        ",".join(map(str, os.getgroups())) or "none",
+    )
 
 
 def apply_umask(text: str | None) -> None:
