@@ -163,6 +163,23 @@ def test_a_pid_file_naming_a_running_process_refuses_the_start(app_dir: Path) ->
     assert pid_file.read_text() == f"{os.getpid()}\n"  # left alone
 
 
+@pytest.mark.parametrize("workers", [[], ["--workers", "2"]], ids=["one", "workers"])
+def test_no_pid_file_when_the_sockets_cannot_be_bound(
+    app_dir: Path, workers: list[str]
+) -> None:
+    pid_file = app_dir / "aiogate.pid"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = run_serve(
+            app_dir, "procapp", "--port", port, "--pid", str(pid_file), *workers
+        )
+    assert result.returncode != 0, result.stderr
+    assert "in use" in result.stderr
+    assert not pid_file.exists()
+
+
 def test_a_stale_pid_file_is_replaced(
     app_dir: Path, servers: list[ServerProcess]
 ) -> None:
