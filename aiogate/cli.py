@@ -31,7 +31,7 @@ import os
 import platform
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ._version import __version__
 from .config import Config
@@ -63,6 +63,9 @@ from .privileges import (
     resolve_identity,
 )
 from .systemd import Notifier
+
+if TYPE_CHECKING:
+    import socket
 
 # The option names stay importable from here, where tests, docs/update_readme.py and
 # earlier code import them.
@@ -337,7 +340,7 @@ def _supervise(
     sockets = bind_sockets(config)
     files = socket_files(config, sockets)
 
-    def serve(inherited: list[Any], link: WorkerLink) -> None:
+    def serve(inherited: list[socket.socket], link: WorkerLink) -> None:
         if identity is not None:  # the supervisor stays root (privileges rule 2)
             drop_privileges(identity)
         server.run(

@@ -27,6 +27,7 @@ from aiogate.config import Config
 from aiogate.env_file import EnvFileError, load_env_file, read_env_file
 from aiogate.errors import ConfigError
 from aiogate.pidfile import PidFile, PidFileTaken
+from aiogate.systemd import Notifier
 from tests.test_end_to_end import SERVE, ServerProcess
 
 pytestmark = pytest.mark.slow
@@ -562,3 +563,18 @@ def test_sd_notify_from_the_supervisor_on_an_abstract_socket(
     listener.sock.settimeout(0)
     with pytest.raises(BlockingIOError):  # and nothing from the workers
         listener.sock.recv(4096)
+
+
+def test_sd_notify_failures_never_stop_the_server(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rule 4 of systemd.py: nobody listening is logged once, not raised."""
+    notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "nobody-listens")})
+    assert notifier.enabled
+    notifier.ready()
+    notifier.stopping()
+    warnings = [r for r in caplog.records if "sd_notify" in r.getMessage()]
+    assert len(warnings) == 1
+    assert not Notifier({"NOTIFY_SOCKET": "relative/path"}).enabled
+    assert not Notifier({}).enabled
+    Notifier({}).ready()  # not under systemd: nothing to do
