@@ -142,11 +142,10 @@ def drop_privileges(identity: Identity) -> None:
     # not be (pyenv under /root, mode 0700), and the drain would fail at its end.
     import concurrent.futures.thread  # noqa: F401
 
-    if identity.uid is not None and identity.uid != 0:
-        if identity.user_name is not None:
-            os.initgroups(identity.user_name, identity.gid)
-        else:
-            os.setgroups([identity.gid])
+    if identity.user_name is not None:
+        os.initgroups(identity.user_name, identity.gid)
+    else:  # a bare id, or --group alone: that group only
+        os.setgroups([identity.gid])
     os.setgid(identity.gid)
     if identity.uid is not None:
         os.setuid(identity.uid)

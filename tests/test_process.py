@@ -67,6 +67,9 @@ def servers() -> Iterator[list[ServerProcess]]:
     started: list[ServerProcess] = []
     yield started
     for server in started:
+        # Stopped (no-op if it exited) and its log read to the end before the pipe
+        # is closed: a reader thread still reading a closed pipe fails the test.
+        server.stop(signal.SIGTERM)
         server.kill()
 
 
