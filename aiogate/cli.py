@@ -8,12 +8,18 @@ is the only module that turns exceptions into exit codes:
 
 - ``0``: the server stopped cleanly (or the CGI request was handled);
 - ``2``: a usage error: an unknown flag, a bad value in a flag, in an ``AIOGATE_*``
-  variable or in the resulting ``Config`` (argparse's own code for usage errors);
-- ``3``: startup failed: the app (or the handler class) could not be imported, or the
-  server could not start (uvicorn's ``STARTUP_FAILURE``).
+  variable, in the ``--env-file`` or in the resulting ``Config`` (argparse's own code
+  for usage errors), or a ``--user``/``--group`` this process cannot switch to;
+- ``3``: startup failed: the app (or the handler class) could not be imported, the
+  ``--pid`` file names another running process, or the server could not start
+  (uvicorn's ``STARTUP_FAILURE``).
 
-Startup order: parse → ``Config(...)`` → ``configure_logging`` → import the app and the
-handler class (fail fast, before any socket is bound) → ``server.run(app, config)``.
+Startup order: parse → settings file → ``--env-file`` into the environment →
+``Config(...)`` (from flags and ``AIOGATE_*`` variables) → ``--umask`` →
+``configure_logging`` → resolve ``--user``/``--group`` → import the app and the
+handler class (fail fast, before any socket is bound) → bind → write the ``--pid``
+file → drop privileges (in each worker with ``--workers``) → serve, telling systemd
+when ready (``NOTIFY_SOCKET``) → remove the pid file at exit.
 """
 
 from __future__ import annotations
@@ -25,11 +31,12 @@ import os
 import platform
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ._version import __version__
 from .config import Config
 from .config_file import toml_value
+from .env_file import EnvFileError, load_env_file
 from .errors import AiogateError, AppImportError, ConfigError
 from .healthcheck import add_check_command
 from .importer import import_app, import_object
@@ -47,6 +54,18 @@ from .options import (
     read_settings_file,
     usage_table_markdown,
 )
+from .pidfile import PidFile
+from .privileges import (
+    Identity,
+    apply_umask,
+    chown_socket_files,
+    drop_privileges,
+    resolve_identity,
+)
+from .systemd import Notifier
+
+if TYPE_CHECKING:
+    import socket
 
 # The option names stay importable from here, where tests, docs/update_readme.py and
 # earlier code import them.
@@ -173,8 +192,21 @@ def _print_config(args: argparse.Namespace) -> int:
 SECRETS = frozenset({"ssl_keyfile_password"})
 
 
+def _load_env_file(args: argparse.Namespace) -> None:
+    """``--env-file``: into the environment before any ``AIOGATE_*`` value is read
+    (``--config``/``AIOGATE_CONFIG`` excepted: the settings file may name it)."""
+    option = next(o for o in config_options() if o.dest == "env_file")
+    path = option_value(args, option)
+    if path:
+        load_env_file(path)
+
+
 def _serve(args: argparse.Namespace) -> int:
     read_settings_file(args)
+    try:
+        _load_env_file(args)
+    except EnvFileError as exc:
+        return _error(exc, EXIT_USAGE)
     if args.print_config:
         return _print_config(args)
     target, factory, app_dir = app_source(args)
@@ -195,8 +227,10 @@ def _serve(args: argparse.Namespace) -> int:
         config = Config(**settings)
     except ConfigError as exc:
         return _error(exc, EXIT_USAGE)
+    apply_umask(config.umask)
     try:
         configure_logging(config.log_level, config.log_config)
+        identity = resolve_identity(config.user, config.group)
     except ConfigError as exc:
         return _error(exc, EXIT_USAGE)
     if config.reload and not args.check_config:
@@ -241,9 +275,12 @@ def _serve(args: argparse.Namespace) -> int:
     # milliseconds over every module's objects; forked workers also keep those
     # pages shared. gunicorn's docs recommend the same for preloaded apps.
     gc.freeze()
+    notifier = Notifier()
     try:
         if config.workers > 1 or config.max_requests:
-            return _supervise(app, config)
+            return _supervise(app, config, identity, notifier)
+        if config.pid or identity or notifier.enabled:
+            return _serve_managed(app, config, identity, notifier)
         server.run(app, config)
     except ConfigError as exc:
         return _error(exc, EXIT_USAGE)
@@ -252,28 +289,76 @@ def _serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _supervise(app: Any, config: Config) -> int:
+def _serve_managed(
+    app: Any, config: Config, identity: Identity | None, notifier: Notifier
+) -> int:
+    """One server, bound here so that the pid file is written and privileges are
+    dropped between binding and serving (see ``pidfile`` and ``privileges``)."""
+    from . import server
+    from .sockets import bind_sockets, remove_socket_files, socket_files
+
+    pid_file = PidFile(config.pid) if config.pid else None
+    if pid_file is not None:
+        pid_file.check()
+    sockets = bind_sockets(config)
+    files = socket_files(config, sockets)
+    try:
+        if pid_file is not None:
+            pid_file.write()
+        if identity is not None:
+            chown_socket_files(files, identity)
+            drop_privileges(identity)
+        server.run(
+            app,
+            config,
+            sockets=sockets,
+            on_ready=notifier.ready,
+            on_stopping=notifier.stopping,
+        )
+    finally:
+        remove_socket_files(files)
+        if pid_file is not None:
+            pid_file.remove()
+    return EXIT_OK
+
+
+def _supervise(
+    app: Any, config: Config, identity: Identity | None, notifier: Notifier
+) -> int:
     """Bind once, then run the server in supervised worker processes."""
     from . import server
     from .sockets import bind_sockets, remove_socket_files, socket_files
-    from .supervisor import Supervisor
+    from .supervisor import Supervisor, WorkerLink
 
     # Checked once here, like --check-config does: a bad TLS file or trust list is
     # a usage error now, not a worker that fails to start (exit 3, see supervisor).
     server.Server(app, config)
     server.loop_factory(config.loop)
+    pid_file = PidFile(config.pid) if config.pid else None
+    if pid_file is not None:
+        pid_file.check()
     sockets = bind_sockets(config)
     files = socket_files(config, sockets)
+
+    def serve(inherited: list[socket.socket], link: WorkerLink) -> None:
+        if identity is not None:  # the supervisor stays root (privileges rule 2)
+            drop_privileges(identity)
+        server.run(
+            app, config, sockets=inherited, on_max_requests=link, on_ready=link.ready
+        )
+
     try:
+        if pid_file is not None:
+            pid_file.write()
+        if identity is not None:
+            chown_socket_files(files, identity)
         return Supervisor(
-            config,
-            sockets,
-            lambda inherited, retiring: server.run(
-                app, config, sockets=inherited, on_max_requests=retiring
-            ),
+            config, sockets, serve, notifier if notifier.enabled else None
         ).run()
     finally:
         remove_socket_files(files)
+        if pid_file is not None:
+            pid_file.remove()
 
 
 def _cgi(args: argparse.Namespace) -> int:

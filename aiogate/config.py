@@ -295,6 +295,42 @@ class Config:
         "Served together with --uds and --fd; any of these replaces --host/--port.",
     )
 
+    # Process management, with gunicorn's names (uvicorn's for --env-file). The
+    # command line applies them (cli.py), not Server: an embedding program owns its
+    # process.
+    pid: str | None = _opt(
+        None,
+        "Write the server's process id (the supervisor's with --workers) to this file "
+        "once the sockets are bound; removed at exit. A file naming another running "
+        "process stops the start (exit 3).",
+    )
+    user: str | None = _opt(
+        None,
+        "When started as root, switch to this user (name or id) after binding, before "
+        "serving; with --workers the workers switch, the supervisor stays root.",
+    )
+    group: str | None = _opt(
+        None,
+        "When started as root, switch to this group (name or id) after binding "
+        "(default: --user's primary group).",
+    )
+    umask: str | None = _opt(
+        None, "Set the process umask at startup, in octal (e.g. 0027); unset: inherit."
+    )
+    env_file: str | None = _opt(
+        None,
+        "Load KEY=VALUE lines from this file into the environment first, for the app "
+        "and for AIOGATE_* settings; variables already set win over the file.",
+    )
+    # Off: the supervisor's workers share one socket anyway (supervisor.py rule 2);
+    # this is for separate aiogate processes sharing a port.
+    reuse_port: bool = _opt(
+        False,
+        "Set SO_REUSEPORT on the TCP listening sockets, so several aiogate processes "
+        "can bind the same port (the kernel spreads connections; a stopping one resets "
+        "what is queued on its socket).",
+    )
+
     def __post_init__(self) -> None:
         _check_types(self)
         if not 0 <= self.port <= 65535:
@@ -306,6 +342,17 @@ class Config:
             raise ConfigError(
                 f"uds_mode must be octal, e.g. 0660: {self.uds_mode!r}"
             ) from None
+        if self.umask is not None:
+            try:
+                if not 0 <= int(self.umask, 8) <= 0o777:
+                    raise ValueError
+            except ValueError:
+                raise ConfigError(
+                    f"umask must be octal, e.g. 0027: {self.umask!r}"
+                ) from None
+        for name in ("pid", "user", "group", "env_file"):
+            if getattr(self, name) == "":
+                raise ConfigError(f"{name} must not be empty")
         if self.fd is not None and self.fd < 0:
             raise ConfigError(f"fd must be a descriptor number, not {self.fd}")
         if self.workers < 1:

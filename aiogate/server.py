@@ -377,8 +377,11 @@ class Server:
         await self.shutdown()
 
 
-async def _serve_until_signalled(server: Server) -> None:
-    """Serve until SIGINT or SIGTERM; a second signal exits at once."""
+async def _serve_until_signalled(
+    server: Server, on_stopping: Callable[[], object] | None = None
+) -> None:
+    """Serve until SIGINT or SIGTERM; a second signal exits at once. ``on_stopping``
+    is called as the first signal starts the drain (systemd's ``STOPPING=1``)."""
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM)
     stopping: list[asyncio.Task[None]] = []
@@ -390,6 +393,8 @@ async def _serve_until_signalled(server: Server) -> None:
             sys.stdout.flush()
             os._exit(1)
         log.info("Received %s: shutting down", signal.Signals(signum).name)
+        if on_stopping is not None:
+            on_stopping()
         stopping.append(loop.create_task(server.shutdown()))
 
     for signum in signals:
@@ -467,19 +472,25 @@ def run(
     *,
     sockets: list[socket.socket] | None = None,
     on_max_requests: Callable[[], object] | None = None,
+    on_ready: Callable[[], object] | None = None,
+    on_stopping: Callable[[], object] | None = None,
     **options: Any,
 ) -> None:
     """Serve ``app`` in this thread until SIGINT or SIGTERM, then return.
 
     Takes the same options as ``Server`` (``on_max_requests``: see
-    ``Server.on_max_requests``). Signal handlers are installed, so call it from the
-    main thread (embedded programs use ``Server`` instead)."""
+    ``Server.on_max_requests``); ``on_ready`` is called on the loop once the server
+    listens, ``on_stopping`` when a signal starts the drain (sd_notify's READY and
+    STOPPING). Signal handlers are installed, so call it from the main thread
+    (embedded programs use ``Server`` instead)."""
     server = Server(app, config, **options)
     server.on_max_requests = on_max_requests
 
     async def main() -> None:
         await server.start(sockets)
-        await _serve_until_signalled(server)
+        if on_ready is not None:
+            on_ready()
+        await _serve_until_signalled(server, on_stopping)
 
     coroutine: Coroutine[Any, Any, None] = main()
     with asyncio.Runner(loop_factory=loop_factory(server.config.loop)) as runner:

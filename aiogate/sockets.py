@@ -15,8 +15,10 @@ before the event loop serves; ``Server.start`` hands the sockets to the
 
 ``--fd``, ``--uds`` and ``--bind`` replace ``--host``/``--port`` rather than add to
 them, so that setting one never leaves an unexpected TCP port open as well; given
-together, all of them are served. Inherited descriptors are made non-inheritable, as
-``sd_listen_fds`` does, so that a program the app execs does not keep the port.
+together, all of them are served. ``--reuse-port`` sets ``SO_REUSEPORT`` on the TCP
+sockets bound here, so that separate aiogate processes can share a port. Inherited
+descriptors are made non-inheritable, as ``sd_listen_fds`` does, so that a program the
+app execs does not keep the port.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ __all__ = [
 
 #: The first descriptor systemd passes (sd_listen_fds(3)).
 SD_LISTEN_FDS_START = 3
+#: Linux 3.9+, the BSDs, macOS; not Windows.
+_SO_REUSEPORT: int | None = getattr(socket, "SO_REUSEPORT", None)
 
 
 def systemd_sockets(environ: Mapping[str, str] | None = None) -> list[socket.socket]:
@@ -91,7 +95,9 @@ def _unix_socket(path: str, mode: str, backlog: int) -> socket.socket:
     return sock
 
 
-def _tcp_socket(host: str, port: int, backlog: int) -> socket.socket:
+def _tcp_socket(
+    host: str, port: int, backlog: int, reuse_port: bool = False
+) -> socket.socket:
     try:
         infos = socket.getaddrinfo(
             host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -102,6 +108,10 @@ def _tcp_socket(host: str, port: int, backlog: int) -> socket.socket:
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            # Separate processes on one port; the supervisor's workers share one
+            # socket instead (supervisor.py rule 2 says why).
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             # "::" means IPv6 only, so that "0.0.0.0,::" binds both families.
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
@@ -132,7 +142,7 @@ def _bound(bind: Bind, config: Config) -> socket.socket:
         return _unix_socket(bind.path, config.uds_mode, config.backlog)
     if bind.kind == "fd":
         return _inherited(bind.fd)
-    return _tcp_socket(bind.host, bind.port, config.backlog)
+    return _tcp_socket(bind.host, bind.port, config.backlog, config.reuse_port)
 
 
 def socket_files(config: Config, sockets: list[socket.socket]) -> list[str]:
@@ -161,6 +171,8 @@ def remove_socket_files(paths: list[str]) -> None:
 
 def bind_sockets(config: Config) -> list[socket.socket]:
     """The listening sockets for ``config`` (see the module docstring)."""
+    if config.reuse_port and _SO_REUSEPORT is None:
+        raise ConfigError("reuse_port: this system has no SO_REUSEPORT")
     activated = systemd_sockets()
     if activated:
         return activated
@@ -174,7 +186,9 @@ def bind_sockets(config: Config) -> list[socket.socket]:
             sockets.append(_bound(parse_bind(text), config))
         if not sockets:
             for host in _hosts(config.host):
-                sockets.append(_tcp_socket(host, config.port, config.backlog))
+                sockets.append(
+                    _tcp_socket(host, config.port, config.backlog, config.reuse_port)
+                )
     except BaseException:
         for sock in sockets:
             sock.close()

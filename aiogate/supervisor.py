@@ -43,6 +43,11 @@ Theory of operation:
    gunicorn's ``APP_LOAD_ERROR``); every worker would fail the same way, so the
    supervisor stops the others and exits with 3 (``BOOT_FAILED``) instead of
    restarting it in a loop.
+8. **systemd** (``Type=notify``, when given a ``Notifier``): ``READY=1`` once as
+   many workers as ``--workers`` have reported, through the retire pipe (a negated
+   pid), that they listen; ``RELOADING=1`` on SIGHUP, then ``READY=1`` again once
+   every old worker has been replaced and has left; ``STOPPING=1`` as the drain
+   starts. Workers never notify (systemd's ``NotifyAccess=main``).
 """
 
 from __future__ import annotations
@@ -61,8 +66,9 @@ from collections.abc import Callable
 
 from .config import Config
 from .errors import AiogateError
+from .systemd import Notifier
 
-__all__ = ["BOOT_FAILED", "WORKER_BOOT_ERROR", "Supervisor"]
+__all__ = ["BOOT_FAILED", "WORKER_BOOT_ERROR", "Supervisor", "WorkerLink"]
 
 log = logging.getLogger("aiogate.error")
 
@@ -81,7 +87,8 @@ MAX_BACKOFF = 30.0
 WORKER_BOOT_ERROR = 4
 #: The supervisor's exit code then (the command line's startup failure).
 BOOT_FAILED = 3
-#: A pid on the retire pipe: one write of 4 bytes, atomic (below PIPE_BUF).
+#: A pid on the retire pipe: one write of 4 bytes, atomic (below PIPE_BUF); a
+#: negated pid says the worker listens (rule 8).
 _PID = struct.Struct("=i")
 
 
@@ -94,11 +101,26 @@ def _die_with_parent(parent: int) -> None:
         os._exit(0)
 
 
-def _tell_retiring(fd: int) -> None:
+def _tell_retiring(fd: int, pid: int | None = None) -> None:
     """Runs on a worker's event loop when it reaches ``--max-requests``: tell the
-    supervisor, through the retire pipe, that this worker now drains and exits."""
+    supervisor, through the retire pipe, that this worker now drains and exits
+    (``pid``: ``-pid`` says it listens instead)."""
     with contextlib.suppress(OSError):  # a full pipe, or no supervisor to tell
-        os.write(fd, _PID.pack(os.getpid()))
+        os.write(fd, _PID.pack(os.getpid() if pid is None else pid))
+
+
+class WorkerLink:
+    """What a worker's ``serve`` gets to talk to its supervisor: call it as the
+    worker begins to drain after ``--max-requests``; ``ready()`` once it listens."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def __call__(self) -> None:
+        _tell_retiring(self._fd)
+
+    def ready(self) -> None:
+        _tell_retiring(self._fd, -os.getpid())
 
 
 class Supervisor:
@@ -110,7 +132,8 @@ class Supervisor:
         self,
         config: Config,
         sockets: list[socket.socket],
-        serve: Callable[[list[socket.socket], Callable[[], None]], None],
+        serve: Callable[[list[socket.socket], WorkerLink], None],
+        notifier: Notifier | None = None,
     ) -> None:
         self.config = config
         self.sockets = sockets
@@ -125,6 +148,9 @@ class Supervisor:
         self._pipe: tuple[int, int] | None = None  # the signal wakeup pipe
         self._retire_pipe: tuple[int, int] | None = None  # workers -> supervisor
         self._boot_failed = False
+        self.notifier = notifier
+        self._ready: set[int] = set()  # workers that said they listen (rule 8)
+        self._announced = False  # READY=1 sent, and no SIGHUP since
 
     # -- workers ---------------------------------------------------------------------
 
@@ -159,7 +185,7 @@ class Supervisor:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
                 os.setpgid(0, 0)
                 _die_with_parent(parent)
-                self.serve(self.sockets, lambda: _tell_retiring(retire_write))
+                self.serve(self.sockets, WorkerLink(retire_write))
                 code = 0
             except (AiogateError, OSError) as exc:
                 log.error("Worker %d could not start: %s", os.getpid(), exc)
@@ -186,7 +212,9 @@ class Supervisor:
         """Workers that began to drain on their own (``--max-requests``): not to be
         replaced when they exit, since ``_top_up`` replaces them now."""
         for (pid,) in _PID.iter_unpack(data[: len(data) - len(data) % _PID.size]):
-            if pid in self.workers and pid not in self._retiring:
+            if pid < 0:
+                self._ready.add(-pid)
+            elif pid in self.workers and pid not in self._retiring:
                 self._retiring.add(pid)
                 log.info("Worker %d reached max-requests; starting its successor", pid)
 
@@ -199,6 +227,7 @@ class Supervisor:
             if pid == 0:
                 return
             started = self.workers.pop(pid, None)
+            self._ready.discard(pid)
             if started is None:
                 continue
             code = os.waitstatus_to_exitcode(status)
@@ -244,6 +273,21 @@ class Supervisor:
         while len(active) > self.target:
             self._retire(active.pop())
 
+    def _notify_ready(self) -> None:
+        """Rule 8: READY=1 once the workers listen and no replacement is under way."""
+        if (
+            self.notifier is None
+            or self._announced
+            or self._stopping
+            or self._replace
+            or self._retiring
+        ):
+            return
+        serving = [pid for pid in self.workers if pid in self._ready]
+        if len(serving) >= self.target:
+            self._announced = True
+            self.notifier.ready()
+
     # -- signals ---------------------------------------------------------------------
 
     def _on_signal(self, signum: int) -> None:
@@ -263,6 +307,9 @@ class Supervisor:
             self._stop()
         elif signum == signal.SIGHUP:
             log.info("Received SIGHUP: replacing the workers one by one")
+            if self.notifier is not None and self._announced:
+                self._announced = False
+                self.notifier.reloading()
             self._replace = [pid for pid in self.workers if pid not in self._retiring]
         elif signum == signal.SIGTTIN:
             self.target += 1
@@ -272,6 +319,8 @@ class Supervisor:
             log.info("Received SIGTTOU: %d workers", self.target)
 
     def _stop(self) -> None:
+        if self.notifier is not None and not self._stopping:
+            self.notifier.stopping()
         self._stopping = True
         for pid in self.workers:
             # A retiring worker is draining already; a second SIGTERM would make it
@@ -322,6 +371,7 @@ class Supervisor:
                         self._signal_worker(pid, signal.SIGKILL)
                     deadline = time.monotonic() + KILL_MARGIN
                 self._top_up()
+                self._notify_ready()
         finally:
             signal.set_wakeup_fd(old_fd)
             os.close(read_fd)

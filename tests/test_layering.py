@@ -92,7 +92,12 @@ ALLOWED: dict[str, set[str]] = {
     "logs": LEAF | {"config"},
     "config_file": LEAF,
     "reloader": LEAF,
-    "supervisor": LEAF | {"config"},
+    "supervisor": LEAF | {"config", "systemd"},
+    # Process management (issue 15): each needs only the errors.
+    "env_file": LEAF,
+    "pidfile": LEAF,
+    "privileges": LEAF,
+    "systemd": LEAF,
     "demo": LEAF,
     "cli": LEAF
     | {
@@ -107,6 +112,10 @@ ALLOWED: dict[str, set[str]] = {
         "supervisor",
         "options",
         "healthcheck",
+        "env_file",
+        "pidfile",
+        "privileges",
+        "systemd",
     },
     "options": LEAF | {"config", "config_file"},
     "healthcheck": LEAF | {"config", "options"},
