@@ -284,9 +284,25 @@ class Server:
                 await self._stopped.wait()
             return
         self._shutdown_started = True
+        try:
+            await self._drain(state, timeout, delay)
+        except Exception:
+            # Whatever failed, serve_forever must return and the process exit, not
+            # wait for a drain that will never finish.
+            log.exception("Shutdown failed; stopping without finishing it")
+        finally:
+            if self._sweeper is not None:
+                self._sweeper.stop()
+            assert self._stopped is not None
+            self._stopped.set()
+
+    async def _drain(
+        self, state: ServerState, grace: float | None, delay: float | None
+    ) -> None:
+        """``shutdown``'s steps, in order; ``grace`` is its ``timeout``."""
         state.ready = False
-        if timeout is None:
-            timeout = self.config.timeout_graceful_shutdown
+        if grace is None:
+            grace = self.config.timeout_graceful_shutdown
         if delay is None:
             delay = self.config.shutdown_delay
         if delay > 0:
@@ -308,7 +324,7 @@ class Server:
         if listener.open:
             log.info("Waiting for %d connections to finish", listener.open)
             try:
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout(grace):
                     await self._all_closed.wait()
             except TimeoutError:
                 log.warning(
@@ -326,10 +342,6 @@ class Server:
         await loop.run_in_executor(None, pool.shutdown, 1.0)
         if self._access_writer is not None:  # after the pool: every line is queued
             await loop.run_in_executor(None, self._access_writer.close)
-        if self._sweeper is not None:
-            self._sweeper.stop()
-        assert self._stopped is not None
-        self._stopped.set()
 
     # -- endpoints answered on the event loop ----------------------------------------
 

@@ -415,6 +415,25 @@ async def test_async_with_and_serve_forever() -> None:
         await task
 
 
+async def test_a_failing_shutdown_still_ends_serve_forever(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A step of the drain that raises (here the pool's, as a lazy import failed once
+    # after --user) must not leave serve_forever waiting for ever.
+    from aiogate.thread_pool import ThreadPool
+
+    def broken(self: ThreadPool, timeout: float | None = None) -> bool:
+        raise ImportError("no module named 'concurrent.futures.thread'")
+
+    monkeypatch.setattr(ThreadPool, "shutdown", broken)
+    async with asyncio.timeout(5), Server(hello, port=0) as server:
+        task = asyncio.create_task(server.serve_forever())
+        await server.shutdown()
+        await task
+    assert "Shutdown failed" in caplog.text
+    assert "concurrent.futures.thread" in caplog.text
+
+
 async def test_idle_keep_alive_connection_is_closed_after_timeout() -> None:
     async with serving(hello, timeout_keep_alive=0.2) as (_, port):
         client = await Client.connect(port)
