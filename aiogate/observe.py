@@ -134,9 +134,10 @@ class Probes:
                 self._state.endpoints[path.encode("latin-1")] = endpoint
 
     def liveness(self) -> Answer:
-        """200 while the loop runs (it is answering) and not every thread is stuck."""
-        stats = self._pool.statistics()
-        if stats["stuck"] >= stats["threads"]:
+        """200 while the loop runs (it is answering) and some thread can run a
+        request: replacements of stuck threads count (``ThreadPool``); 503 once
+        every thread is stuck in a request given up on and none can replace it."""
+        if self._pool.statistics()["serving"] <= 0:
             return 503, _TEXT, b"every thread is stuck\n"
         return 200, _TEXT, b"ok\n"
 
