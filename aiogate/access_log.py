@@ -177,7 +177,7 @@ _ATOMS: dict[str, Callable[[AccessRecord], str]] = {
     "t": lambda r: _clf_time(r.started),
     "r": _request_line,
     "m": lambda r: _dash(r.method),
-    "U": lambda r: escape(_path(r)),
+    "U": lambda r: escape(_path(r)) if r.method else "-",
     "q": lambda r: escape(r.target.partition(b"?")[2]),
     "H": lambda r: "HTTP/" + escape(r.http_version) if r.http_version else "-",
     "s": lambda r: str(r.status) if r.status else "-",
