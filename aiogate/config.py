@@ -242,8 +242,9 @@ class Config:
     )
     access_log_format: str = _opt(
         DEFAULT_ACCESS_LOG_FORMAT,
-        "Access line format, with gunicorn's atoms (%(h)s %(r)s %(s)s ... plus %(w)s, "
-        "seconds waited for a thread), or 'json' for JSON lines.",
+        "Access line format, with gunicorn's atoms (%(h)s %(r)s %(s)s ... "
+        "%({VAR}e)s) plus %(w)s, seconds waited for a thread, and %(refused)s, why "
+        "aiogate answered without the app; or 'json' for JSON lines.",
     )
     log_config: str | None = _opt(
         None,
