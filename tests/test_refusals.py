@@ -22,7 +22,8 @@ from typing import Any
 
 import pytest
 
-from aiogate.config import DEFAULT_ACCESS_LOG_FORMAT
+from aiogate.config import DEFAULT_ACCESS_LOG_FORMAT, Config
+from aiogate.errors import ConfigError
 from tests.client import Client
 from tests.test_end_to_end import SERVE, ServerProcess
 from tests.test_observability import Lines, access_lines
@@ -398,3 +399,9 @@ async def test_text_lines_carry_the_reason_and_the_environ(
     assert lines[0].endswith('"GET /a HTTP/1.1" 200 9 "-" "-" bob http')
     # The refusal's: no request line, no environ (no app call), and the reason.
     assert lines[1].endswith('"-" 414 - "-" "-" - - refused=uri_too_long')
+
+
+def test_the_embedding_api_takes_a_log_level_in_any_case() -> None:
+    assert Config(log_level="DEBUG").log_level == "debug"
+    with pytest.raises(ConfigError, match="unknown log_level 'LOUD'"):
+        Config(log_level="LOUD")
