@@ -180,6 +180,8 @@ def test_refused_heads_and_bodies_are_logged_once_with_their_reason(
     server = served(
         "--timeout-request-header",
         "0.3",
+        "--timeout-request-body",
+        "0.3",
         "--limit-request-body",
         "10",
         "--limit-request-line",
@@ -219,6 +221,20 @@ def test_refused_heads_and_bodies_are_logged_once_with_their_reason(
         ),
         # The head never ends: 408 once --timeout-request-header has passed.
         (b"GET /slow HTTP/1.1\r\nHost: x\r\n", 408, "head_timeout", "/slow"),
+        # The body stalls: 408 once --timeout-request-body has passed.
+        (
+            b"POST /stall HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nab",
+            408,
+            "body_timeout",
+            "/stall",
+        ),
+        (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505, "version_not_supported", None),
+        (
+            b"PUT /te HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+            501,
+            "not_implemented",
+            "/te",
+        ),
     ]
     for request, status, reason, path in cases:
         record = refused(server, request, status)
