@@ -1,8 +1,10 @@
 """Access log lines: gunicorn's ``%(h)s %(r)s %(s)s ...`` format, or JSON lines.
 
-Owns: ``AccessRecord`` (the facts of one finished request), ``compile_format`` (a
-format string, or ``"json"``, made into a function from record to line) and
-``escape``. Sans-IO and pure: the event loop fills a record when a response ends and
+Owns: ``AccessRecord`` (the facts of one finished request), ``Refusal`` (why the
+server answered a request itself), ``compile_format`` (a format string, or
+``"json"``, made into a function from record to line), ``escape``, and the helpers
+the loop uses to fill a record (``request_parts``, ``environ_keys``,
+``pick_environ``). Sans-IO and pure: the event loop fills a record when a response ends and
 hands it to a writer thread (``log_writer``), which calls the compiled format, so no
 formatting and no I/O happens on the loop.
 
@@ -13,7 +15,10 @@ User-Agent can neither forge a second line nor break a field; JSON lines are esc
 ``json.dumps`` with ``ensure_ascii``. No log injection either way.
 
 The atoms are gunicorn's (https://docs.gunicorn.org/en/stable/settings.html#access-
-log-format), so a gunicorn ``access_log_format`` works unchanged, plus ``w``: the
+log-format), ``{VAR}e`` included (a value of the request's WSGI environ, picked on
+the loop when the response ends, so the writer thread never reads a dict the app's
+thread may still change), so a gunicorn ``access_log_format`` works unchanged, plus
+``w``: the
 seconds the request waited for a thread, and ``refused``: why aiogate answered a
 request itself, without the app (a ``Refusal``), else ``-``. A format that does not
 place ``%(refused)s`` itself gets `` refused=<reason>`` at the end of a refused
