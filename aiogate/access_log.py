@@ -57,23 +57,24 @@ def escape(value: bytes | str) -> str:
     return _ESCAPE.sub(lambda m: f"\\x{m[0][0]:02x}".encode(), data).decode("ascii")
 
 
-class Refusal(enum.Enum):
+class Refusal(enum.StrEnum):
     """Why aiogate answered a request itself instead of calling the app (or cut its
-    response): the ``refused`` atom and JSON field. The value is what is logged."""
+    response): the ``refused`` atom and JSON field. The values are the ``reason``
+    labels of the rejection metrics, so a log line and a counter use one word."""
 
-    BAD_REQUEST = "bad_request"  # 400 (a malformed head, a bad Host...), 405
-    HEAD_TIMEOUT = "head_timeout"  # 408: the head did not arrive in time
-    BODY_TIMEOUT = "body_timeout"  # 408: the body stalled
-    BODY_TOO_LARGE = "body_too_large"  # 413
-    URI_TOO_LONG = "uri_too_long"  # 414
-    HEADERS_TOO_LARGE = "headers_too_large"  # 431
-    NOT_IMPLEMENTED = "not_implemented"  # 501 (a transfer coding we do not decode)
+    BAD_REQUEST = "bad_request"  # 400: a malformed head (a bad Host...) or framing
+    METHOD_NOT_ALLOWED = "method_not_allowed"  # 405: CONNECT
+    NOT_IMPLEMENTED = "not_implemented"  # 501: a transfer coding other than chunked
     VERSION_NOT_SUPPORTED = "version_not_supported"  # 505
-    CONNECTION_LIMIT = "connection_limit"  # 503, --limit-connections
-    CONCURRENCY_LIMIT = "concurrency_limit"  # 503, --limit-concurrency
-    QUEUE_WAIT = "queue_wait"  # 503, --max-queue-wait
-    REQUEST_TIMEOUT = "request_timeout"  # 503 (or a cut), --timeout-request
-    BODY_STORAGE = "body_storage"  # 503: the body's temporary file failed
+    BODY_TOO_LARGE = "body_too_large"  # 413: --limit-request-body
+    URI_TOO_LONG = "uri_too_long"  # 414: request line over --limit-request-line
+    HEADERS_TOO_LARGE = "headers_too_large"  # 431: a field or the field count
+    TIMEOUT = "timeout"  # 408: the head or the body did not arrive in time
+    CONNECTION_LIMIT = "connection_limit"  # 503 at accept: --limit-connections
+    CONCURRENCY_LIMIT = "concurrency_limit"  # 503: --limit-concurrency
+    QUEUE_WAIT = "queue_wait"  # 503: waited over --max-queue-wait for a thread
+    APP_TIMEOUT = "app_timeout"  # 503 (or a cut response): --timeout-request
+    BODY_STORAGE = "body_storage"  # 503: no temporary file for the body
 
     @classmethod
     def of_status(cls, status: int) -> Refusal:
@@ -82,7 +83,8 @@ class Refusal(enum.Enum):
 
 
 _BY_STATUS = {
-    408: Refusal.HEAD_TIMEOUT,
+    405: Refusal.METHOD_NOT_ALLOWED,
+    408: Refusal.TIMEOUT,
     413: Refusal.BODY_TOO_LARGE,
     414: Refusal.URI_TOO_LONG,
     431: Refusal.HEADERS_TOO_LARGE,

@@ -261,7 +261,6 @@ class Closing:
             self.reject(
                 408,
                 f"request head not received within {seconds:g} seconds",
-                refusal=Refusal.HEAD_TIMEOUT,
                 waited=seconds,
             )
 
@@ -282,7 +281,6 @@ class Closing:
             self.reject(
                 408,
                 f"no request body data for {self.state.config.timeout_request_body:g} seconds",
-                refusal=Refusal.BODY_TIMEOUT,
             )
 
     # -- deadline ------------------------------------------------------------------

@@ -361,10 +361,10 @@ class RequestCycle:
         if self.started:
             # Part of the response is out: only a cut connection says it failed.
             self.writer.close("request timed out")  # (the thread's reason)
-            self.cut(Refusal.REQUEST_TIMEOUT)
+            self.cut(Refusal.APP_TIMEOUT)
         else:
             protocol.reject(
-                503, "request timed out", count=False, refusal=Refusal.REQUEST_TIMEOUT
+                503, "request timed out", count=False, refusal=Refusal.APP_TIMEOUT
             )
 
     # -- loop side ---------------------------------------------------------------

@@ -206,7 +206,8 @@ def test_refused_atom_is_a_dash_for_app_responses() -> None:
 
 def test_every_status_hint_has_a_reason() -> None:
     assert Refusal.of_status(400) is Refusal.BAD_REQUEST
-    assert Refusal.of_status(405) is Refusal.BAD_REQUEST
+    assert Refusal.of_status(405) is Refusal.METHOD_NOT_ALLOWED
+    assert Refusal.of_status(408) is Refusal.TIMEOUT
     assert Refusal.of_status(414) is Refusal.URI_TOO_LONG
     assert Refusal.of_status(431) is Refusal.HEADERS_TOO_LARGE
     assert Refusal.of_status(413) is Refusal.BODY_TOO_LARGE

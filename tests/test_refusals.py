@@ -220,12 +220,12 @@ def test_refused_heads_and_bodies_are_logged_once_with_their_reason(
             "/upload",
         ),
         # The head never ends: 408 once --timeout-request-header has passed.
-        (b"GET /slow HTTP/1.1\r\nHost: x\r\n", 408, "head_timeout", "/slow"),
+        (b"GET /slow HTTP/1.1\r\nHost: x\r\n", 408, "timeout", "/slow"),
         # The body stalls: 408 once --timeout-request-body has passed.
         (
             b"POST /stall HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nab",
             408,
-            "body_timeout",
+            "timeout",
             "/stall",
         ),
         (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505, "version_not_supported", None),
@@ -283,7 +283,7 @@ def test_concurrency_limit_and_request_timeout_503s_are_logged(served: Any) -> N
     by_path = {record["path"]: record for record in new}
     assert len(new) == 2, new
     assert by_path["/over"]["refused"] == "concurrency_limit"
-    assert by_path["/block"]["refused"] == "request_timeout"
+    assert by_path["/block"]["refused"] == "app_timeout"
     assert by_path["/block"]["status"] == 503
 
 
