@@ -14,6 +14,7 @@ import json
 import os
 import socket
 import subprocess
+import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
@@ -421,3 +422,28 @@ def test_the_embedding_api_takes_a_log_level_in_any_case() -> None:
     assert Config(log_level="DEBUG").log_level == "debug"
     with pytest.raises(ConfigError, match="unknown log_level 'LOUD'"):
         Config(log_level="LOUD")
+
+
+async def test_the_body_storage_503_is_logged(
+    access_lines: Lines, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # No temporary file can be made (as on a read-only root without a tmpfs).
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "gone"))
+    options = {"access_log": True, "access_log_format": "json", "body_buffer_size": 10}
+    async with serving(hello, **options) as (_, port):
+        client = await Client.connect(port)
+        await client.send(
+            b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b"x" * 100
+        )
+        assert (await client.response(b"POST")).status == 503
+        await client.close()
+        assert (await get_async(port, "/marker")).status == 200
+        lines = access_lines.wait(2)
+    assert len(lines) == 2
+    first = json.loads(lines[0])
+    assert (first["path"], first["status"], first["refused"]) == (
+        "/up",
+        503,
+        "body_storage",
+    )
+    assert json.loads(lines[1])["path"] == "/marker"
