@@ -12,7 +12,10 @@ what follows.
    the table; ``_expire`` says what each one does when it comes up.
 2. A refusal (``reject``) answers with an error response if no response has
    begun, and closes; a cycle that will get no (further) response is dropped, which
-   frees its body and wakes its thread.
+   frees its body and wakes its thread. Every error response aiogate sends itself
+   goes through ``reject``, which accounts for it in the access log, with its
+   ``Refusal``: through the cycle's record when a request was taken, else
+   (a bad or late head, the connection limit) with a line of its own.
 3. A graceful close sends our FIN after what is buffered, then lingers: what the
    client still sends is read and dropped, so a client that has not finished
    sending sees our response rather than a reset. The linger lasts
@@ -31,8 +34,11 @@ import contextlib
 import logging
 import socket
 import struct
+import time
 from typing import TYPE_CHECKING
 
+from . import observe
+from .access_log import AccessRecord, Refusal, request_parts
 from .dispatch import CANCELLED, QUEUED, RECEIVING
 from .http import DEADLINES, Deadline, Phase, deadline
 from .observe import record
@@ -107,26 +113,61 @@ class Closing:
         *,
         retry_after: int | None = None,
         count: bool = True,
+        refusal: Refusal | None = None,
+        waited: float = 0.0,
     ) -> None:
-        """Answer with an error if we still can, then close."""
+        """Answer with an error if we still can, then close (rule 2). ``refusal``
+        is the reason the access log gives (by default the one ``status`` stands
+        for); ``waited``: the seconds a head took before it was refused."""
         log.debug("%d for %s: %s", status, self.info.client, reason)
         if count:
             self.state.rejections[rejection_kind(status)] += 1
             if status == 503:
                 self.state.last_overload = self.state.loop.time()
+        if refusal is None:
+            refusal = Refusal.of_status(status)
         cycle = self.cycle
         state = self.state
         if cycle is not None and not cycle.ended:
             self._drop_cycle(cycle, f"connection closed: {reason}")
             if state.observing:
                 # A request refused or given up on still shows in logs and metrics.
-                record(cycle, state.loop.time(), 0 if cycle.started else status)
+                status_sent = 0 if cycle.started else status
+                record(cycle, state.loop.time(), status_sent, refused=refusal)
+        elif cycle is None and state.access_log is not None:
+            self._log_refusal(status, refusal, waited)
         data = self.conn.error_response(status, reason, retry_after=retry_after)
         if data:
             self.transport.write(data)
             self._close()
         else:  # a response had begun: it is cut (rule 4)
             self.reset()
+
+    def _log_refusal(self, status: int, refusal: Refusal, waited: float) -> None:
+        """The access line of a refusal that no request cycle records: a head that
+        was malformed, too large or too late, or a connection over the limit. Its
+        request line, if it could be parsed, is all that is known of the request."""
+        state = self.state
+        assert state.access_log is not None  # (checked by the caller)
+        method, target, version = request_parts(self.conn.request_line)
+        client = self.info.client
+        state.access_log(
+            AccessRecord(
+                client=client[0] if isinstance(client, tuple) else "-",
+                method=method,
+                target=target,
+                http_version=version,
+                status=status,
+                bytes_sent=0,
+                request_headers=[],
+                response_headers=[],
+                started=time.time() - waited,
+                duration=waited,
+                queue_wait=0.0,
+                pid=observe.PID,
+                refused=refusal,
+            )
+        )
 
     def _close(self) -> None:
         """Close gracefully: our FIN after what is buffered, then linger briefly."""
@@ -216,10 +257,11 @@ class Closing:
 
     def _on_head_timeout(self) -> None:
         if self.cycle is None:
+            seconds = self.state.config.timeout_request_header
             self.reject(
                 408,
-                f"request head not received within "
-                f"{self.state.config.timeout_request_header:g} seconds",
+                f"request head not received within {seconds:g} seconds",
+                waited=seconds,
             )
 
     def _on_write_stalled(self) -> None:

@@ -242,8 +242,9 @@ class Config:
     )
     access_log_format: str = _opt(
         DEFAULT_ACCESS_LOG_FORMAT,
-        "Access line format, with gunicorn's atoms (%(h)s %(r)s %(s)s ... plus %(w)s, "
-        "seconds waited for a thread), or 'json' for JSON lines.",
+        "Access line format, with gunicorn's atoms (%(h)s %(r)s %(s)s ... "
+        "%({VAR}e)s) plus %(w)s, seconds waited for a thread, and %(refused)s, why "
+        "aiogate answered without the app; or 'json' for JSON lines.",
     )
     log_config: str | None = _opt(
         None,
@@ -403,7 +404,11 @@ class Config:
                 raise ConfigError(
                     f"{name} must be 0 or more, not {getattr(self, name)}"
                 )
-        if self.log_level not in ("critical", "error", "warning", "info", "debug"):
+        levels = ("critical", "error", "warning", "info", "debug")
+        if isinstance(self.log_level, str) and self.log_level.lower() in levels:
+            # Any case, as on the command line (logging's own names are upper case).
+            object.__setattr__(self, "log_level", self.log_level.lower())
+        if self.log_level not in levels:
             raise ConfigError(f"unknown log_level {self.log_level!r}")
         if self.ssl_certfile is None and (
             self.ssl_keyfile or self.ssl_ca_certs or self.ssl_cert_reqs != "none"

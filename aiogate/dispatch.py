@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 import h11
 
+from .access_log import Refusal
 from .body import EMPTY_BODY, BodyBuffer, EmptyBody
 from .file_sender import SPOOL_PIECE, FileSender
 from .http import Phase
@@ -44,7 +45,7 @@ from .server_state import RETRY_AFTER
 from .writer import ABORT, DATA, END, FILE, SPOOL, START, Item, ResponseWriter
 
 if TYPE_CHECKING:
-    from ._types import ConnectionInfo
+    from ._types import ConnectionInfo, StartResponse, WSGIEnvironment
     from .flow_control import FlowControl
     from .http import ServerConnection
     from .server_state import ServerState
@@ -109,7 +110,9 @@ class CycleOwner(Protocol):
 
     @property
     def transport(self) -> _Transport: ...
-    def cycle_ended(self, cycle: RequestCycle, *, aborted: bool) -> None: ...
+    def cycle_ended(
+        self, cycle: RequestCycle, *, aborted: bool, refused: Refusal | None = None
+    ) -> None: ...
     def arm(
         self, phase: Phase, delay: float | None = None, *, held_by_client: bool = False
     ) -> None: ...
@@ -120,6 +123,8 @@ class CycleOwner(Protocol):
         *,
         retry_after: int | None = None,
         count: bool = True,
+        refusal: Refusal | None = None,
+        waited: float = 0.0,
     ) -> None: ...
     def reset(self) -> None: ...
 
@@ -134,6 +139,7 @@ class RequestCycle:
         "bytes_sent",
         "counted",
         "ended",
+        "environ",
         "file",
         "held",
         "job_state",
@@ -170,6 +176,8 @@ class RequestCycle:
         self.status = 0
         self.response_headers: list[tuple[str, str]] = []
         self.bytes_sent = 0
+        #: The app's environ, kept only when the access log reads it (``%({VAR}e)s``).
+        self.environ: WSGIEnvironment | None = None
         self.buffer: BodyBuffer | None = (
             BodyBuffer(
                 spill_size=config.body_buffer_size, limit=config.limit_request_body
@@ -222,13 +230,23 @@ class RequestCycle:
             handler = state.make_handler(
                 self.body, writer, state.errors, self.request, protocol.info
             )
-            handler.run(state.app)
+            handler.run(
+                self._app_keeping_environ if state.access_environ else state.app
+            )
         finally:
             self.body.close()
             with protocol.cond:
                 self.job_state = DONE
             if writer.ensure_ended():
                 log.debug("Handler returned without ending the response; aborted it")
+
+    def _app_keeping_environ(
+        self, environ: WSGIEnvironment, start_response: StartResponse
+    ) -> object:
+        """Runs in a worker thread: the app, its environ kept for the access log
+        (read on the loop when the response ends, so what the app set shows too)."""
+        self.environ = environ
+        return self.protocol.state.app(environ, start_response)
 
     # -- admission and the job's deadlines (loop side) ----------------------------
 
@@ -244,7 +262,12 @@ class RequestCycle:
                 self.describe(),
             )
             state.last_overload = state.loop.time()
-            protocol.reject(503, "server busy", retry_after=RETRY_AFTER)
+            protocol.reject(
+                503,
+                "server busy",
+                retry_after=RETRY_AFTER,
+                refusal=Refusal.CONCURRENCY_LIMIT,
+            )
             return
         state.in_flight += 1
         state.dispatched += 1
@@ -279,7 +302,11 @@ class RequestCycle:
         )
         self.body.close()
         protocol.reject(
-            503, "server busy, try again", retry_after=RETRY_AFTER, count=False
+            503,
+            "server busy, try again",
+            retry_after=RETRY_AFTER,
+            count=False,
+            refusal=Refusal.QUEUE_WAIT,
         )
 
     def on_deadline(self) -> None:
@@ -334,9 +361,11 @@ class RequestCycle:
         if self.started:
             # Part of the response is out: only a cut connection says it failed.
             self.writer.close("request timed out")  # (the thread's reason)
-            self.cut()
+            self.cut(Refusal.APP_TIMEOUT)
         else:
-            protocol.reject(503, "request timed out", count=False)
+            protocol.reject(
+                503, "request timed out", count=False, refusal=Refusal.APP_TIMEOUT
+            )
 
     # -- loop side ---------------------------------------------------------------
 
@@ -509,14 +538,14 @@ class RequestCycle:
         )
         self.cut()
 
-    def cut(self) -> None:
+    def cut(self, refused: Refusal | None = None) -> None:
         """Runs on the event loop: the response ends unfinished; the connection
-        fails the writer (which closes a file being sent), records it and resets
-        (``cycle_ended``)."""
+        fails the writer (which closes a file being sent), records it (with the
+        reason, when the server cut it: ``refused``) and resets (``cycle_ended``)."""
         self.held = None
         self.file = None
         self.ended = True
-        self.protocol.cycle_ended(self, aborted=True)
+        self.protocol.cycle_ended(self, aborted=True, refused=refused)
 
     def describe(self) -> str:
         """``GET /path`` (the target without its query), for log messages."""

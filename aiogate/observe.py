@@ -13,14 +13,17 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from .access_log import AccessRecord
+from .access_log import AccessRecord, pick_environ
 from .http import Phase
 from .metrics import render
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     import h11
 
     from ._types import ConnectionInfo
+    from .access_log import Refusal
     from .server_state import ServerState
     from .thread_pool import ThreadPool
 
@@ -47,6 +50,8 @@ class Recorded(Protocol):
     def bytes_sent(self) -> int: ...
     @property
     def response_headers(self) -> list[tuple[str, str]]: ...
+    @property
+    def environ(self) -> Mapping[str, object] | None: ...
 
 
 __all__ = ["Probes", "Recorded", "record"]
@@ -66,9 +71,12 @@ def _reset_pid() -> None:
 os.register_at_fork(after_in_child=_reset_pid)
 
 
-def record(cycle: Recorded, now: float, status: int) -> None:
+def record(
+    cycle: Recorded, now: float, status: int, *, refused: Refusal | None = None
+) -> None:
     """A request is over (``status`` 0: it was cut): feed the metrics and the
-    access log. Only called when one of them is on (``ServerState.observing``)."""
+    access log. Only called when one of them is on (``ServerState.observing``).
+    ``refused``: aiogate answered (or cut) it itself, for that reason."""
     protocol = cycle.protocol
     state = protocol.state
     duration = now - cycle.arrived_at
@@ -79,6 +87,7 @@ def record(cycle: Recorded, now: float, status: int) -> None:
     if state.access_log is not None:
         request = cycle.request
         client = protocol.info.client
+        environ = cycle.environ
         state.access_log(
             AccessRecord(
                 client=client[0] if isinstance(client, tuple) else "-",
@@ -93,6 +102,10 @@ def record(cycle: Recorded, now: float, status: int) -> None:
                 duration=duration,
                 queue_wait=cycle.queue_wait,
                 pid=PID,
+                refused=refused,
+                environ=None
+                if environ is None
+                else pick_environ(environ, state.access_environ),
             )
         )
 
@@ -121,9 +134,10 @@ class Probes:
                 self._state.endpoints[path.encode("latin-1")] = endpoint
 
     def liveness(self) -> Answer:
-        """200 while the loop runs (it is answering) and not every thread is stuck."""
-        stats = self._pool.statistics()
-        if stats["stuck"] >= stats["threads"]:
+        """200 while the loop runs (it is answering) and some thread can run a
+        request: replacements of stuck threads count (``ThreadPool``); 503 once
+        every thread is stuck in a request given up on and none can replace it."""
+        if self._pool.statistics()["serving"] <= 0:
             return 503, _TEXT, b"every thread is stuck\n"
         return 200, _TEXT, b"ok\n"
 

@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any, cast
 import h11
 
 from ._types import ConnectionInfo
+from .access_log import Refusal
 from .closing import DRAIN_GRACE, WRITE, Closing
 from .dispatch import RECEIVING, RequestCycle
 from .errors import ProtocolError
@@ -150,14 +151,13 @@ class H11Protocol(Closing, asyncio.Protocol):
             # Over limit_connections (the listener decided, and logged, at accept):
             # answered rather than left in the backlog, so the client learns at once,
             # and Retry-After tells it when to come back (uvicorn answers 503 too).
-            state.rejections["limit"] += 1
-            state.last_overload = state.loop.time()
-            self.transport.write(
-                self.conn.error_response(
-                    503, "too many connections", retry_after=RETRY_AFTER
-                )
+            # (reject counts it, and logs it as the other refusals.)
+            self.reject(
+                503,
+                "too many connections",
+                retry_after=RETRY_AFTER,
+                refusal=Refusal.CONNECTION_LIMIT,
             )
-            self._close()
             return
         if state.shutting_down:
             # Accepted just before the listener closed: its client has sent, or is
@@ -381,7 +381,12 @@ class H11Protocol(Closing, asyncio.Protocol):
             exc,
             self.info.client,
         )
-        self.reject(503, "cannot store the request body", retry_after=RETRY_AFTER)
+        self.reject(
+            503,
+            "cannot store the request body",
+            retry_after=RETRY_AFTER,
+            refusal=Refusal.BODY_STORAGE,
+        )
 
     def _client_closed(self) -> None:
         """The client sent EOF after a complete request (or none). If we still owe a
@@ -389,12 +394,16 @@ class H11Protocol(Closing, asyncio.Protocol):
         if self.cycle is None:
             self._close()
 
-    def cycle_ended(self, cycle: RequestCycle, *, aborted: bool) -> None:
-        """The response of ``cycle`` has ended, well or not."""
+    def cycle_ended(
+        self, cycle: RequestCycle, *, aborted: bool, refused: Refusal | None = None
+    ) -> None:
+        """The response of ``cycle`` has ended, well or not (``refused``: the server
+        cut it, for that reason)."""
         cycle.uncount()
         state = self.state
         if state.observing:
-            record(cycle, state.loop.time(), 0 if aborted else cycle.status)
+            status = 0 if aborted else cycle.status
+            record(cycle, state.loop.time(), status, refused=refused)
         if aborted:
             # Whatever cut the response (the app, a refused header, the thread gone),
             # the thread must stop writing into it, and the client must see a reset,

@@ -29,7 +29,7 @@ from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from .access_log import compile_format
+from .access_log import compile_format, environ_keys
 from .config import Config
 from .deadlines import DeadlineSweeper
 from .errors import ConfigError
@@ -201,6 +201,7 @@ class Server:
         if config.access_log:
             self._access_writer = AccessLogWriter(self._access_line)
             state.access_log = self._access_writer.submit
+            state.access_environ = environ_keys(config.access_log_format)
         Probes(state, pool, self._open_connections).install(
             config.liveness_path, config.readiness_path, config.metrics_path
         )

@@ -106,6 +106,9 @@ class ServerState:
     metrics: Metrics | None = None
     #: Takes one ``AccessRecord`` per finished request, when the access log is on.
     access_log: Callable[[AccessRecord], None] | None = None
+    #: The WSGI environ keys the access log format reads (``%({VAR}e)s``): when
+    #: there are any, each request keeps its environ for its record.
+    access_environ: frozenset[str] = frozenset()
     #: Paths answered on the loop (health, metrics): path -> (status, type, body).
     endpoints: dict[bytes, Callable[[], tuple[int, str, bytes]]] = field(
         default_factory=dict

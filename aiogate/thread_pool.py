@@ -13,7 +13,13 @@ A thread stuck in app code cannot be killed (Python has no way to stop a thread 
 outside). When the server gives up on such a request (``--timeout-request``), it calls
 ``replace``: a new thread takes the stuck one's place, and the stuck one exits when its
 job finally returns, so the pool does not silently shrink. At most ``size`` threads can
-be replaced at once; past that the pool logs that it is running short.
+be replaced at once; past that the pool logs that it is running short, and the thread
+given up on stays counted as stuck (``short``) until its job returns; when a replaced
+thread exits meanwhile, one of those is replaced in its turn.
+
+``statistics()["serving"]`` counts the threads that can take a job now: neither
+replaced nor given up on. The liveness probe fails only when it is 0, so a pool whose
+stuck threads were all replaced, and whose replacements serve, is alive.
 
 Threads are daemons: a stuck thread must not keep the process alive after the
 graceful-shutdown deadline (waitress makes the same choice).
@@ -47,6 +53,10 @@ class ThreadPool:
         self._threads: list[threading.Thread] = []
         #: Threads replaced while stuck in a job; each exits when its job returns.
         self._retired: set[threading.Thread] = set()
+        #: Threads given up on but not replaced (``size`` were replaced already);
+        #: each serves again when its job returns, or is replaced once one can be.
+        self._short: set[threading.Thread] = set()
+        self._stopping = False  # shutdown began: start no more threads
         self._lock = threading.Lock()
         self._busy = 0
         self._started = 0  # threads ever started, for their names
@@ -74,7 +84,10 @@ class ThreadPool:
         with self._lock:
             if thread in self._retired or thread not in self._threads:
                 return True
+            if thread in self._short:
+                return False  # said already
             if len(self._retired) >= self.size:
+                self._short.add(thread)
                 log.warning(
                     "Thread pool running short: %d of %d threads are stuck in app "
                     "code; %s is not replaced",
@@ -95,14 +108,18 @@ class ThreadPool:
         return True
 
     def statistics(self) -> dict[str, int]:
-        """Threads, how many are running a job, jobs waiting for a thread, and
-        threads stuck in a job the server gave up on."""
-        return {
-            "threads": self.size,
-            "busy": self._busy,
-            "queued": self._queue.qsize(),
-            "stuck": len(self._retired),
-        }
+        """Threads, how many are running a job, jobs waiting for a thread, threads
+        replaced while stuck in a job the server gave up on, and threads that can
+        take a job (``serving``: started, neither replaced nor given up on)."""
+        with self._lock:
+            serving = len(self._threads) - len(self._retired) - len(self._short)
+            return {
+                "threads": self.size,
+                "busy": self._busy,
+                "queued": self._queue.qsize(),
+                "stuck": len(self._retired),
+                "serving": serving,
+            }
 
     def _work(self) -> None:
         """Runs in a worker thread until it takes the stop marker or is retired."""
@@ -119,15 +136,22 @@ class ThreadPool:
                 log.exception("Unhandled error in a worker thread job")
             with lock:
                 self._busy -= 1
+                self._short.discard(me)  # given up on but not replaced: serves again
                 if me in self._retired:  # replaced while stuck: another took over
                     self._retired.discard(me)
                     self._threads.remove(me)
+                    if self._short and not self._stopping:
+                        # A replacement can be afforded again: for a thread still
+                        # stuck that had to go without one.
+                        self._retired.add(self._short.pop())
+                        self._start_thread()
                     return
 
     def shutdown(self, timeout: float | None = None) -> bool:
         """Stop the threads after the jobs already queued. Waits at most ``timeout``
         seconds in all; returns False if some thread was still busy then."""
         with self._lock:
+            self._stopping = True
             threads = list(self._threads)
             working = [thread for thread in threads if thread not in self._retired]
         for _ in working:

@@ -10,7 +10,15 @@ import threading
 
 import pytest
 
-from aiogate.access_log import AccessRecord, compile_format, escape
+from aiogate.access_log import (
+    AccessRecord,
+    Refusal,
+    compile_format,
+    environ_keys,
+    escape,
+    pick_environ,
+    request_parts,
+)
 from aiogate.config import DEFAULT_ACCESS_LOG_FORMAT
 from aiogate.log_writer import AccessLogWriter
 
@@ -160,3 +168,90 @@ def test_writer_formats_and_logs_in_its_own_thread() -> None:
         logger.removeHandler(handler)
     assert handler.lines == ["GET /path 200", "POST /path 201"]
     assert handler.threads == {"aiogate-access-log"}
+
+
+# -- refusals, %({VAR}e)s and atoms checked at startup (issue 15) ---------------------
+
+
+def test_an_app_response_line_is_gunicorns_and_a_refusal_adds_its_reason() -> None:
+    line = compile_format(DEFAULT_ACCESS_LOG_FORMAT)
+    assert "refused" not in line(record())
+    refused = line(record(status=431, bytes_sent=0, refused=Refusal.HEADERS_TOO_LARGE))
+    assert refused.endswith(
+        '"GET /path?x=1 HTTP/1.1" 431 - "https://ref.example/" '
+        '"curl/8.0" refused=headers_too_large'
+    )
+
+
+def test_a_request_line_that_could_not_be_parsed_is_a_dash() -> None:
+    unparsed = record(
+        method=b"",
+        target=b"",
+        http_version=b"",
+        request_headers=[],
+        status=414,
+        refused=Refusal.URI_TOO_LONG,
+    )
+    line = compile_format('"%(r)s" %(m)s %(U)s %(H)s %(s)s %(refused)s')(unparsed)
+    assert line == '"-" - - - 414 uri_too_long'  # placed: nothing appended
+    data = json.loads(compile_format("json")(unparsed))
+    assert (data["method"], data["path"], data["protocol"]) == (None, None, None)
+    assert (data["status"], data["refused"]) == (414, "uri_too_long")
+    assert json.loads(compile_format("json")(record()))["refused"] is None
+
+
+def test_refused_atom_is_a_dash_for_app_responses() -> None:
+    assert compile_format("%(s)s %(refused)s")(record()) == "200 -"
+
+
+def test_every_status_hint_has_a_reason() -> None:
+    assert Refusal.of_status(400) is Refusal.BAD_REQUEST
+    assert Refusal.of_status(405) is Refusal.METHOD_NOT_ALLOWED
+    assert Refusal.of_status(408) is Refusal.TIMEOUT
+    assert Refusal.of_status(414) is Refusal.URI_TOO_LONG
+    assert Refusal.of_status(431) is Refusal.HEADERS_TOO_LARGE
+    assert Refusal.of_status(413) is Refusal.BODY_TOO_LARGE
+    assert Refusal.of_status(505) is Refusal.VERSION_NOT_SUPPORTED
+
+
+def test_request_parts() -> None:
+    assert request_parts(b"GET /a?b HTTP/1.0") == (b"GET", b"/a?b", b"1.0")
+    assert request_parts(b"") == (b"", b"", b"")
+    assert request_parts(b"GET") == (b"", b"", b"")
+
+
+def test_environ_atom() -> None:
+    line = compile_format("%({REMOTE_USER}e)s %({missing}e)s %({wsgi.url_scheme}e)s")
+    picked = pick_environ(
+        {"REMOTE_USER": "al\nice", "wsgi.url_scheme": "https"},
+        environ_keys("%({REMOTE_USER}e)s %({missing}e)s %({wsgi.url_scheme}e)s"),
+    )
+    assert line(record(environ=picked)) == "al\\x0aice - https"
+    assert line(record()) == "- - -"  # the app was not called
+
+
+def test_environ_names_are_read_in_any_case_as_gunicorn_does() -> None:
+    keys = environ_keys("%({remote_addr}e)s %({Wsgi.Url_Scheme}e)s")
+    assert keys == {"remote_addr", "Wsgi.Url_Scheme"}
+    picked = pick_environ({"REMOTE_ADDR": "10.0.0.1", "wsgi.url_scheme": "http"}, keys)
+    assert picked == {"remote_addr": "10.0.0.1", "Wsgi.Url_Scheme": "http"}
+    assert environ_keys("json") == frozenset()
+    assert environ_keys(DEFAULT_ACCESS_LOG_FORMAT) == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("spec", "named"),
+    [
+        ("%(h)s %(nonsense)s", "%(nonsense)s"),
+        ("%(request_line)s", "%(request_line)s"),
+        ("%({X-Y}z)s", "%({X-Y}z)s"),
+        ("%({}e)s", "%({}e)s"),
+        ("%()s", "%()s"),
+    ],
+)
+def test_unknown_atoms_of_any_length_are_refused(spec: str, named: str) -> None:
+    with pytest.raises(ValueError, match="unknown access log atom") as caught:
+        compile_format(spec)
+    message = str(caught.value)
+    assert named in message
+    assert "\n" not in message

@@ -57,10 +57,13 @@ ALLOWED: dict[str, set[str]] = {
     # sends for); at run time only dispatch imports it.
     "file_sender": LEAF | {"http", "writer", "dispatch"},
     "dispatch": LEAF
-    | {"body", "writer", "file_sender", "flow_control", "http", "server_state"},
-    "closing": LEAF | {"dispatch", "flow_control", "http", "observe", "server_state"},
+    | {"body", "writer", "file_sender", "flow_control", "http", "server_state"}
+    | {"access_log"},
+    "closing": LEAF
+    | {"access_log", "dispatch", "flow_control", "http", "observe", "server_state"},
     "protocol": LEAF
     | {
+        "access_log",
         "closing",
         "listener",
         "http",

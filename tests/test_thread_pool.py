@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import threading
+import time
 
 import pytest
 
@@ -148,3 +149,67 @@ def test_replacing_is_capped_at_the_pool_size(
     assert any("running short" in r.getMessage() for r in caplog.records)
     release.set()
     assert pool.shutdown(WAIT)
+
+
+def test_serving_counts_replacements_and_not_the_stuck() -> None:
+    """Issue 15: liveness reads ``serving``. Two threads stuck and replaced: two
+    serve. Their replacements stuck too (not replaced, the cap): none serves. One
+    of the first returns: its exit pays for a replacement of a second-round one."""
+    pool = ThreadPool(2, name="serving")
+    pool.start()
+    releases = [threading.Event() for _ in range(4)]
+    threads: list[threading.Thread] = []
+    started = threading.Semaphore(0)
+
+    def stuck(index: int) -> None:
+        threads.append(threading.current_thread())
+        started.release()
+        releases[index].wait(WAIT)
+
+    try:
+        assert pool.statistics()["serving"] == 2
+        for index in (0, 1):
+            pool.submit(lambda index=index: stuck(index))  # type: ignore[misc]
+        for _ in range(2):
+            assert started.acquire(timeout=WAIT)
+        assert all(pool.replace(thread) for thread in threads)
+        stats = pool.statistics()
+        assert (stats["stuck"], stats["serving"]) == (2, 2)
+        # The replacements serve: a job runs while both originals are stuck.
+        run_and_wait(pool, lambda: None)
+        for index in (2, 3):
+            pool.submit(lambda index=index: stuck(index))  # type: ignore[misc]
+        for _ in range(2):
+            assert started.acquire(timeout=WAIT)
+        assert not pool.replace(threads[2])
+        assert not pool.replace(threads[3])
+        assert not pool.replace(threads[3])  # asked again: still short, said once
+        assert pool.statistics()["serving"] == 0
+        # An original returns and exits; one of the short ones is replaced.
+        releases[0].set()
+        threads[0].join(WAIT)
+        assert not threads[0].is_alive()
+        stats = pool.statistics()
+        assert (stats["stuck"], stats["serving"]) == (2, 1)
+        run_and_wait(pool, lambda: None)
+        # A stuck thread that was never replaced serves again once its job returns;
+        # the replaced ones exit.
+        for event in releases:
+            event.set()
+        for thread in threads[:2]:
+            thread.join(WAIT)
+        deadline = time.monotonic() + WAIT
+        while pool.statistics()["stuck"] or pool.statistics()["busy"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)  # (polling a condition, bounded)
+        assert pool.statistics() == {
+            "threads": 2,
+            "busy": 0,
+            "queued": 0,
+            "stuck": 0,
+            "serving": 2,
+        }
+    finally:
+        for event in releases:
+            event.set()
+        assert pool.shutdown(WAIT)

@@ -208,6 +208,12 @@ class ServerConnection:
         return bool(self._buf) or self._ready is not None
 
     @property
+    def request_line(self) -> bytes:
+        """The request line of the head being read (or of the last one taken), once
+        it passed its checks; b"" before that. For the access log of a refused head."""
+        return self._head.request_line
+
+    @property
     def client_is_http10(self) -> bool:
         """The current (or last) request was HTTP/1.0."""
         return not self._http11

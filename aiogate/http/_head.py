@@ -182,6 +182,7 @@ class HeadReader:
         "limit_field",
         "limit_fields",
         "limit_line",
+        "request_line",
         "version",
     )
 
@@ -196,12 +197,16 @@ class HeadReader:
         self._searched = 0  # fast path: buf[:_searched] has no CRLFCRLF
         #: The HTTP-version of the last request line checked.
         self.version = b""
+        #: The current head's request line once checked, else b"": what the access
+        #: log shows of a head refused or timed out after its first line.
+        self.request_line = b""
 
     def take_head(self, buf: bytearray) -> bytes | None:
         """Remove and return the next complete, checked head from ``buf``, or None
         while it is still arriving. Raises ``ProtocolError`` as soon as it cannot
         become valid."""
         if self._lines == 0:
+            self.request_line = b""  # a new head: its line is not checked yet
             # RFC 9112 §2.2: a server SHOULD ignore at least one empty line (CRLF)
             # received before the request line. We ignore any number of them.
             if buf.startswith(b"\r\n"):
@@ -247,7 +252,9 @@ class HeadReader:
         line_end = head.find(b"\r\n")
         if line_end > self.limit_line:
             raise error("request line too long", 414)
-        self.version = check_request_line(head[:line_end])
+        line = head[:line_end]
+        self.version = check_request_line(line)
+        self.request_line = line
         if lines - 2 > self.limit_fields:
             raise error("too many header fields", 431)
         fields_end = size - 4  # the CRLF that ends the last field line
@@ -344,4 +351,6 @@ class HeadReader:
         if not ends_with_cr:
             raise error("line ends with a bare LF")
         if index == 0:
-            self.version = check_request_line(bytes(buf[start:content_end]))
+            line = bytes(buf[start:content_end])
+            self.version = check_request_line(line)
+            self.request_line = line
