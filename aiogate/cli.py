@@ -9,11 +9,15 @@ is the only module that turns exceptions into exit codes:
 - ``0``: the server stopped cleanly (or the CGI request was handled);
 - ``2``: a usage error: an unknown flag, a bad value in a flag, in an ``AIOGATE_*``
   variable or in the resulting ``Config`` (argparse's own code for usage errors);
-- ``3``: startup failed: the app (or the handler class) could not be imported, or the
-  server could not start (uvicorn's ``STARTUP_FAILURE``).
+- ``3``: startup failed: the app (or the handler class) could not be imported, a
+  startup hook raised (``hooks.STARTUP``), or the server could not start (uvicorn's
+  ``STARTUP_FAILURE``).
 
-Startup order: parse → ``Config(...)`` → ``configure_logging`` → import the app and the
-handler class (fail fast, before any socket is bound) → ``server.run(app, config)``.
+Startup order: parse (and run a ``-c FILE.py``) → ``Config(...)`` →
+``configure_logging`` → import the app and the handler class (fail fast, before any
+socket is bound) → ``server.run(app, config)``. With workers and no ``--preload`` the
+app is imported in each worker after forking instead (``supervisor`` rules 1 and 7:
+an app that cannot be imported still exits 3, once).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from .config import Config
 from .config_file import toml_value
 from .errors import AiogateError, AppImportError, ConfigError
 from .healthcheck import add_check_command
+from .hooks import Hook, Hooks, Worker
 from .importer import import_app, import_object
 from .logs import configure_logging
 from .options import (
@@ -153,6 +158,9 @@ def _print_config(args: argparse.Namespace) -> int:
     """``--print-config``: every setting in effect, as a ``[tool.aiogate]`` table."""
     source = args.file_source or "no settings file"
     print(f"# aiogate {__version__}: flag > AIOGATE_* variable > {source} > default")
+    hooks: Hooks = args.hooks
+    if hooks:
+        print(f"# hooks from {source}: {', '.join(hooks.names())}")
     print("[tool.aiogate]")
     for option in (*app_options(), *config_options()):
         if option.dest == "config":
@@ -215,12 +223,13 @@ def _serve(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             return _error(exc, EXIT_USAGE)
 
+    hooks: Hooks = args.hooks
+    supervised = config.workers > 1 or config.max_requests > 0
+    if supervised and not config.preload and not args.check_config:
+        # Each worker imports the app after forking (supervisor rule 1).
+        return _supervise(lambda: _load(target, factory, app_dir, config), config, hooks)
     try:
-        app = import_app(target, factory=factory, app_dir=app_dir)
-        if isinstance(config.handler_class, str):
-            config = dataclasses.replace(
-                config, handler_class=import_object(config.handler_class)
-            )
+        app, config = _load(target, factory, app_dir, config)
     except AppImportError as exc:
         return _error(exc, EXIT_STARTUP_FAILURE)
 
@@ -241,10 +250,11 @@ def _serve(args: argparse.Namespace) -> int:
     # milliseconds over every module's objects; forked workers also keep those
     # pages shared. gunicorn's docs recommend the same for preloaded apps.
     gc.freeze()
+    if supervised:
+        preloaded = app, config
+        return _supervise(lambda: preloaded, config, hooks)
     try:
-        if config.workers > 1 or config.max_requests:
-            return _supervise(app, config)
-        server.run(app, config)
+        server.run(app, config, hooks=hooks)
     except ConfigError as exc:
         return _error(exc, EXIT_USAGE)
     except (AiogateError, OSError) as exc:  # e.g. the address is in use
@@ -252,29 +262,70 @@ def _serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _supervise(app: Any, config: Config) -> int:
-    """Bind once, then run the server in supervised worker processes."""
+def _load(
+    target: str, factory: bool, app_dir: str, config: Config
+) -> tuple[Any, Config]:
+    """Import the app and the handler class; ``AppImportError`` if either fails."""
+    app = import_app(target, factory=factory, app_dir=app_dir)
+    if isinstance(config.handler_class, str):
+        config = dataclasses.replace(
+            config, handler_class=import_object(config.handler_class)
+        )
+    return app, config
+
+
+def _supervise(
+    load: Callable[[], tuple[Any, Config]], config: Config, hooks: Hooks
+) -> int:
+    """Bind once, then run the server in supervised worker processes, which get
+    the app from ``load`` (the one preloaded, or imported there and then)."""
     from . import server
     from .sockets import bind_sockets, remove_socket_files, socket_files
-    from .supervisor import Supervisor
+    from .supervisor import News, Supervisor
 
-    # Checked once here, like --check-config does: a bad TLS file or trust list is
-    # a usage error now, not a worker that fails to start (exit 3, see supervisor).
-    server.Server(app, config)
-    server.loop_factory(config.loop)
-    sockets = bind_sockets(config)
-    files = socket_files(config, sockets)
     try:
-        return Supervisor(
-            config,
-            sockets,
-            lambda inherited, retiring: server.run(
-                app, config, sockets=inherited, on_max_requests=retiring
-            ),
-        ).run()
+        # Checked once here, like --check-config does: a bad TLS file or trust
+        # list is a usage error now, not a worker that fails to start (exit 3, see
+        # supervisor). The handler class is the workers' to import, with the app.
+        checked = config
+        if isinstance(config.handler_class, str):
+            checked = dataclasses.replace(config, handler_class=None)
+        server.Server(_no_app, checked)
+        server.loop_factory(config.loop)
+    except ConfigError as exc:
+        return _error(exc, EXIT_USAGE)
+
+    def serve(
+        inherited: list[Any], worker: Worker, tell: Callable[[News], None]
+    ) -> None:
+        app, worker_config = load()  # AppImportError: a worker boot error
+        server.run(
+            app,
+            worker_config,
+            sockets=inherited,
+            on_max_requests=lambda: tell(News.RETIRING),
+            on_ready=lambda: tell(News.READY),
+            hooks=hooks,
+            worker=worker,
+        )
+
+    supervisor = Supervisor(config, [], serve, hooks)
+    try:
+        hooks.call(Hook.ON_STARTING, supervisor)
+        supervisor.sockets = bind_sockets(config)
+    except (AiogateError, OSError) as exc:
+        return _error(exc, EXIT_STARTUP_FAILURE)
+    files = socket_files(config, supervisor.sockets)
+    try:
+        return supervisor.run()
     finally:
         remove_socket_files(files)
 
+
+def _no_app(environ: Any, start_response: Any) -> Any:
+    """Stands for the app in the supervisor's check of the settings, when the
+    workers import the app (it is never called)."""
+    raise RuntimeError("not an app")  # pragma: no cover
 
 def _cgi(args: argparse.Namespace) -> int:
     read_settings_file(args)

@@ -222,7 +222,11 @@ class RequestCycle:
             handler = state.make_handler(
                 self.body, writer, state.errors, self.request, protocol.info
             )
-            handler.run(state.app)
+            if state.hooks is None:
+                handler.run(state.app)
+            else:  # pre_request and post_request, here in the app's thread
+                assert state.worker is not None
+                state.hooks.run_request(state.worker, handler, state.app, self.request)
         finally:
             self.body.close()
             with protocol.cond:

@@ -2,8 +2,16 @@
 budget), the thread pool, the open-file limit, start and graceful shutdown.
 
 Owns: ``Server`` (the embedding API: ``start``/``serve_forever``/``shutdown``/``async
-with``) and ``run`` (blocking; picks the event loop and handles SIGINT/SIGTERM). The
-``Server`` methods run on the event loop; ``run`` runs in the main thread.
+with``) and ``run`` (blocking; picks the event loop and handles SIGINT/SIGTERM, and
+SIGHUP in a single process: logged and ignored, since there is no worker to replace).
+The ``Server`` methods run on the event loop; ``run`` runs in the main thread.
+
+Hooks (``hooks.Hook``): a ``Server`` on its own (one process, or embedded) calls
+``on_starting``, ``post_worker_init`` and ``when_ready`` in ``start``,
+``worker_int`` on SIGINT (in ``run``), and ``worker_exit`` and ``on_exit`` at the end
+of ``shutdown``; as a supervised worker (``worker`` given) only ``post_worker_init``,
+``worker_int`` and ``worker_abort``: the supervisor calls the others. Each runs on
+the event loop's thread; ``pre_request``/``post_request`` run in the app's thread.
 
 Shutdown, in order: stop accepting; close busy connections after their current response
 (which carries ``Connection: close``), and idle ones after a grace in which a request
@@ -24,7 +32,7 @@ import random
 import signal
 import socket
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -33,6 +41,7 @@ from .access_log import compile_format
 from .config import Config
 from .deadlines import DeadlineSweeper
 from .errors import ConfigError
+from .hooks import Hook, HookFailed, Hooks, Worker
 from .listener import Listener, open_files_needed
 from .log_writer import AccessLogWriter
 from .metrics import Metrics
@@ -84,10 +93,21 @@ class Server:
     ``Server(app, host="127.0.0.1", port=0, threads=8, ...)`` takes any ``Config``
     field as a keyword, or ``config=Config(...)``. No signal handlers are installed:
     the embedding program decides when to call ``shutdown``.
+
+    ``hooks``: server hooks by name (``{"post_worker_init": f}``, or a
+    ``hooks.Hooks``), called as the module docstring says. ``worker``: given by a
+    supervised worker process, which is then not the whole server. To hooks the
+    server is ``server``: ``cfg``, ``pid``, ``log``.
     """
 
     def __init__(
-        self, app: WSGIApplication, config: Config | None = None, **options: Any
+        self,
+        app: WSGIApplication,
+        config: Config | None = None,
+        *,
+        hooks: Hooks | Mapping[str, Callable[..., object]] | None = None,
+        worker: Worker | None = None,
+        **options: Any,
     ) -> None:
         if config is None:
             config = Config(**options)
@@ -95,6 +115,13 @@ class Server:
             config = dataclasses.replace(config, **options)
         self.app = app
         self.config = config
+        self.hooks = hooks if isinstance(hooks, Hooks) else Hooks(hooks)
+        #: Not supervised: this process is the whole server, and its own worker.
+        self.standalone = worker is None
+        self.worker = worker if worker is not None else Worker(config, age=1)
+        self.log = log
+        #: Called on the loop once listening (a supervised worker says READY).
+        self.on_ready: Callable[[], object] | None = None
         self._handler_class = _handler_class(config.handler_class)
         try:
             self._access_line = compile_format(config.access_log_format)
@@ -147,6 +174,15 @@ class Server:
         self._tick_interval = max(0.01, min(timeouts) / 4)
 
     @property
+    def cfg(self) -> Config:
+        """gunicorn's name for the settings, for hooks."""
+        return self.config
+
+    @property
+    def pid(self) -> int:
+        return os.getpid()
+
+    @property
     def sockets(self) -> list[socket.socket]:
         """The listening sockets (``getsockname()`` gives the real port)."""
         return [] if self._listener is None else list(self._listener.sockets)
@@ -168,6 +204,12 @@ class Server:
             raise RuntimeError("server already started")
         config = self.config
         loop = asyncio.get_running_loop()
+        hooks, worker = self.hooks, self.worker
+        if self.standalone:
+            worker.set_current()
+            hooks.call(Hook.ON_STARTING, self)  # a startup hook: raises HookFailed
+        worker.wsgi = self.app
+        hooks.call(Hook.POST_WORKER_INIT, worker)
         _raise_open_file_limit(config.limit_connections, config.threads)
         _check_temporary_directory(config)
         pool = ThreadPool(config.threads)
@@ -196,6 +238,8 @@ class Server:
             config=config,
             server_software=software,
         )
+        if Hook.PRE_REQUEST in hooks or Hook.POST_REQUEST in hooks:
+            state.hooks, state.worker = hooks, worker  # else no cost per request
         if config.metrics_path:
             state.metrics = Metrics()
         if config.access_log:
@@ -259,6 +303,14 @@ class Server:
                 )
             else:
                 log.info("Listening on unix:%s (%d threads)", name, config.threads)
+        if self.standalone:
+            try:
+                hooks.call(Hook.WHEN_READY, self)
+            except HookFailed:
+                await self.shutdown(delay=0)
+                raise
+        if self.on_ready is not None:
+            self.on_ready()
 
     async def serve_forever(self) -> None:
         """Start if needed, then wait until ``shutdown`` has finished."""
@@ -328,6 +380,9 @@ class Server:
             await loop.run_in_executor(None, self._access_writer.close)
         if self._sweeper is not None:
             self._sweeper.stop()
+        if self.standalone:
+            self.hooks.call(Hook.WORKER_EXIT, self, self.worker)
+            self.hooks.call(Hook.ON_EXIT, self)
         assert self._stopped is not None
         self._stopped.set()
 
@@ -378,9 +433,11 @@ class Server:
 
 
 async def _serve_until_signalled(server: Server) -> None:
-    """Serve until SIGINT or SIGTERM; a second signal exits at once."""
+    """Serve until SIGINT or SIGTERM; a second signal exits at once. SIGABRT, with
+    a ``worker_abort`` hook: call it and exit at once (gunicorn's). SIGHUP in a
+    single process: logged and ignored (its default would end the process)."""
     loop = asyncio.get_running_loop()
-    signals = (signal.SIGINT, signal.SIGTERM)
+    signals = [signal.SIGINT, signal.SIGTERM]
     stopping: list[asyncio.Task[None]] = []
 
     def on_signal(signum: int) -> None:
@@ -390,10 +447,30 @@ async def _serve_until_signalled(server: Server) -> None:
             sys.stdout.flush()
             os._exit(1)
         log.info("Received %s: shutting down", signal.Signals(signum).name)
+        if signum == signal.SIGINT:
+            server.hooks.call(Hook.WORKER_INT, server.worker)
         stopping.append(loop.create_task(server.shutdown()))
+
+    def on_abort() -> None:
+        log.warning("Received SIGABRT: exiting now")
+        server.hooks.call(Hook.WORKER_ABORT, server.worker)
+        logging.shutdown()
+        os._exit(1)
+
+    def on_hangup() -> None:
+        log.warning(
+            "Received SIGHUP: one process has no worker to replace; ignored (to "
+            "load new code, restart it, or run --workers 2 or more)"
+        )
 
     for signum in signals:
         loop.add_signal_handler(signum, on_signal, signum)
+    if Hook.WORKER_ABORT in server.hooks:
+        loop.add_signal_handler(signal.SIGABRT, on_abort)
+        signals.append(signal.SIGABRT)
+    if server.standalone:
+        loop.add_signal_handler(signal.SIGHUP, on_hangup)
+        signals.append(signal.SIGHUP)
     try:
         await server.serve_forever()
     finally:
@@ -467,15 +544,20 @@ def run(
     *,
     sockets: list[socket.socket] | None = None,
     on_max_requests: Callable[[], object] | None = None,
+    on_ready: Callable[[], object] | None = None,
+    hooks: Hooks | Mapping[str, Callable[..., object]] | None = None,
+    worker: Worker | None = None,
     **options: Any,
 ) -> None:
     """Serve ``app`` in this thread until SIGINT or SIGTERM, then return.
 
-    Takes the same options as ``Server`` (``on_max_requests``: see
-    ``Server.on_max_requests``). Signal handlers are installed, so call it from the
-    main thread (embedded programs use ``Server`` instead)."""
-    server = Server(app, config, **options)
+    Takes the same options as ``Server`` (``on_max_requests``, ``on_ready``: see
+    ``Server.on_max_requests`` and ``Server.on_ready``). Signal handlers are
+    installed, so call it from the main thread (embedded programs use ``Server``
+    instead)."""
+    server = Server(app, config, hooks=hooks, worker=worker, **options)
     server.on_max_requests = on_max_requests
+    server.on_ready = on_ready
 
     async def main() -> None:
         await server.start(sockets)

@@ -30,7 +30,7 @@ def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def served(monkeypatch: pytest.MonkeyPatch) -> list[Config]:
     configs: list[Config] = []
 
-    def fake_run(app: Any, config: Config) -> None:
+    def fake_run(app: Any, config: Config, **kwargs: Any) -> None:
         configs.append(config)
 
     monkeypatch.setattr(aiogate.server, "run", fake_run)
