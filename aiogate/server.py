@@ -457,26 +457,26 @@ async def _serve_until_signalled(server: Server) -> None:
         logging.shutdown()
         os._exit(1)
 
-    def on_hangup() -> None:
-        log.warning(
-            "Received SIGHUP: one process has no worker to replace; ignored (to "
-            "load new code, restart it, or run --workers 2 or more)"
-        )
-
     for signum in signals:
         loop.add_signal_handler(signum, on_signal, signum)
     if Hook.WORKER_ABORT in server.hooks:
         loop.add_signal_handler(signal.SIGABRT, on_abort)
         signals.append(signal.SIGABRT)
     if server.standalone:
-        loop.add_signal_handler(signal.SIGHUP, on_hangup)
-        signals.append(signal.SIGHUP)
+        signals.append(signal.SIGHUP)  # (installed by run, before start)
     try:
         await server.serve_forever()
     finally:
         for signum in signals:
             loop.remove_signal_handler(signum)
     log.info("Stopped")
+
+
+def _on_hangup() -> None:
+    log.warning(
+        "Received SIGHUP: one process has no worker to replace; ignored (to load "
+        "new code, restart it, or run --workers 2 or more)"
+    )
 
 
 def _raise_open_file_limit(limit_connections: int, threads: int) -> None:
@@ -560,6 +560,8 @@ def run(
     server.on_ready = on_ready
 
     async def main() -> None:
+        if server.standalone:  # from the start: its default would end the process
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, _on_hangup)
         await server.start(sockets)
         await _serve_until_signalled(server)
 
