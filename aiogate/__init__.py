@@ -2,7 +2,8 @@
 
 The public API: ``Server`` (embed in an asyncio program), ``run`` (serve in this thread
 until a signal), ``Config`` (every setting), ``Hooks`` (server hooks, as gunicorn's),
-and the wsgiref-style handler family in ``aiogate.handlers``. Importing aiogate configures no logging and starts nothing.
+and the wsgiref-style handler family in ``aiogate.handlers``. Importing aiogate
+configures no logging and starts nothing.
 """
 
 from __future__ import annotations

@@ -227,7 +227,9 @@ def _serve(args: argparse.Namespace) -> int:
     supervised = config.workers > 1 or config.max_requests > 0
     if supervised and not config.preload and not args.check_config:
         # Each worker imports the app after forking (supervisor rule 1).
-        return _supervise(lambda: _load(target, factory, app_dir, config), config, hooks)
+        return _supervise(
+            lambda: _load(target, factory, app_dir, config), config, hooks
+        )
     try:
         app, config = _load(target, factory, app_dir, config)
     except AppImportError as exc:
@@ -299,6 +301,7 @@ def _supervise(
         inherited: list[Any], worker: Worker, tell: Callable[[News], None]
     ) -> None:
         app, worker_config = load()  # AppImportError: a worker boot error
+        gc.freeze()  # as _serve does, for what the worker has imported
         server.run(
             app,
             worker_config,
@@ -326,6 +329,7 @@ def _no_app(environ: Any, start_response: Any) -> Any:
     """Stands for the app in the supervisor's check of the settings, when the
     workers import the app (it is never called)."""
     raise RuntimeError("not an app")  # pragma: no cover
+
 
 def _cgi(args: argparse.Namespace) -> int:
     read_settings_file(args)

@@ -104,9 +104,7 @@ def load_python_config(path: str) -> tuple[dict[str, Any], Hooks]:
     try:
         source = Path(path).read_bytes()
     except OSError as exc:
-        raise ConfigError(
-            f"cannot read config file {path!r}: {exc.strerror}"
-        ) from None
+        raise ConfigError(f"cannot read config file {path!r}: {exc.strerror}") from None
     module = types.ModuleType("__config__")
     module.__file__ = str(Path(path).resolve())
     try:
@@ -149,7 +147,9 @@ def load_python_config(path: str) -> tuple[dict[str, Any], Hooks]:
 _LOG_FILES = frozenset({"accesslog", "errorlog"})
 
 
-def _check_log_file(path: str, name: str, value: object, settings: dict[str, Any]) -> None:
+def _check_log_file(
+    path: str, name: str, value: object, settings: dict[str, Any]
+) -> None:
     """``accesslog = "-"`` turns the access log on (None: off); ``errorlog = "-"``
     is the default. A file name is refused: aiogate logs to the standard streams, or
     where ``log_config`` (a ``logging`` dictConfig) sends them."""

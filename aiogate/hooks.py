@@ -210,7 +210,9 @@ class Hooks:
         try:
             handler.run(app)
         finally:
-            environ, resp = kept[0] if kept else (handler.environ, _response_of(handler))
+            environ, resp = (
+                kept[0] if kept else (handler.environ, _response_of(handler))
+            )
             self.call(Hook.POST_REQUEST, worker, req, environ or {}, resp)
 
 

@@ -212,9 +212,7 @@ class Supervisor:
                 _die_with_parent(parent)
                 worker.set_current()
                 self.hooks.call(Hook.POST_FORK, self, worker)
-                self.serve(
-                    self.sockets, worker, lambda news: _tell(news_write, news)
-                )
+                self.serve(self.sockets, worker, lambda news: _tell(news_write, news))
                 code = 0
             except (AiogateError, OSError) as exc:
                 log.error("Worker %d could not start: %s", os.getpid(), exc)

@@ -6,7 +6,9 @@ startup hook stopping startup with exit 3; SIGHUP in a single process."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import signal
 import subprocess
 import threading
@@ -145,17 +147,9 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     for server in servers:
         if server.proc.poll() is None:
             for pid in children(server.proc.pid):
-                with_suppressed_kill(pid)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         server.kill()
-
-
-def with_suppressed_kill(pid: int) -> None:
-    try:
-        import os
-
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def test_every_hook_is_called_with_its_arguments_under_a_supervisor(
@@ -181,15 +175,15 @@ def test_every_hook_is_called_with_its_arguments_under_a_supervisor(
         "every worker replaced",
     )
     interrupted, aborted = sorted(children(supervisor))
-    import os
-
     os.kill(interrupted, signal.SIGINT)
     wait_until(lambda: recorded(log, "worker_int"), "worker_int")
     os.kill(aborted, signal.SIGABRT)
     wait_until(lambda: recorded(log, "worker_abort"), "worker_abort")
     wait_until(
-        lambda: not (children(supervisor) & {interrupted, aborted})
-        and len(children(supervisor)) == 2,
+        lambda: (
+            not (children(supervisor) & {interrupted, aborted})
+            and len(children(supervisor)) == 2
+        ),
         "both replaced",
     )
     assert server.stop(signal.SIGTERM) == 0
@@ -233,14 +227,16 @@ def test_every_hook_is_called_with_its_arguments_under_a_supervisor(
     [abort] = recorded(log, "worker_abort")
     assert (intr["pid"], intr["worker_pid"]) == (interrupted, interrupted)
     assert (abort["pid"], abort["worker_pid"]) == (aborted, aborted)
-    assert intr["loop"] and abort["loop"]
+    assert intr["loop"]
+    assert abort["loop"]
     exited = {record["worker_pid"] for record in recorded(log, "child_exit")}
     assert first | {interrupted, aborted} <= exited
     # The request hooks: in the app's thread (not the main thread, no loop).
     [pre] = recorded(log, "pre_request")
     [post] = recorded(log, "post_request")
     for record in (pre, post):
-        assert not record["main_thread"] and not record["loop"]
+        assert not record["main_thread"]
+        assert not record["loop"]
         assert record["pid"] == record["worker_pid"] != supervisor
     assert (pre["method"], pre["path"], pre["query"], pre["version"]) == (
         "GET",
@@ -342,8 +338,16 @@ def test_a_failing_startup_hook_stops_startup_with_exit_3(
     )
     started = time.monotonic()
     result = subprocess.run(
-        [*SERVE, "hookapp", "-c", "conf.py", "--workers", workers]
-        + ["--port", str(free_port())],
+        [
+            *SERVE,
+            "hookapp",
+            "-c",
+            "conf.py",
+            "--workers",
+            workers,
+            "--port",
+            str(free_port()),
+        ],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -388,7 +392,12 @@ def test_request_and_response_records() -> None:
     req = Request.from_h11(
         h11.Request(method="POST", target="/a/b?c=d", headers=[("Host", "h")])
     )
-    assert (req.method, req.uri, req.path, req.query) == ("POST", "/a/b?c=d", "/a/b", "c=d")
+    assert (req.method, req.uri, req.path, req.query) == (
+        "POST",
+        "/a/b?c=d",
+        "/a/b",
+        "c=d",
+    )
     assert req.headers == (("host", "h"),)
     assert Response("404 Not Found", (), 0).status_code == 404
     assert Response("", (), 0).status_code == 0
@@ -433,9 +442,11 @@ async def test_embedded_server_calls_its_hooks() -> None:
         assert by_name[name] == (loop_thread, (server,))
     worker = by_name["post_worker_init"][1][0]
     assert isinstance(worker, Worker)
-    assert worker.wsgi is app and worker.cfg is server.cfg
+    assert worker.wsgi is app
+    assert worker.cfg is server.cfg
     thread, (req_worker, req) = by_name["pre_request"]
-    assert thread is not loop_thread and req_worker is worker
+    assert thread is not loop_thread
+    assert req_worker is worker
     assert (req.path, req.query) == ("/e", "x=1")
     thread, (_, _, environ, resp) = by_name["post_request"]
     assert thread is not loop_thread
@@ -447,9 +458,7 @@ async def test_an_embedded_startup_hook_failure_stops_start() -> None:
     def no_database(worker: Worker) -> None:
         raise ConnectionRefusedError("db")
 
-    server = Server(
-        lambda e, s: [], port=0, hooks={"post_worker_init": no_database}
-    )
+    server = Server(lambda e, s: [], port=0, hooks={"post_worker_init": no_database})
     with pytest.raises(HookFailed, match="post_worker_init failed"):
         await server.start()
     assert not server.started
