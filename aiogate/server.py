@@ -432,10 +432,15 @@ class Server:
         await self.shutdown()
 
 
-async def _serve_until_signalled(server: Server) -> None:
-    """Serve until SIGINT or SIGTERM; a second signal exits at once. SIGABRT, with
-    a ``worker_abort`` hook: call it and exit at once (gunicorn's). SIGHUP in a
-    single process: logged and ignored (its default would end the process)."""
+async def _serve_until_signalled(
+    server: Server, sockets: list[socket.socket] | None
+) -> None:
+    """Start, and serve until SIGINT or SIGTERM; a second signal exits at once.
+    SIGABRT, with a ``worker_abort`` hook: call it and exit at once (gunicorn's).
+    SIGHUP in a single process: logged and ignored (its default would end the
+    process). The handlers are in place before ``start``, whose hooks (and the
+    first "Listening" line) may make someone send a signal at once; ``start`` does
+    not yield, so a handler runs only once it has returned."""
     loop = asyncio.get_running_loop()
     signals = [signal.SIGINT, signal.SIGTERM]
     stopping: list[asyncio.Task[None]] = []
@@ -463,8 +468,10 @@ async def _serve_until_signalled(server: Server) -> None:
         loop.add_signal_handler(signal.SIGABRT, on_abort)
         signals.append(signal.SIGABRT)
     if server.standalone:
-        signals.append(signal.SIGHUP)  # (installed by run, before start)
+        loop.add_signal_handler(signal.SIGHUP, _on_hangup)
+        signals.append(signal.SIGHUP)
     try:
+        await server.start(sockets)
         await server.serve_forever()
     finally:
         for signum in signals:
@@ -559,12 +566,6 @@ def run(
     server.on_max_requests = on_max_requests
     server.on_ready = on_ready
 
-    async def main() -> None:
-        if server.standalone:  # from the start: its default would end the process
-            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, _on_hangup)
-        await server.start(sockets)
-        await _serve_until_signalled(server)
-
-    coroutine: Coroutine[Any, Any, None] = main()
+    coroutine: Coroutine[Any, Any, None] = _serve_until_signalled(server, sockets)
     with asyncio.Runner(loop_factory=loop_factory(server.config.loop)) as runner:
         runner.run(coroutine)

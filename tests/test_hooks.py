@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -462,3 +463,33 @@ async def test_an_embedded_startup_hook_failure_stops_start() -> None:
     with pytest.raises(HookFailed, match="post_worker_init failed"):
         await server.start()
     assert not server.started
+
+
+RUN_WITH_HOOKS = """
+import os, signal, sys
+import aiogate
+
+def app(environ, start_response):
+    start_response("200 OK", [])
+    return [b""]
+
+def when_ready(server):
+    print("when_ready", server.pid == os.getpid(), flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)  # and so to the end
+
+def on_exit(server):
+    print("on_exit", flush=True)
+
+aiogate.run(app, port=0, hooks={"when_ready": when_ready, "on_exit": on_exit})
+"""
+
+
+def test_aiogate_run_takes_hooks() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", RUN_WITH_HOOKS],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["when_ready True", "on_exit"]
