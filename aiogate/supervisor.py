@@ -258,7 +258,8 @@ class Supervisor:
                 if self._successor is not None and self._successor[0] == pid:
                     old = self._successor[1]
                     self._successor = None
-                    if old in self.workers:
+                    # (Not if it is draining already: max-requests.)
+                    if old in self.workers and old not in self._retiring:
                         self._retire(old)
             elif news == News.RETIRING and pid not in self._retiring:
                 self._retiring.add(pid)
