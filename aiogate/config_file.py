@@ -58,6 +58,18 @@ GUNICORN_NAMES = {
     "ciphers": "ssl_ciphers",
     "cert_reqs": "ssl_cert_reqs",
 }
+#: gunicorn's settings with no aiogate meaning, and what to do instead: refused
+#: with that line rather than as an unknown name.
+GUNICORN_WITHOUT_MEANING = {
+    "worker_class": "aiogate has one kind of worker, an event loop with threads "
+    "(gunicorn's gthread); remove it and set threads",
+    "worker_connections": "set limit_connections",
+    "proc_name": "aiogate does not set process titles; remove it",
+    "daemon": "run aiogate under a process manager (systemd, Docker) instead",
+    "pythonpath": "set app_dir, or PYTHONPATH",
+    "raw_env": "set the variables in the environment aiogate starts in",
+    "sendfile": "aiogate always sends wsgi.file_wrapper files with sendfile",
+}
 #: The app options, which are not ``Config`` fields but may be set in a file.
 APP_KEYS = frozenset({"app", "factory", "app_dir"})
 
@@ -132,6 +144,11 @@ def load_python_config(path: str) -> tuple[dict[str, Any], Hooks]:
             _check_log_file(path, name, value, settings)
             continue
         key = GUNICORN_NAMES.get(name, name)
+        if key not in fields and name in GUNICORN_WITHOUT_MEANING:
+            raise ConfigError(
+                f"{path}: gunicorn's {name} has no aiogate meaning: "
+                f"{GUNICORN_WITHOUT_MEANING[name]}"
+            )
         if key not in fields and key not in APP_KEYS:
             raise ConfigError(
                 f"{path}: unknown name {name!r} (not a setting or a server hook; "

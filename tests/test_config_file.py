@@ -262,6 +262,10 @@ def test_python_config_file_settings_reach_the_server(
         ("port = (\n", "config file 'conf.py' failed (line 2): SyntaxError"),
         ("raise KeyError('DATABASE_URL')\n", "failed: KeyError: 'DATABASE_URL'"),
         ("accesslog = '/var/log/a.log'\n", "aiogate logs to stdout/stderr"),
+        (
+            "worker_class = 'gthread'\n",
+            "gunicorn's worker_class has no aiogate meaning: aiogate has one kind",
+        ),
         ("port = 1\nbind = 'x'\nkeepalive = 1\ntimeout_keep_alive = 2\n", "twice"),
     ],
 )
