@@ -455,6 +455,31 @@ async def test_embedded_server_calls_its_hooks() -> None:
     assert (resp.status, resp.sent) == ("200 OK", 2)
 
 
+async def test_post_request_sees_the_error_response_of_a_failing_app(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    seen: list[Response] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        raise RuntimeError("app failure")
+
+    def post_request(
+        worker: Worker, req: Request, environ: Any, resp: Response
+    ) -> None:
+        seen.append(resp)
+
+    async with Server(app, port=0, hooks={"post_request": post_request}) as server:
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        response = await asyncio.wait_for(reader.read(), WAIT)
+        writer.close()
+    assert response.startswith(b"HTTP/1.1 500 ")
+    [resp] = seen
+    assert resp.status_code == 500
+    assert resp.sent > 0  # the error page
+
+
 async def test_an_embedded_startup_hook_failure_stops_start() -> None:
     def no_database(worker: Worker) -> None:
         raise ConnectionRefusedError("db")
