@@ -9,9 +9,9 @@ or an embedding program gives, and calling them), and what the hooks receive:
 
 Each hook runs on the thread of the moment it marks (the table in the README,
 "Server hooks"): the supervisor's and the single process's hooks on the main
-thread, ``worker_int``/``worker_abort`` on the worker's event loop (from the signal
-handler), ``pre_request``/``post_request`` in the app's worker thread, never on the
-event loop.
+thread, ``worker_int`` on the worker's event loop, ``worker_abort`` in a plain
+signal handler (so that it runs even if the loop is stuck), ``pre_request`` and
+``post_request`` in the app's worker thread, never on the event loop.
 
 Failure: an exception in a hook is logged with the hook's name and the server goes
 on, except in a *startup hook* (``STARTUP``: ``on_starting``, ``when_ready``,

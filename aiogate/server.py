@@ -8,10 +8,11 @@ The ``Server`` methods run on the event loop; ``run`` runs in the main thread.
 
 Hooks (``hooks.Hook``): a ``Server`` on its own (one process, or embedded) calls
 ``on_starting``, ``post_worker_init`` and ``when_ready`` in ``start``,
-``worker_int`` on SIGINT (in ``run``), and ``worker_exit`` and ``on_exit`` at the end
-of ``shutdown``; as a supervised worker (``worker`` given) only ``post_worker_init``,
-``worker_int`` and ``worker_abort``: the supervisor calls the others. Each runs on
-the event loop's thread; ``pre_request``/``post_request`` run in the app's thread.
+``worker_int`` on SIGINT and ``worker_abort`` on SIGABRT (in ``run``), and
+``worker_exit`` and ``on_exit`` at the end of ``shutdown``; as a supervised worker
+(``worker`` given) only ``post_worker_init``, ``worker_int`` and ``worker_abort``:
+the supervisor calls the others. Each runs on the event loop's thread (the main
+thread, in ``run``); ``pre_request``/``post_request`` run in the app's thread.
 
 Shutdown, in order: stop accepting; close busy connections after their current response
 (which carries ``Connection: close``), and idle ones after a grace in which a request
@@ -456,17 +457,13 @@ async def _serve_until_signalled(
             server.hooks.call(Hook.WORKER_INT, server.worker)
         stopping.append(loop.create_task(server.shutdown()))
 
-    def on_abort() -> None:
-        log.warning("Received SIGABRT: exiting now")
-        server.hooks.call(Hook.WORKER_ABORT, server.worker)
-        logging.shutdown()
-        os._exit(1)
-
     for signum in signals:
         loop.add_signal_handler(signum, on_signal, signum)
     if Hook.WORKER_ABORT in server.hooks:
-        loop.add_signal_handler(signal.SIGABRT, on_abort)
-        signals.append(signal.SIGABRT)
+        # A plain handler, not the loop's: it runs even if the loop is stuck (the
+        # supervisor sends SIGABRT to a worker that did not drain in time), and
+        # after the loop is gone (a worker_exit hook that hangs).
+        signal.signal(signal.SIGABRT, lambda *_: _abort(server))
     if server.standalone:
         loop.add_signal_handler(signal.SIGHUP, _on_hangup)
         signals.append(signal.SIGHUP)
@@ -477,6 +474,14 @@ async def _serve_until_signalled(
         for signum in signals:
             loop.remove_signal_handler(signum)
     log.info("Stopped")
+
+
+def _abort(server: Server) -> None:
+    """SIGABRT with a ``worker_abort`` hook: call it, and exit at once."""
+    log.warning("Received SIGABRT: exiting now")
+    server.hooks.call(Hook.WORKER_ABORT, server.worker)
+    logging.shutdown()
+    os._exit(1)
 
 
 def _on_hangup() -> None:

@@ -455,6 +455,37 @@ async def test_embedded_server_calls_its_hooks() -> None:
     assert (resp.status, resp.sent) == ("200 OK", 2)
 
 
+STUCK_WORKER = """
+import os, time
+
+def worker_exit(server, worker):
+    time.sleep(60)  # stuck: the supervisor's deadline ends it
+
+def worker_abort(worker):
+    with open({log!r}, "a") as file:
+        file.write(f"worker_abort {{worker.pid}} {{os.getpid()}}\\n")
+"""
+
+
+def test_a_worker_that_does_not_drain_in_time_gets_worker_abort(
+    serve: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """With a worker_abort hook, the supervisor's kill deadline (graceful timeout
+    + 5 s) sends SIGABRT first: the worker calls the hook, even with its loop gone."""
+    log = tmp_path / "abort.log"
+    (tmp_path / "conf.py").write_text(STUCK_WORKER.format(log=str(log)))
+    server = serve(
+        "-c", "conf.py", "--max-requests", "1000", "--timeout-graceful-shutdown", "0.1"
+    )
+    assert server.port
+    [worker] = children(server.proc.pid)
+    started = time.monotonic()
+    assert server.stop(signal.SIGTERM) == 0
+    assert 5 < time.monotonic() - started < 10  # at the deadline, not 5 s later
+    assert log.read_text() == f"worker_abort {worker} {worker}\n"
+    assert any("did not drain in time" in line for line in server.lines)
+
+
 async def test_post_request_sees_the_error_response_of_a_failing_app(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
