@@ -223,13 +223,15 @@ def test_every_hook_is_called_with_its_arguments_under_a_supervisor(
     assert not any(r["wsgi"] for r in recorded(log, "post_fork"))  # not yet
     # when_ready comes once the first worker serves.
     assert seen.index(ready) > seen.index(recorded(log, "post_worker_init")[0])
-    # Signals to a worker: its hook runs in it, on its event loop.
+    # Signals to a worker: its hook runs in it, on its main thread (worker_int on
+    # the event loop, worker_abort in a signal handler there).
     [intr] = recorded(log, "worker_int")
     [abort] = recorded(log, "worker_abort")
     assert (intr["pid"], intr["worker_pid"]) == (interrupted, interrupted)
     assert (abort["pid"], abort["worker_pid"]) == (aborted, aborted)
     assert intr["loop"]
-    assert abort["loop"]
+    assert intr["main_thread"]
+    assert abort["main_thread"]
     exited = {record["worker_pid"] for record in recorded(log, "child_exit")}
     assert first | {interrupted, aborted} <= exited
     # The request hooks: in the app's thread (not the main thread, no loop).
