@@ -45,6 +45,7 @@ PYPROJECT = "pyproject.toml"
 GUNICORN_NAMES = {
     "wsgi_app": "app",
     "chdir": "app_dir",
+    "pidfile": "pid",  # (the --pid setting of issue 15's process management)
     "preload_app": "preload",
     "keepalive": "timeout_keep_alive",
     "timeout": "timeout_request",
@@ -67,7 +68,8 @@ GUNICORN_WITHOUT_MEANING = {
     "proc_name": "aiogate does not set process titles; remove it",
     "daemon": "run aiogate under a process manager (systemd, Docker) instead",
     "pythonpath": "set app_dir, or PYTHONPATH",
-    "raw_env": "set the variables in the environment aiogate starts in",
+    "raw_env": "set the variables in the environment aiogate starts in, or in "
+    "an env_file",
     "sendfile": "aiogate always sends wsgi.file_wrapper files with sendfile",
 }
 #: The app options, which are not ``Config`` fields but may be set in a file.
