@@ -1,19 +1,22 @@
 """aiogate: an asyncio HTTP/1.1 origin server for WSGI apps.
 
 The public API: ``Server`` (embed in an asyncio program), ``run`` (serve in this thread
-until a signal), ``Config`` (every setting), and the wsgiref-style handler family in
-``aiogate.handlers``. Importing aiogate configures no logging and starts nothing.
+until a signal), ``Config`` (every setting), ``Hooks`` (server hooks, as gunicorn's),
+and the wsgiref-style handler family in ``aiogate.handlers``. Importing aiogate
+configures no logging and starts nothing.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import server as _server
 from ._version import __version__
 from .config import Config
 from .errors import AiogateError, AppImportError, ClientDisconnected, ConfigError
+from .hooks import Hooks
 from .logs import configure_logging
 from .server import Server
 
@@ -28,6 +31,7 @@ __all__ = [
     "ClientDisconnected",
     "Config",
     "ConfigError",
+    "Hooks",
     "Server",
     "__version__",
     "run",
@@ -39,11 +43,12 @@ def run(
     config: Config | None = None,
     *,
     sockets: list[socket.socket] | None = None,
+    hooks: Hooks | Mapping[str, Callable[..., object]] | None = None,
     **options: Any,
 ) -> None:
     """Serve ``app`` in this thread until SIGINT or SIGTERM, then return.
 
-    Takes the options of ``Server``. Like ``aiogate serve``, it sets up aiogate's
+    Takes the options of ``Server``, and its ``hooks``. Like ``aiogate serve``, it sets up aiogate's
     logging at ``log_level``, unless the program has configured logging itself
     (handlers on the root or ``aiogate`` logger). Installs signal handlers, so call
     it from the main thread; embedded programs use ``Server``.
@@ -64,4 +69,4 @@ def run(
             options.get("log_level", config.log_level),
             options.get("log_config", config.log_config),
         )
-    _server.run(app, config, sockets=sockets, **options)
+    _server.run(app, config, sockets=sockets, hooks=hooks, **options)

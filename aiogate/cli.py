@@ -10,16 +10,19 @@ is the only module that turns exceptions into exit codes:
 - ``2``: a usage error: an unknown flag, a bad value in a flag, in an ``AIOGATE_*``
   variable, in the ``--env-file`` or in the resulting ``Config`` (argparse's own code
   for usage errors), or a ``--user``/``--group`` this process cannot switch to;
-- ``3``: startup failed: the app (or the handler class) could not be imported, the
-  ``--pid`` file names another running process, or the server could not start
-  (uvicorn's ``STARTUP_FAILURE``).
+- ``3``: startup failed: the app (or the handler class) could not be imported, a
+  startup hook raised (``hooks.STARTUP``), the ``--pid`` file names another running
+  process, or the server could not start (uvicorn's ``STARTUP_FAILURE``).
 
-Startup order: parse → settings file → ``--env-file`` into the environment →
-``Config(...)`` (from flags and ``AIOGATE_*`` variables) → ``--umask`` →
-``configure_logging`` → resolve ``--user``/``--group`` → import the app and the
-handler class (fail fast, before any socket is bound) → bind → write the ``--pid``
-file → drop privileges (in each worker with ``--workers``) → serve, telling systemd
-when ready (``NOTIFY_SOCKET``) → remove the pid file at exit.
+Startup order: parse (and run a ``-c FILE.py``) → settings file → ``--env-file`` into
+the environment → ``Config(...)`` (from flags and ``AIOGATE_*`` variables) →
+``--umask`` → ``configure_logging`` → resolve ``--user``/``--group`` → import the app
+and the handler class (fail fast, before any socket is bound) → bind → write the
+``--pid`` file → drop privileges (in each worker with ``--workers``) → serve, telling
+systemd when ready (``NOTIFY_SOCKET``) → remove the pid file at exit. With workers
+and no ``--preload`` the app is imported in each worker after forking (and after
+dropping privileges) instead (``supervisor`` rules 1 and 7: an app that cannot be
+imported still exits 3, once).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import os
 import platform
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 from ._version import __version__
 from .config import Config
@@ -39,6 +42,7 @@ from .config_file import toml_value
 from .env_file import EnvFileError, load_env_file
 from .errors import AiogateError, AppImportError, ConfigError
 from .healthcheck import add_check_command
+from .hooks import Hook, Hooks, Worker
 from .importer import import_app, import_object
 from .logs import configure_logging
 from .options import (
@@ -63,9 +67,6 @@ from .privileges import (
     resolve_identity,
 )
 from .systemd import Notifier
-
-if TYPE_CHECKING:
-    import socket
 
 # The option names stay importable from here, where tests, docs/update_readme.py and
 # earlier code import them.
@@ -172,6 +173,9 @@ def _print_config(args: argparse.Namespace) -> int:
     """``--print-config``: every setting in effect, as a ``[tool.aiogate]`` table."""
     source = args.file_source or "no settings file"
     print(f"# aiogate {__version__}: flag > AIOGATE_* variable > {source} > default")
+    hooks: Hooks = args.hooks
+    if hooks:
+        print(f"# hooks from {source}: {', '.join(hooks.names())}")
     print("[tool.aiogate]")
     for option in (*app_options(), *config_options()):
         if option.dest == "config":
@@ -249,12 +253,20 @@ def _serve(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             return _error(exc, EXIT_USAGE)
 
+    hooks: Hooks = args.hooks
+    notifier = Notifier()
+    supervised = config.workers > 1 or config.max_requests > 0
+    if supervised and not config.preload and not args.check_config:
+        # Each worker imports the app after forking (supervisor rule 1).
+        return _supervise(
+            lambda: _load(target, factory, app_dir, config),
+            config,
+            hooks,
+            identity,
+            notifier,
+        )
     try:
-        app = import_app(target, factory=factory, app_dir=app_dir)
-        if isinstance(config.handler_class, str):
-            config = dataclasses.replace(
-                config, handler_class=import_object(config.handler_class)
-            )
+        app, config = _load(target, factory, app_dir, config)
     except AppImportError as exc:
         return _error(exc, EXIT_STARTUP_FAILURE)
 
@@ -275,13 +287,13 @@ def _serve(args: argparse.Namespace) -> int:
     # milliseconds over every module's objects; forked workers also keep those
     # pages shared. gunicorn's docs recommend the same for preloaded apps.
     gc.freeze()
-    notifier = Notifier()
+    if supervised:
+        preloaded = app, config
+        return _supervise(lambda: preloaded, config, hooks, identity, notifier)
     try:
-        if config.workers > 1 or config.max_requests:
-            return _supervise(app, config, identity, notifier)
         if config.pid or identity or notifier.enabled:
-            return _serve_managed(app, config, identity, notifier)
-        server.run(app, config)
+            return _serve_managed(app, config, hooks, identity, notifier)
+        server.run(app, config, hooks=hooks)
     except ConfigError as exc:
         return _error(exc, EXIT_USAGE)
     except (AiogateError, OSError) as exc:  # e.g. the address is in use
@@ -289,8 +301,24 @@ def _serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _load(
+    target: str, factory: bool, app_dir: str, config: Config
+) -> tuple[Any, Config]:
+    """Import the app and the handler class; ``AppImportError`` if either fails."""
+    app = import_app(target, factory=factory, app_dir=app_dir)
+    if isinstance(config.handler_class, str):
+        config = dataclasses.replace(
+            config, handler_class=import_object(config.handler_class)
+        )
+    return app, config
+
+
 def _serve_managed(
-    app: Any, config: Config, identity: Identity | None, notifier: Notifier
+    app: Any,
+    config: Config,
+    hooks: Hooks,
+    identity: Identity | None,
+    notifier: Notifier,
 ) -> int:
     """One server, bound here so that the pid file is written and privileges are
     dropped between binding and serving (see ``pidfile`` and ``privileges``)."""
@@ -314,6 +342,7 @@ def _serve_managed(
             sockets=sockets,
             on_ready=notifier.ready,
             on_stopping=notifier.stopping,
+            hooks=hooks,
         )
     finally:
         remove_socket_files(files)
@@ -323,42 +352,75 @@ def _serve_managed(
 
 
 def _supervise(
-    app: Any, config: Config, identity: Identity | None, notifier: Notifier
+    load: Callable[[], tuple[Any, Config]],
+    config: Config,
+    hooks: Hooks,
+    identity: Identity | None,
+    notifier: Notifier,
 ) -> int:
-    """Bind once, then run the server in supervised worker processes."""
+    """Bind once, then run the server in supervised worker processes, which get
+    the app from ``load`` (the one preloaded, or imported there and then)."""
     from . import server
     from .sockets import bind_sockets, remove_socket_files, socket_files
-    from .supervisor import Supervisor, WorkerLink
+    from .supervisor import News, Supervisor
 
-    # Checked once here, like --check-config does: a bad TLS file or trust list is
-    # a usage error now, not a worker that fails to start (exit 3, see supervisor).
-    server.Server(app, config)
-    server.loop_factory(config.loop)
-    pid_file = PidFile(config.pid) if config.pid else None
-    if pid_file is not None:
-        pid_file.check()
-    sockets = bind_sockets(config)
-    files = socket_files(config, sockets)
+    try:
+        # Checked once here, like --check-config does: a bad TLS file or trust
+        # list is a usage error now, not a worker that fails to start (exit 3, see
+        # supervisor). The handler class is the workers' to import, with the app.
+        checked = config
+        if isinstance(config.handler_class, str):
+            checked = dataclasses.replace(config, handler_class=None)
+        server.Server(_no_app, checked)
+        server.loop_factory(config.loop)
+    except ConfigError as exc:
+        return _error(exc, EXIT_USAGE)
 
-    def serve(inherited: list[socket.socket], link: WorkerLink) -> None:
+    def serve(
+        inherited: list[Any], worker: Worker, tell: Callable[[News], None]
+    ) -> None:
         if identity is not None:  # the supervisor stays root (privileges rule 2)
             drop_privileges(identity)
+        app, worker_config = load()  # AppImportError: a worker boot error
+        gc.freeze()  # as _serve does, for what the worker has imported
         server.run(
-            app, config, sockets=inherited, on_max_requests=link, on_ready=link.ready
+            app,
+            worker_config,
+            sockets=inherited,
+            on_max_requests=lambda: tell(News.RETIRING),
+            on_ready=lambda: tell(News.READY),
+            hooks=hooks,
+            worker=worker,
         )
 
+    supervisor = Supervisor(
+        config, [], serve, hooks, notifier if notifier.enabled else None
+    )
+    pid_file = PidFile(config.pid) if config.pid else None
+    try:
+        hooks.call(Hook.ON_STARTING, supervisor)
+        if pid_file is not None:
+            pid_file.check()
+        supervisor.sockets = bind_sockets(config)
+    except (AiogateError, OSError) as exc:
+        return _error(exc, EXIT_STARTUP_FAILURE)
+    files = socket_files(config, supervisor.sockets)
     try:
         if pid_file is not None:
             pid_file.write()
         if identity is not None:
             chown_socket_files(files, identity)
-        return Supervisor(
-            config, sockets, serve, notifier if notifier.enabled else None
-        ).run()
+        return supervisor.run()
     finally:
         remove_socket_files(files)
         if pid_file is not None:
             pid_file.remove()
+
+
+def _no_app(environ: Any, start_response: Any) -> Any:
+    """Stands for the app in the supervisor's check of the settings, when the
+    workers import the app (it is never called)."""
+    raise RuntimeError("not an app")  # pragma: no cover
 
 
 def _cgi(args: argparse.Namespace) -> int:

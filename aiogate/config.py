@@ -86,6 +86,15 @@ class Config:
         0,
         "Add up to this many to max_requests per worker, so they do not all restart at once.",
     )
+    # Off, as gunicorn's --preload: then SIGHUP's rolling restart loads new code,
+    # which is what a deploy by "kill -HUP" expects. On, the workers share the
+    # app's memory pages and start faster, but run the code of the first import.
+    preload: bool = _opt(
+        False,
+        "Import the app once in the supervisor, before forking the workers (shared "
+        "memory, faster starts), instead of in each worker; SIGHUP then restarts the "
+        "workers on the code imported at startup, not on new code.",
+    )
     root_path: str = _opt(
         "", "Mount point of the app (SCRIPT_NAME), e.g. /api when behind a path prefix."
     )

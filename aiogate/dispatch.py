@@ -45,6 +45,8 @@ from .server_state import RETRY_AFTER
 from .writer import ABORT, DATA, END, FILE, SPOOL, START, Item, ResponseWriter
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from ._types import ConnectionInfo, StartResponse, WSGIEnvironment
     from .flow_control import FlowControl
     from .http import ServerConnection
@@ -230,9 +232,12 @@ class RequestCycle:
             handler = state.make_handler(
                 self.body, writer, state.errors, self.request, protocol.info
             )
-            handler.run(
-                self._app_keeping_environ if state.access_environ else state.app
-            )
+            app = self._app_keeping_environ if state.access_environ else state.app
+            if state.hooks is None:
+                handler.run(app)
+            else:  # pre_request and post_request, here in the app's thread
+                assert state.worker is not None
+                state.hooks.run_request(state.worker, handler, app, self.request)
         finally:
             self.body.close()
             with protocol.cond:
@@ -242,7 +247,7 @@ class RequestCycle:
 
     def _app_keeping_environ(
         self, environ: WSGIEnvironment, start_response: StartResponse
-    ) -> object:
+    ) -> Iterable[bytes]:
         """Runs in a worker thread: the app, its environ kept for the access log
         (read on the loop when the response ends, so what the app set shows too)."""
         self.environ = environ

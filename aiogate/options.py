@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .config import Config, option_fields
-from .config_file import load_file_settings
+from .config_file import load_file_settings, load_python_config
 from .errors import ConfigError
+from .hooks import Hooks
 
 __all__ = [
     "ENV_PREFIX",
@@ -185,8 +186,9 @@ def app_options() -> tuple[Option, ...]:
             flag="--config",
             envvar=ENV_PREFIX + "CONFIG",
             help="A TOML file of settings (its [tool.aiogate] table, or its top "
-            "level). Without it, [tool.aiogate] of ./pyproject.toml is read if present. "
-            "Flags and AIOGATE_* variables win over the file.",
+            "level), or a Python file (*.py, as gunicorn's -c: settings and server "
+            "hooks). Without it, [tool.aiogate] of ./pyproject.toml is read if "
+            "present. Flags and AIOGATE_* variables win over the file.",
             default=None,
             parse=str,
             is_config=False,
@@ -237,7 +239,10 @@ def add_option(parser: argparse.ArgumentParser, option: Option) -> None:
             help=help_text,
         )
     else:
+        # -c: gunicorn's short flag for its config file.
+        short = ("-c",) if option.dest == "config" else ()
         parser.add_argument(
+            *short,
             option.flag,
             dest=option.dest,
             type=option.parse,
@@ -347,12 +352,16 @@ def option_value(args: argparse.Namespace, option: Option) -> Any:
 
 def read_settings_file(args: argparse.Namespace) -> None:
     """Load ``--config`` or ``[tool.aiogate]`` into ``args`` (``file_settings``,
-    ``file_source``); unknown keys are a usage error."""
+    ``file_source``, and ``hooks`` from a Python file); unknown keys are a usage
+    error."""
     config_option = next(o for o in app_options() if o.dest == "config")
+    path = option_value(args, config_option)
+    args.hooks = Hooks()
     try:
-        settings, source = load_file_settings(
-            option_value(args, config_option), Path.cwd()
-        )
+        if path is not None and path.endswith(".py"):
+            (settings, args.hooks), source = load_python_config(path), path
+        else:
+            settings, source = load_file_settings(path, Path.cwd())
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     known = {file_key(o) for o in (*app_options(), *config_options())} - {"config"}
@@ -389,6 +398,8 @@ def usage_table_markdown() -> str:
             flag = f"`{option.flag}` / `--no-{option.flag[2:]}`"
         elif option.flag == "TARGET":
             flag = "`TARGET` (positional)"
+        elif option.dest == "config":
+            flag = f"`-c {option.metavar}` / `{option.flag} {option.metavar}`"
         else:
             flag = f"`{option.flag} {option.metavar or option.dest.upper()}`"
         help_text = option.help

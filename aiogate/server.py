@@ -2,8 +2,17 @@
 budget), the thread pool, the open-file limit, start and graceful shutdown.
 
 Owns: ``Server`` (the embedding API: ``start``/``serve_forever``/``shutdown``/``async
-with``) and ``run`` (blocking; picks the event loop and handles SIGINT/SIGTERM). The
-``Server`` methods run on the event loop; ``run`` runs in the main thread.
+with``) and ``run`` (blocking; picks the event loop and handles SIGINT/SIGTERM, and
+SIGHUP in a single process: logged and ignored, since there is no worker to replace).
+The ``Server`` methods run on the event loop; ``run`` runs in the main thread.
+
+Hooks (``hooks.Hook``): a ``Server`` on its own (one process, or embedded) calls
+``on_starting``, ``post_worker_init`` and ``when_ready`` in ``start``,
+``worker_int`` on SIGINT and ``worker_abort`` on SIGABRT (in ``run``), and
+``worker_exit`` and ``on_exit`` at the end of ``shutdown``; as a supervised worker
+(``worker`` given) only ``post_worker_init``, ``worker_int`` and ``worker_abort``:
+the supervisor calls the others. Each runs on the event loop's thread (the main
+thread, in ``run``); ``pre_request``/``post_request`` run in the app's thread.
 
 Shutdown, in order: stop accepting; close busy connections after their current response
 (which carries ``Connection: close``), and idle ones after a grace in which a request
@@ -24,7 +33,7 @@ import random
 import signal
 import socket
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -33,6 +42,7 @@ from .access_log import compile_format, environ_keys
 from .config import Config
 from .deadlines import DeadlineSweeper
 from .errors import ConfigError
+from .hooks import Hook, HookFailed, Hooks, Worker
 from .listener import Listener, open_files_needed
 from .log_writer import AccessLogWriter
 from .metrics import Metrics
@@ -84,10 +94,21 @@ class Server:
     ``Server(app, host="127.0.0.1", port=0, threads=8, ...)`` takes any ``Config``
     field as a keyword, or ``config=Config(...)``. No signal handlers are installed:
     the embedding program decides when to call ``shutdown``.
+
+    ``hooks``: server hooks by name (``{"post_worker_init": f}``, or a
+    ``hooks.Hooks``), called as the module docstring says. ``worker``: given by a
+    supervised worker process, which is then not the whole server. To hooks the
+    server is ``server``: ``cfg``, ``pid``, ``log``.
     """
 
     def __init__(
-        self, app: WSGIApplication, config: Config | None = None, **options: Any
+        self,
+        app: WSGIApplication,
+        config: Config | None = None,
+        *,
+        hooks: Hooks | Mapping[str, Callable[..., object]] | None = None,
+        worker: Worker | None = None,
+        **options: Any,
     ) -> None:
         if config is None:
             config = Config(**options)
@@ -95,6 +116,13 @@ class Server:
             config = dataclasses.replace(config, **options)
         self.app = app
         self.config = config
+        self.hooks = hooks if isinstance(hooks, Hooks) else Hooks(hooks)
+        #: Not supervised: this process is the whole server, and its own worker.
+        self.standalone = worker is None
+        self.worker = worker if worker is not None else Worker(config, age=1)
+        self.log = log
+        #: Called on the loop once listening (a supervised worker says READY).
+        self.on_ready: Callable[[], object] | None = None
         self._handler_class = _handler_class(config.handler_class)
         try:
             self._access_line = compile_format(config.access_log_format)
@@ -147,6 +175,15 @@ class Server:
         self._tick_interval = max(0.01, min(timeouts) / 4)
 
     @property
+    def cfg(self) -> Config:
+        """gunicorn's name for the settings, for hooks."""
+        return self.config
+
+    @property
+    def pid(self) -> int:
+        return os.getpid()
+
+    @property
     def sockets(self) -> list[socket.socket]:
         """The listening sockets (``getsockname()`` gives the real port)."""
         return [] if self._listener is None else list(self._listener.sockets)
@@ -168,6 +205,12 @@ class Server:
             raise RuntimeError("server already started")
         config = self.config
         loop = asyncio.get_running_loop()
+        hooks, worker = self.hooks, self.worker
+        if self.standalone:
+            worker.set_current()
+            hooks.call(Hook.ON_STARTING, self)  # a startup hook: raises HookFailed
+        worker.wsgi = self.app
+        hooks.call(Hook.POST_WORKER_INIT, worker)
         _raise_open_file_limit(config.limit_connections, config.threads)
         _check_temporary_directory(config)
         pool = ThreadPool(config.threads)
@@ -196,6 +239,8 @@ class Server:
             config=config,
             server_software=software,
         )
+        if Hook.PRE_REQUEST in hooks or Hook.POST_REQUEST in hooks:
+            state.hooks, state.worker = hooks, worker  # else no cost per request
         if config.metrics_path:
             state.metrics = Metrics()
         if config.access_log:
@@ -260,6 +305,14 @@ class Server:
                 )
             else:
                 log.info("Listening on unix:%s (%d threads)", name, config.threads)
+        if self.standalone:
+            try:
+                hooks.call(Hook.WHEN_READY, self)
+            except HookFailed:
+                await self.shutdown(delay=0)
+                raise
+        if self.on_ready is not None:
+            self.on_ready()
 
     async def serve_forever(self) -> None:
         """Start if needed, then wait until ``shutdown`` has finished."""
@@ -294,6 +347,9 @@ class Server:
         finally:
             if self._sweeper is not None:
                 self._sweeper.stop()
+            if self.standalone:  # under a supervisor, the supervisor calls them
+                self.hooks.call(Hook.WORKER_EXIT, self, self.worker)
+                self.hooks.call(Hook.ON_EXIT, self)
             assert self._stopped is not None
             self._stopped.set()
 
@@ -391,12 +447,19 @@ class Server:
 
 
 async def _serve_until_signalled(
-    server: Server, on_stopping: Callable[[], object] | None = None
+    server: Server,
+    sockets: list[socket.socket] | None,
+    on_stopping: Callable[[], object] | None = None,
 ) -> None:
-    """Serve until SIGINT or SIGTERM; a second signal exits at once. ``on_stopping``
-    is called as the first signal starts the drain (systemd's ``STOPPING=1``)."""
+    """Start, and serve until SIGINT or SIGTERM; a second signal exits at once.
+    ``on_stopping`` is called as the first signal starts the drain (systemd's
+    ``STOPPING=1``). SIGABRT, with a ``worker_abort`` hook: call it and exit at once
+    (gunicorn's). SIGHUP in a single process: logged and ignored (its default would
+    end the process). The handlers are in place before ``start``, whose hooks (and
+    the first "Listening" line) may make someone send a signal at once; ``start``
+    does not yield, so a handler runs only once it has returned."""
     loop = asyncio.get_running_loop()
-    signals = (signal.SIGINT, signal.SIGTERM)
+    signals = [signal.SIGINT, signal.SIGTERM]
     stopping: list[asyncio.Task[None]] = []
 
     def on_signal(signum: int) -> None:
@@ -408,16 +471,42 @@ async def _serve_until_signalled(
         log.info("Received %s: shutting down", signal.Signals(signum).name)
         if on_stopping is not None:
             on_stopping()
+        if signum == signal.SIGINT:
+            server.hooks.call(Hook.WORKER_INT, server.worker)
         stopping.append(loop.create_task(server.shutdown()))
 
     for signum in signals:
         loop.add_signal_handler(signum, on_signal, signum)
+    if Hook.WORKER_ABORT in server.hooks:
+        # A plain handler, not the loop's: it runs even if the loop is stuck (the
+        # supervisor sends SIGABRT to a worker that did not drain in time), and
+        # after the loop is gone (a worker_exit hook that hangs).
+        signal.signal(signal.SIGABRT, lambda *_: _abort(server))
+    if server.standalone:
+        loop.add_signal_handler(signal.SIGHUP, _on_hangup)
+        signals.append(signal.SIGHUP)
     try:
+        await server.start(sockets)
         await server.serve_forever()
     finally:
         for signum in signals:
             loop.remove_signal_handler(signum)
     log.info("Stopped")
+
+
+def _abort(server: Server) -> None:
+    """SIGABRT with a ``worker_abort`` hook: call it, and exit at once."""
+    log.warning("Received SIGABRT: exiting now")
+    server.hooks.call(Hook.WORKER_ABORT, server.worker)
+    logging.shutdown()
+    os._exit(1)
+
+
+def _on_hangup() -> None:
+    log.warning(
+        "Received SIGHUP: one process has no worker to replace; ignored (to load "
+        "new code, restart it, or run --workers 2 or more)"
+    )
 
 
 def _raise_open_file_limit(limit_connections: int, threads: int) -> None:
@@ -487,24 +576,23 @@ def run(
     on_max_requests: Callable[[], object] | None = None,
     on_ready: Callable[[], object] | None = None,
     on_stopping: Callable[[], object] | None = None,
+    hooks: Hooks | Mapping[str, Callable[..., object]] | None = None,
+    worker: Worker | None = None,
     **options: Any,
 ) -> None:
     """Serve ``app`` in this thread until SIGINT or SIGTERM, then return.
 
-    Takes the same options as ``Server`` (``on_max_requests``: see
-    ``Server.on_max_requests``); ``on_ready`` is called on the loop once the server
-    listens, ``on_stopping`` when a signal starts the drain (sd_notify's READY and
-    STOPPING). Signal handlers are installed, so call it from the main thread
-    (embedded programs use ``Server`` instead)."""
-    server = Server(app, config, **options)
+    Takes the same options as ``Server`` (``on_max_requests``, ``on_ready``: see
+    ``Server.on_max_requests`` and ``Server.on_ready``); ``on_stopping`` is called
+    when a signal starts the drain (sd_notify's STOPPING). Signal handlers are
+    installed, so call it from the main thread (embedded programs use ``Server``
+    instead)."""
+    server = Server(app, config, hooks=hooks, worker=worker, **options)
     server.on_max_requests = on_max_requests
+    server.on_ready = on_ready
 
-    async def main() -> None:
-        await server.start(sockets)
-        if on_ready is not None:
-            on_ready()
-        await _serve_until_signalled(server, on_stopping)
-
-    coroutine: Coroutine[Any, Any, None] = main()
+    coroutine: Coroutine[Any, Any, None] = _serve_until_signalled(
+        server, sockets, on_stopping
+    )
     with asyncio.Runner(loop_factory=loop_factory(server.config.loop)) as runner:
         runner.run(coroutine)

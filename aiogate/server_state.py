@@ -22,6 +22,7 @@ from ._types import ConnectionInfo
 from .access_log import AccessRecord
 from .body import EmptyBody
 from .config import Config
+from .hooks import Hooks, Worker
 from .http import Deadline, ServerConnection, server_field
 from .metrics import Metrics
 from .response import SERVER_SOFTWARE
@@ -127,6 +128,10 @@ class ServerState:
     server_field: bytes = field(init=False)
     #: Every request's ``wsgi.errors``: lines written to it are logged.
     errors: ErrorLog = field(default_factory=ErrorLog)
+    #: The server hooks, only when ``pre_request`` or ``post_request`` is given
+    #: (the app's thread calls them around the app), with the ``worker`` they get.
+    hooks: Hooks | None = None
+    worker: Worker | None = None
 
     def __post_init__(self) -> None:
         config = self.config

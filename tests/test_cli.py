@@ -42,7 +42,7 @@ class FakeRun:
         self.calls: list[tuple[Any, Config]] = []
         self.raises: BaseException | None = None
 
-    def __call__(self, app: Any, config: Config) -> None:
+    def __call__(self, app: Any, config: Config, **kwargs: Any) -> None:
         self.calls.append((app, config))
         if self.raises is not None:
             raise self.raises

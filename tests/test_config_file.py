@@ -1,6 +1,7 @@
-"""Settings from a file ([tool.aiogate] of pyproject.toml, or --config FILE), their
-precedence (flag > AIOGATE_* variable > file > default), --print-config and
---check-config."""
+"""Settings from a file ([tool.aiogate] of pyproject.toml, --config FILE, or -c
+FILE.py as gunicorn's), their precedence (flag > AIOGATE_* variable > file >
+default), --print-config and --check-config. (The hooks of a Python config file
+being called: tests/test_hooks.py.)"""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def served(monkeypatch: pytest.MonkeyPatch) -> list[Config]:
     configs: list[Config] = []
 
-    def fake_run(app: Any, config: Config) -> None:
+    def fake_run(app: Any, config: Config, **kwargs: Any) -> None:
         configs.append(config)
 
     monkeypatch.setattr(aiogate.server, "run", fake_run)
@@ -168,3 +169,117 @@ def test_check_config_imports_the_app_and_checks_files(
         == 2
     )
     assert "ssl_certfile" in capsys.readouterr().err
+
+
+# -- a Python config file (gunicorn's -c) -------------------------------------------
+
+GUNICORN_CONF = """
+import multiprocessing
+import os.path
+from os.path import join as _join
+from os.path import basename
+
+wsgi_app = "aiogate.demo:app"
+bind = ["127.0.0.1:9200", "unix:/tmp/x.sock"]
+workers = 3
+threads = 4
+timeout = 30
+graceful_timeout = 12
+keepalive = 2
+loglevel = "DEBUG"
+accesslog = "-"
+errorlog = "-"
+preload_app = True
+max_requests = 1000
+max_requests_jitter = 50
+forwarded_allow_ips = ["10.0.0.1", "10.0.0.2"]
+limit_request_line = 4000
+_private = object()
+
+def _helper():
+    return 1
+
+def on_starting(server):
+    pass
+
+def post_fork(server, worker):
+    pass
+"""
+
+
+def test_python_config_file_with_gunicorn_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path / "gunicorn.conf.py", GUNICORN_CONF)
+    monkeypatch.setenv("AIOGATE_THREADS", "6")
+    assert main(["serve", "-c", "gunicorn.conf.py", "--print-config"]) == 0
+    out = capsys.readouterr().out
+    assert "# hooks from gunicorn.conf.py: on_starting, post_fork\n" in out
+    for line in (
+        'app = "aiogate.demo:app"  # file',
+        'bind = ["127.0.0.1:9200", "unix:/tmp/x.sock"]  # file',
+        "workers = 3  # file",
+        "threads = 6  # env",  # the variable wins over the file
+        "timeout_request = 30.0  # file",
+        "timeout_graceful_shutdown = 12.0  # file",
+        "timeout_keep_alive = 2.0  # file",
+        'log_level = "debug"  # file',
+        "access_log = true  # file",
+        "preload = true  # file",
+        "max_requests = 1000  # file",
+        "max_requests_jitter = 50  # file",
+        'forwarded_allow_ips = "10.0.0.1,10.0.0.2"  # file',
+        "limit_request_line = 4000  # file",
+        "port = 8000  # default",
+    ):
+        assert line + "\n" in out, line
+
+
+def test_python_config_file_settings_reach_the_server(
+    tmp_path: Path, served: list[Config]
+) -> None:
+    write(
+        tmp_path / "conf.py",
+        """
+        import os
+        app = "aiogate.demo:app"
+        port = 9300 + 1
+        threads = int(os.environ.get("NOT_SET_HERE", "3"))
+        """,
+    )
+    assert main(["serve", "--config", "conf.py", "--port", "9400"]) == 0
+    [config] = served
+    assert (config.port, config.threads) == (9400, 3)  # the flag wins
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("workerz = 2\n", "conf.py: unknown name 'workerz' (not a setting or a "),
+        ("def on_strating(server):\n    pass\n", "unknown name 'on_strating'"),
+        ("on_starting = 3\n", "conf.py: hook on_starting must be a function"),
+        ("port = 'eighty'\n", "port = 'eighty': expected an integer"),
+        ("port = (\n", "config file 'conf.py' failed (line 2): SyntaxError"),
+        ("raise KeyError('DATABASE_URL')\n", "failed: KeyError: 'DATABASE_URL'"),
+        ("accesslog = '/var/log/a.log'\n", "aiogate logs to stdout/stderr"),
+        (
+            "worker_class = 'gthread'\n",
+            "gunicorn's worker_class has no aiogate meaning: aiogate has one kind",
+        ),
+        ("port = 1\nbind = 'x'\nkeepalive = 1\ntimeout_keep_alive = 2\n", "twice"),
+    ],
+)
+def test_bad_python_config_files_are_usage_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, message: str
+) -> None:
+    write(tmp_path / "conf.py", 'app = "aiogate.demo:app"\n' + content)
+    assert main(["serve", "-c", "conf.py"]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) <= 2  # the error, and where the help is
+
+
+def test_missing_python_config_file(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "-c", "nope.py"]) == 2
+    assert "cannot read config file 'nope.py'" in capsys.readouterr().err

@@ -49,7 +49,7 @@ ALLOWED: dict[str, set[str]] = {
     "sockets": LEAF | {"config"},
     "listener": LEAF,
     "server_state": LEAF
-    | {"access_log", "body", "config", "http", "metrics", "response"}
+    | {"access_log", "body", "config", "hooks", "http", "metrics", "response"}
     | {"wsgi_errors"}
     | {"thread_pool", "writer"},
     "observe": LEAF | {"access_log", "http", "metrics", "server_state", "thread_pool"},
@@ -81,6 +81,7 @@ ALLOWED: dict[str, set[str]] = {
         "http",
         "deadlines",
         "config",
+        "hooks",
         "server_handler",
         "thread_pool",
         "proxy_headers",
@@ -93,9 +94,10 @@ ALLOWED: dict[str, set[str]] = {
     },
     "importer": LEAF | {"config", "server_handler"},
     "logs": LEAF | {"config"},
-    "config_file": LEAF,
+    "config_file": LEAF | {"config", "hooks"},
+    "hooks": LEAF | {"config"},
     "reloader": LEAF,
-    "supervisor": LEAF | {"config", "systemd"},
+    "supervisor": LEAF | {"config", "systemd", "hooks"},
     # Process management (issue 15): each needs only the errors.
     "env_file": LEAF,
     "pidfile": LEAF,
@@ -110,6 +112,7 @@ ALLOWED: dict[str, set[str]] = {
         "config",
         "config_file",
         "handlers",
+        "hooks",
         "reloader",
         "sockets",
         "supervisor",
@@ -120,10 +123,10 @@ ALLOWED: dict[str, set[str]] = {
         "privileges",
         "systemd",
     },
-    "options": LEAF | {"config", "config_file"},
+    "options": LEAF | {"config", "config_file", "hooks"},
     "healthcheck": LEAF | {"config", "options"},
     "__main__": {"cli"},
-    "__init__": LEAF | {"server", "config", "handlers", "logs"},
+    "__init__": LEAF | {"server", "config", "handlers", "hooks", "logs"},
 }
 # No I/O or event loop in the sans-IO core; no asyncio or h11 on the thread side.
 FORBIDDEN: dict[str, set[str]] = {

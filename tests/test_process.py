@@ -236,12 +236,17 @@ AS_UID_1000 = textwrap.dedent(
 
 
 def test_user_and_group_are_switched_to_after_binding(
-    app_dir: Path, servers: list[ServerProcess]
+    app_dir: Path, servers: list[ServerProcess], shared_dir: Path
 ) -> None:
     """As root (the test machine's containers): each worker runs as nobody:nogroup
-    with no supplementary groups of root's, still serves, and the UNIX socket file
-    belongs to it; the supervisor stays root. Not root: the start is refused (the
-    simulated cases are in test_a_user_switch_without_root_is_refused)."""
+    with no supplementary groups of root's, imports the app as nobody (no
+    --preload: so the app lives where nobody can read it), still serves, and the
+    UNIX socket file belongs to it; the supervisor stays root. Not root: the start
+    is refused (the simulated cases are in
+    test_a_user_switch_without_root_is_refused)."""
+    if ROOT:
+        (shared_dir / "procapp.py").write_text(APP)
+        app_dir = shared_dir
     uds = app_dir / "app.sock"
     args = ["--user", "nobody", "--group", "nogroup", "--workers", "2"]
     if not ROOT:

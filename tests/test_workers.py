@@ -151,6 +151,8 @@ class KeepAliveLoad:
         self.pids: Counter[int] = Counter()
         self.failures: list[str] = []
         self.reconnects: Counter[str] = Counter()  # why a client opened another
+        #: (when the request was sent, the response's body), for every response.
+        self.answers: list[tuple[float, bytes]] = []
         self._done = threading.Event()
         self._threads = [threading.Thread(target=self._run) for _ in range(clients)]
         for thread in self._threads:
@@ -170,6 +172,7 @@ class KeepAliveLoad:
                     sock = None
                 if sock is None:
                     sock = socket.create_connection(("127.0.0.1", self.port), 10)
+                sent_at = time.monotonic()
                 sock.sendall(REQUEST)
                 body, close = read_response(sock)
             except (OSError, AssertionError) as exc:
@@ -179,6 +182,7 @@ class KeepAliveLoad:
                     sock = None
                 continue
             self.pids[int(body.split()[0])] += 1
+            self.answers.append((sent_at, body))
             if close:
                 self.reconnects["Connection: close"] += 1
                 sock.close()
@@ -379,6 +383,117 @@ def test_an_app_that_cannot_be_imported_exits_3_at_once(tmp_path: Path) -> None:
     assert time.monotonic() - started < 10
 
 
+VERSIONED_APP = textwrap.dedent(
+    """
+    import os
+
+    CODE = {code!r}
+
+    def application(environ, start_response):
+        body = f"{{os.getpid()}} {{CODE}}".encode()
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+    """
+)
+#: Of different lengths: a .pyc is reused when the source's size and mtime (in
+#: seconds) are unchanged, and the edit may come within the second.
+OLD_CODE, NEW_CODE = "old", "new-code"
+
+
+def wait_listening(server: ServerProcess, workers: int) -> None:
+    wait_until(
+        lambda: sum("Listening on" in line for line in server.lines) >= workers,
+        f"{workers} workers listening",
+    )
+
+
+def hup_with_edited_app(
+    start: Callable[..., tuple[ServerProcess, int]], tmp_path: Path, *flags: str
+) -> tuple[KeepAliveLoad, float, ServerProcess]:
+    """Serve the old code with --workers 2 under keep-alive load, edit the app,
+    SIGHUP, and wait (up to 10 s) until every old worker is gone; the load and
+    the time the last old worker was seen gone."""
+    (tmp_path / "pidapp.py").write_text(VERSIONED_APP.format(code=OLD_CODE))
+    server, port = start("--workers", "2", *flags)
+    supervisor = server.proc.pid
+    wait_listening(server, 2)  # both have imported the app: it may be edited now
+    old = children(supervisor)
+    load = KeepAliveLoad(port)
+    wait_until(lambda: load.served >= 200, "load on the old code")
+    (tmp_path / "pidapp.py").write_text(VERSIONED_APP.format(code=NEW_CODE))
+    hup_at = time.monotonic()
+    server.proc.send_signal(signal.SIGHUP)
+    while children(supervisor) & old or len(children(supervisor)) != 2:
+        assert time.monotonic() < hup_at + 10, "workers not replaced in 10 s"
+        time.sleep(0.05)  # polling another process's state
+    replaced_at = time.monotonic()
+    served = load.served
+    wait_until(lambda: load.served >= served + 200, "load on the new workers")
+    load.stop()
+    return load, replaced_at, server
+
+
+def test_sighup_without_preload_serves_the_new_code(
+    start: Callable[..., tuple[ServerProcess, int]], tmp_path: Path
+) -> None:
+    """Issue 15: a deploy by editing the code and sending SIGHUP loads it."""
+    load, replaced_at, server = hup_with_edited_app(start, tmp_path)
+    assert load.failures == []
+    after = [body.split()[1] for sent, body in load.answers if sent > replaced_at]
+    assert after, "no request after the replacement"
+    assert set(after) == {NEW_CODE.encode()}
+    assert server.stop(signal.SIGTERM) == 0
+
+
+def test_sighup_with_preload_keeps_the_code_imported_at_startup(
+    start: Callable[..., tuple[ServerProcess, int]], tmp_path: Path
+) -> None:
+    load, replaced_at, server = hup_with_edited_app(start, tmp_path, "--preload")
+    assert load.failures == []
+    after = [body.split()[1] for sent, body in load.answers if sent > replaced_at]
+    assert after, "no request after the replacement"
+    assert set(after) == {OLD_CODE.encode()}  # the documented --preload behaviour
+    assert server.stop(signal.SIGTERM) == 0
+
+
+def test_sighup_with_code_that_cannot_be_imported_keeps_the_old_workers(
+    start: Callable[..., tuple[ServerProcess, int]], tmp_path: Path
+) -> None:
+    (tmp_path / "pidapp.py").write_text(VERSIONED_APP.format(code=OLD_CODE))
+    server, port = start("--workers", "2")
+    supervisor = server.proc.pid
+    wait_listening(server, 2)  # both have imported the app: it may be edited now
+    old = children(supervisor)
+    (tmp_path / "pidapp.py").write_text("import nosuchmodule_either\n")
+    server.proc.send_signal(signal.SIGHUP)
+    wait_until(logged(server, "the old workers go on serving"), "the failed reload")
+    assert children(supervisor) == old
+    assert {ask(port).split()[1] for _ in range(20)} == {OLD_CODE}
+    assert server.stop(signal.SIGTERM) == 0
+
+
+@pytest.mark.parametrize("preload", [False, True])
+def test_an_app_that_cannot_be_imported_exits_3_once(
+    tmp_path: Path, preload: bool
+) -> None:
+    """Without --preload the workers import the app: one is started alone first,
+    so the import error is shown once and the supervisor exits 3 at once. With it,
+    the supervisor's own import fails before any fork."""
+    started = time.monotonic()
+    result = subprocess.run(
+        [*SERVE, "nosuchmodule:app", "--workers", "4", "--port", str(free_port())]
+        + (["--preload"] if preload else []),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.count("could not import 'nosuchmodule'") == 1, result.stderr
+    assert result.stderr.count("Started worker") == (0 if preload else 1)
+    assert time.monotonic() - started < 10
+
+
 def test_a_bad_tls_file_is_refused_before_forking(tmp_path: Path) -> None:
     (tmp_path / "pidapp.py").write_text(APP)
     result = subprocess.run(
@@ -399,7 +514,7 @@ WORKER_CANNOT_START = textwrap.dedent(
     from aiogate.errors import ConfigError
     from aiogate.supervisor import Supervisor
 
-    def serve(sockets, on_max_requests):
+    def serve(sockets, worker, tell):
         raise ConfigError("no such certificate")
 
     logging.basicConfig(level=logging.INFO)
