@@ -118,6 +118,27 @@ def _put_first_on_path(app_dir: str | None) -> None:
         sys.path.insert(0, directory)
 
 
+def _unreadable(directory: str, top: str) -> str:
+    """Why a module "not found" may be there after all: the app directory, or the
+    module's file or package, is one this process may not read (a mount or a
+    checkout owned by another user, after --user or a container's USER)."""
+    if not os.access(directory, os.R_OK | os.X_OK):
+        return (
+            f"; the app directory is not readable by this process (uid "
+            f"{os.geteuid()}): permission denied"
+        )
+    for candidate in (
+        os.path.join(directory, top + ".py"),
+        os.path.join(directory, top),
+    ):
+        if os.path.exists(candidate) and not os.access(candidate, os.R_OK):
+            return (
+                f"; {candidate!r} is there but not readable by this process (uid "
+                f"{os.geteuid()}): permission denied"
+            )
+    return ""
+
+
 def _resolve(target: str, module_name: str, attribute: str) -> Any:
     """Import ``module_name`` and walk the dotted ``attribute``."""
     try:
@@ -130,6 +151,7 @@ def _resolve(target: str, module_name: str, attribute: str) -> Any:
             raise AppImportError(
                 f"could not import {module_name!r}: module {missing!r} not found "
                 f"(searched the app directory {sys.path[0]!r} and sys.path)"
+                + _unreadable(sys.path[0], missing.partition(".")[0])
             ) from exc
         raise AppImportError(
             f"error while importing {module_name!r}: {_exc_line(exc)}"

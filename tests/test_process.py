@@ -284,6 +284,26 @@ def test_user_and_group_are_switched_to_after_binding(
     assert not uds.exists()
 
 
+def test_an_app_the_user_may_not_read_is_said_to_be_unreadable(
+    app_dir: Path, shared_dir: Path
+) -> None:
+    """Not "module not found": a worker that switched users (or any process)
+    finds the app's directory or file closed to it, and says so."""
+    if ROOT:  # pytest's temporary tree is root's alone: nobody may not enter it
+        args = ["--user", "nobody", "--group", "nogroup", "--workers", "2"]
+        result = run_serve(app_dir, "procapp", "--port", "0", *args)
+        assert result.returncode == 3, result.stderr
+        assert "the app directory is not readable" in result.stderr
+        assert "uid 65534" in result.stderr
+        return
+    # Not root: a module file this user may not read, in a directory it may.
+    (shared_dir / "procapp.py").write_text(APP)
+    (shared_dir / "procapp.py").chmod(0)
+    result = run_serve(shared_dir, "procapp", "--port", "0")
+    assert result.returncode == 3, result.stderr
+    assert "is there but not readable" in result.stderr
+
+
 def test_a_single_server_switches_user_itself(
     app_dir: Path, servers: list[ServerProcess], shared_dir: Path
 ) -> None:
