@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING
 
 from .dispatch import CANCELLED, QUEUED, RECEIVING
 from .http import DEADLINES, Deadline, Phase, deadline
+from .metrics import Rejection
 from .observe import record
-from .server_state import rejection_kind
 
 if TYPE_CHECKING:
     import asyncio
@@ -107,11 +107,13 @@ class Closing:
         *,
         retry_after: int | None = None,
         count: bool = True,
+        rejection: Rejection | None = None,
     ) -> None:
-        """Answer with an error if we still can, then close."""
+        """Answer with an error if we still can, then close. Counted (unless the
+        caller has counted it) under ``rejection``, or the reason of ``status``."""
         log.debug("%d for %s: %s", status, self.info.client, reason)
         if count:
-            self.state.rejections[rejection_kind(status)] += 1
+            self.state.count_rejection(rejection or Rejection.of_status(status))
             if status == 503:
                 self.state.last_overload = self.state.loop.time()
         cycle = self.cycle

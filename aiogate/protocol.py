@@ -57,6 +57,7 @@ from .dispatch import RECEIVING, RequestCycle
 from .errors import ProtocolError
 from .flow_control import FlowControl
 from .http import DEADLINES, DONE, MUST_CLOSE, Deadline, Phase, ServerConnection
+from .metrics import Rejection
 from .observe import record
 from .server_state import LINGER_TIMEOUT, RETRY_AFTER, ServerState
 from .tls import tls_environ
@@ -145,12 +146,12 @@ class H11Protocol(Closing, asyncio.Protocol):
         # by the server's sweep, and a draining server waits for it.
         state.connections.add(self)
         if state.metrics is not None:
-            state.metrics.connections_accepted += 1
+            state.metrics.accepted()
         if self.slot is not None and self.slot.refused:
             # Over limit_connections (the listener decided, and logged, at accept):
             # answered rather than left in the backlog, so the client learns at once,
             # and Retry-After tells it when to come back (uvicorn answers 503 too).
-            state.rejections["limit"] += 1
+            state.count_rejection(Rejection.CONNECTION_LIMIT)
             state.last_overload = state.loop.time()
             self.transport.write(
                 self.conn.error_response(
@@ -172,7 +173,7 @@ class H11Protocol(Closing, asyncio.Protocol):
             return  # lingering: discard what the client still sends
         metrics = self.state.metrics
         if metrics is not None:
-            metrics.bytes_received += len(data)
+            metrics.received(len(data))
         self.conn.receive_data(data)
         self._handle_events()
 
@@ -381,7 +382,12 @@ class H11Protocol(Closing, asyncio.Protocol):
             exc,
             self.info.client,
         )
-        self.reject(503, "cannot store the request body", retry_after=RETRY_AFTER)
+        self.reject(
+            503,
+            "cannot store the request body",
+            retry_after=RETRY_AFTER,
+            rejection=Rejection.BODY_STORAGE,
+        )
 
     def _client_closed(self) -> None:
         """The client sent EOF after a complete request (or none). If we still owe a

@@ -35,8 +35,7 @@ from .deadlines import DeadlineSweeper
 from .errors import ConfigError
 from .listener import Listener, open_files_needed
 from .log_writer import AccessLogWriter
-from .metrics import Metrics
-from .observe import Probes
+from .observe import Probes, new_metrics
 from .protocol import LINGER_TIMEOUT, H11Protocol
 from .proxy_headers import parse_trusted
 from .server_handler import ServerHandler, as_handler_class
@@ -197,7 +196,7 @@ class Server:
             server_software=software,
         )
         if config.metrics_path:
-            state.metrics = Metrics()
+            state.metrics = new_metrics()
         if config.access_log:
             self._access_writer = AccessLogWriter(self._access_line)
             state.access_log = self._access_writer.submit

@@ -43,6 +43,10 @@ Theory of operation:
    gunicorn's ``APP_LOAD_ERROR``); every worker would fail the same way, so the
    supervisor stops the others and exits with 3 (``BOOT_FAILED``) instead of
    restarting it in a loop.
+8. **Metrics add up** (with ``--metrics-path``): the supervisor maps one shared
+   region before forking and gives each worker a slot of it; a reaped worker's
+   counts are folded into the region's retired slot (``tally``), so any worker's
+   scrape sums the whole server, across restarts.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ from collections.abc import Callable
 
 from .config import Config
 from .errors import AiogateError
+from .tally import ServerTally
 
 __all__ = ["BOOT_FAILED", "WORKER_BOOT_ERROR", "Supervisor"]
 
@@ -125,6 +130,8 @@ class Supervisor:
         self._pipe: tuple[int, int] | None = None  # the signal wakeup pipe
         self._retire_pipe: tuple[int, int] | None = None  # workers -> supervisor
         self._boot_failed = False
+        # Rule 8: made here, before any fork, so that every worker shares it.
+        self._tally = ServerTally(config.workers) if config.metrics_path else None
 
     # -- workers ---------------------------------------------------------------------
 
@@ -134,14 +141,19 @@ class Supervisor:
         # handlers and wakeup pipe, a signal sent to it (a quick SIGTERM) would be
         # written to that shared pipe and read as the supervisor's own.
         signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+        slot = self._tally.before_fork() if self._tally is not None else -1
         try:
             pid = os.fork()
         except BaseException:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+            if self._tally is not None:
+                self._tally.forked(slot, None)
             raise
         if pid == 0:  # the worker
             code = 1
             try:
+                if self._tally is not None:
+                    self._tally.enter(slot)
                 signal.set_wakeup_fd(-1)
                 for signum in _SIGNALS:
                     signal.signal(signum, signal.SIG_DFL)
@@ -172,6 +184,10 @@ class Supervisor:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
         self.workers[pid] = time.monotonic()
         log.info("Started worker %d", pid)
+        if self._tally is not None:
+            self._tally.forked(slot, pid)
+            if self._tally.full:
+                log.warning("No metrics slot left: worker %d is not in the sums", pid)
         return pid
 
     def _signal_worker(self, pid: int, signum: int) -> None:
@@ -193,11 +209,13 @@ class Supervisor:
     def _reap(self) -> None:
         while True:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, status, usage = os.wait4(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
+            if self._tally is not None:
+                self._tally.reaped(pid, usage)
             started = self.workers.pop(pid, None)
             if started is None:
                 continue
@@ -307,6 +325,8 @@ class Supervisor:
                     timeout = max(0.0, deadline - time.monotonic())
                 elif self._restart_at > time.monotonic():
                     timeout = self._restart_at - time.monotonic()
+                if self._tally is not None:  # its CPU and memory, as of now
+                    self._tally.publish()
                 ready, _, _ = select.select([read_fd, retire_read], [], [], timeout)
                 if retire_read in ready:
                     with contextlib.suppress(BlockingIOError):

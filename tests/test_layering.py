@@ -30,6 +30,7 @@ ALLOWED: dict[str, set[str]] = {
     "proxy_headers": LEAF | {"forwarded"},
     "access_log": LEAF,
     "metrics": LEAF,
+    "tally": {"metrics"},
     "log_writer": LEAF | {"access_log"},
     "http": LEAF | {"response", "environ"},
     "body": LEAF,
@@ -52,19 +53,23 @@ ALLOWED: dict[str, set[str]] = {
     | {"access_log", "body", "config", "http", "metrics", "response"}
     | {"wsgi_errors"}
     | {"thread_pool", "writer"},
-    "observe": LEAF | {"access_log", "http", "metrics", "server_state", "thread_pool"},
+    "observe": LEAF
+    | {"access_log", "http", "metrics", "server_state", "tally", "thread_pool"},
     # file_sender names dispatch's RequestCycle for type checking only (the cycle it
     # sends for); at run time only dispatch imports it.
     "file_sender": LEAF | {"http", "writer", "dispatch"},
     "dispatch": LEAF
-    | {"body", "writer", "file_sender", "flow_control", "http", "server_state"},
-    "closing": LEAF | {"dispatch", "flow_control", "http", "observe", "server_state"},
+    | {"body", "writer", "file_sender", "flow_control", "http", "metrics"}
+    | {"server_state"},
+    "closing": LEAF
+    | {"dispatch", "flow_control", "http", "metrics", "observe", "server_state"},
     "protocol": LEAF
     | {
         "closing",
         "listener",
         "http",
         "dispatch",
+        "metrics",
         "observe",
         "server_state",
         "flow_control",
@@ -92,7 +97,7 @@ ALLOWED: dict[str, set[str]] = {
     "logs": LEAF | {"config"},
     "config_file": LEAF,
     "reloader": LEAF,
-    "supervisor": LEAF | {"config"},
+    "supervisor": LEAF | {"config", "metrics", "tally"},
     "demo": LEAF,
     "cli": LEAF
     | {

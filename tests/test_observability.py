@@ -134,9 +134,9 @@ async def test_health_and_metrics_answer_while_every_thread_is_blocked() -> None
         assert metrics.status == 200
         assert metrics.header(b"content-type").startswith(b"text/plain; version=0.0.4")
         text = metrics.body.decode()
-        assert "aiogate_threads_busy 2\n" in text
-        assert "aiogate_queue_depth 1\n" in text
-        assert "aiogate_requests_in_flight 3\n" in text
+        assert 'aiogate_threads_busy{worker="0"} 2\n' in text
+        assert 'aiogate_queue_depth{worker="0"} 1\n' in text
+        assert 'aiogate_requests_in_flight{worker="0"} 3\n' in text
         gate.release.set()
         for client in busy:
             assert (await client.response()).status == 200
@@ -170,8 +170,8 @@ async def test_readiness_follows_overload_and_the_drain() -> None:
     overloaded = await get(port, "/readyz")
     assert (overloaded.status, overloaded.body) == (503, b"overloaded\n")
     metrics = (await get(port, "/metrics")).body.decode()
-    assert 'aiogate_rejections_total{reason="limit"} 1\n' in metrics
-    assert "aiogate_ready 0\n" in metrics
+    assert 'aiogate_rejections_total{reason="concurrency_limit"} 1\n' in metrics
+    assert 'aiogate_ready{worker="0"} 0\n' in metrics
     gate.release.set()
     assert (await first.response()).status == 200
     await first.close()
