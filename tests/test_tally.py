@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -218,3 +219,17 @@ def test_every_rejection_reason_is_rendered_with_its_label() -> None:
         assert f'aiogate_rejections_total{{reason="{reason}"}} {number}\n' in text
     assert 'aiogate_build_info{version="a\\"b"} 1\n' in text
     assert re.search(r"^process_max_fds 1$", text, re.MULTILINE)
+
+
+def test_the_readme_lists_every_metric_with_its_type() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    rows = dict(
+        re.findall(r"^\| `(\w+)` \| (counter|gauge|histogram) \|", readme, re.M)
+    )
+    text = render(Metrics().rows(), max_fds=1, build={"version": "x"})
+    rendered = dict(re.findall(r"^# TYPE (\w+) (\w+)$", text, re.M))
+    assert rows == rendered
+    reasons = set(
+        re.findall(r"^\| `(\w+)` \| (?:\d{3}|503 at accept) \|", readme, re.M)
+    )
+    assert reasons == {str(reason) for reason in Rejection}
