@@ -41,9 +41,10 @@ __all__ = [
 #: Seconds; Prometheus client libraries' defaults, which fit web requests.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BUCKETS = len(DURATION_BUCKETS) + 1  # and one above the last bound (+Inf)
-#: Status codes have a cell each (0: cut before a status was sent); HTTP's are
-#: three digits, so 600 cells hold them all and the status is its own index.
-_STATUSES = 600
+#: Status codes have a cell each (0: cut before a status was sent), the status
+#: being its own index: an app may send any three digits (``response.parse_status``
+#: takes 100-999), so 1000 cells (8 KB a slot; only the pages touched use memory).
+_STATUSES = 1000
 
 
 class Rejection(enum.StrEnum):

@@ -56,14 +56,16 @@ def test_slots_sum_and_a_fold_keeps_each_count_once() -> None:
     for _ in range(3):
         a.observe_request(200, 0.002, 0.0, 10)
     b.observe_request(404, 3.0, 0.5, 5)
+    b.observe_request(999, 0.1, 0.0, 0)  # any three digits an app may send
     b.rejected(Rejection.URI_TOO_LONG)
     before = scrape(region)
     assert before['aiogate_requests_total{status="200"}'] == 3
     assert before['aiogate_requests_total{status="404"}'] == 1
-    assert before["aiogate_request_duration_seconds_count"] == 4
+    assert before['aiogate_requests_total{status="999"}'] == 1
+    assert before["aiogate_request_duration_seconds_count"] == 5
     assert before['aiogate_request_duration_seconds_bucket{le="0.005"}'] == 3
-    assert before['aiogate_request_duration_seconds_bucket{le="2.5"}'] == 3
-    assert before['aiogate_request_duration_seconds_bucket{le="5"}'] == 4
+    assert before['aiogate_request_duration_seconds_bucket{le="2.5"}'] == 4
+    assert before['aiogate_request_duration_seconds_bucket{le="5"}'] == 5
     assert before["aiogate_sent_bytes_total"] == 35
     assert before['aiogate_rejections_total{reason="uri_too_long"}'] == 1
     assert before['aiogate_threads{worker="0"}'] == 0
