@@ -210,11 +210,13 @@ class Metrics:
     def rejected(self, reason: Rejection) -> None:
         self.cells[_REJECTION_CELL[reason]] += 1
 
-    def publish(self, gauges: Sequence[float], process: Mapping[str, float]) -> None:
-        """Write this worker's gauges (in ``Gauge`` order) and process sample."""
+    def publish(
+        self, gauges: Mapping[Gauge, float], process: Mapping[str, float]
+    ) -> None:
+        """Write this worker's gauges and its process sample (``tally``)."""
         cells = self.cells
-        for index, value in enumerate(gauges):
-            cells[Cell.GAUGES + index] = value
+        for gauge, value in gauges.items():
+            cells[Cell.GAUGES + gauge] = value
         write_process(cells, process)
 
 

@@ -22,7 +22,7 @@ from . import tally
 from ._version import __version__
 from .access_log import AccessRecord
 from .http import Phase
-from .metrics import Cell, Metrics, render
+from .metrics import Cell, Gauge, Metrics, render
 
 if TYPE_CHECKING:
     from ._types import ConnectionInfo
@@ -168,16 +168,16 @@ class Probes:
             1 for protocol in state.connections if protocol.conn.phase is Phase.IDLE
         )
         state.metrics.publish(
-            (
-                state.in_flight,
-                stats["queued"],
-                stats["threads"],
-                stats["busy"],
-                stats["stuck"],
-                self._open_connections(),
-                idle,
-                self.readiness()[0] == 200,
-            ),
+            {
+                Gauge.REQUESTS_IN_FLIGHT: state.in_flight,
+                Gauge.QUEUE_DEPTH: stats["queued"],
+                Gauge.THREADS: stats["threads"],
+                Gauge.THREADS_BUSY: stats["busy"],
+                Gauge.THREADS_STUCK: stats["stuck"],
+                Gauge.CONNECTIONS_OPEN: self._open_connections(),
+                Gauge.CONNECTIONS_IDLE: idle,
+                Gauge.READY: self.readiness()[0] == 200,
+            },
             tally.sample_process(),
         )
 

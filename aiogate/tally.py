@@ -1,10 +1,11 @@
 """The metrics of every process of one server, in memory they all share.
 
-Owns: ``Region`` (a fixed number of metrics slots in one anonymous shared mapping,
-made by the supervisor before it forks, so every worker inherits it), the slot this
-process writes (``assign``/``assigned``), and ``sample_process`` (what a process
-publishes about itself: CPU, memory, descriptors). The layout of a slot is
-``metrics``'s; this module only knows which cells are counters.
+Owns: ``Region`` (a fixed number of slots of float cells in one anonymous shared
+mapping, made by the supervisor before it forks, so every worker inherits it; it
+knows only which cells are counters), ``ServerTally`` (the supervisor's use of it,
+with the slot layout of ``metrics``), the slot this process writes
+(``assign``/``assigned``), and ``sample_process`` (what a process publishes about
+itself: CPU, memory, descriptors).
 
 Theory of operation:
 
@@ -23,10 +24,15 @@ Theory of operation:
    moves the counts, and makes it even again. A reader (``rows``) reads the sequence,
    the rows, and the sequence again, and retries if it was odd or has changed: it
    never sees a worker's counts twice (added to slot 0, not yet zeroed) or not at
-   all. The writers' own updates need no such care: each cell only grows.
+   all. The writers' own updates need no such care: each cell only grows. Python
+   cannot issue a memory fence: on x86-64 the processor keeps stores in order, and
+   loads in order, which is all a seqlock needs; on a weakly ordered processor
+   (arm64) that order is not promised, only made very likely by the thousands of
+   instructions between the sequence and the counts, and a misordered read would
+   show one scrape one worker's counts off.
 5. **Fixed size**: the mapping cannot grow once workers share it. A worker started
-   when every slot is in use (many TTIN) gets a slot of its own: it serves, and its
-   counts are missing from the sum (logged once by the supervisor).
+   when every slot is in use (dozens of TTIN) gets a slot of its own: it serves,
+   and its counts are missing from the sum (the supervisor logs it).
 
 The supervisor calls ``claim``/``fold``/``release`` from its main thread; a worker's
 event loop calls ``rows`` when the metrics endpoint is asked.
@@ -67,8 +73,8 @@ class RetryLater(Exception):
 class Region:
     """``slots`` rows of ``cells`` float cells; cells ``counters`` (and those
     only) are folded into slot 0 when a process is gone. Cell 0 of a row is the pid
-    of its process (0: free); ``kind_cell`` and ``number_cell`` are set by
-    ``claim``."""
+    of its process (0: free; -1: claimed, not yet forked). ``shared=False``: in
+    this process's memory alone (one server, and tests)."""
 
     def __init__(
         self,
@@ -182,7 +188,7 @@ class ServerTally:
             lambda index: [(Cell.KIND, Kind.SUPERVISOR)], last=True
         )
         self.region.started(self._own, os.getpid())
-        self.full = False  # a worker found no free slot (to warn once)
+        self.full = False  # the last worker forked found no free slot
 
     def before_fork(self) -> int:
         """A slot for the worker about to be forked (-1: none free)."""
