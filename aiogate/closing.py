@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 
 from .dispatch import CANCELLED, QUEUED, RECEIVING
 from .http import DEADLINES, Deadline, Phase, deadline
-from .metrics import Rejection
+from .metrics import Refusal
 from .observe import record
 
 if TYPE_CHECKING:
@@ -107,13 +107,16 @@ class Closing:
         *,
         retry_after: int | None = None,
         count: bool = True,
-        rejection: Rejection | None = None,
+        refusal: Refusal | None = None,
     ) -> None:
         """Answer with an error if we still can, then close. Counted (unless the
-        caller has counted it) under ``rejection``, or the reason of ``status``."""
+        caller has counted it) under ``refusal``, by default the reason ``status``
+        stands for."""
         log.debug("%d for %s: %s", status, self.info.client, reason)
+        if refusal is None:
+            refusal = Refusal.of_status(status)
         if count:
-            self.state.count_rejection(rejection or Rejection.of_status(status))
+            self.state.count_rejection(refusal)
             if status == 503:
                 self.state.last_overload = self.state.loop.time()
         cycle = self.cycle

@@ -40,7 +40,7 @@ import h11
 from .body import EMPTY_BODY, BodyBuffer, EmptyBody
 from .file_sender import SPOOL_PIECE, FileSender
 from .http import Phase
-from .metrics import Rejection
+from .metrics import Refusal
 from .server_state import RETRY_AFTER
 from .writer import ABORT, DATA, END, FILE, SPOOL, START, Item, ResponseWriter
 
@@ -121,7 +121,7 @@ class CycleOwner(Protocol):
         *,
         retry_after: int | None = None,
         count: bool = True,
-        rejection: Rejection | None = None,
+        refusal: Refusal | None = None,
     ) -> None: ...
     def reset(self) -> None: ...
 
@@ -250,7 +250,7 @@ class RequestCycle:
                 503,
                 "server busy",
                 retry_after=RETRY_AFTER,
-                rejection=Rejection.CONCURRENCY_LIMIT,
+                refusal=Refusal.CONCURRENCY_LIMIT,
             )
             return
         state.in_flight += 1
@@ -276,7 +276,7 @@ class RequestCycle:
         if self is not protocol.cycle or self.ended:
             return
         state = protocol.state
-        state.count_rejection(Rejection.QUEUE_WAIT)
+        state.count_rejection(Refusal.QUEUE_WAIT)
         state.last_overload = state.loop.time()
         log.warning(
             "Shed %s: waited %.3fs for a thread (max-queue-wait %gs)",
@@ -324,7 +324,7 @@ class RequestCycle:
         stuck, and give the pool a thread in its place."""
         protocol = self.protocol
         state = protocol.state
-        state.count_rejection(Rejection.APP_TIMEOUT)
+        state.count_rejection(Refusal.APP_TIMEOUT)
         thread = self.thread
         if thread is None:  # pragma: no cover - RUNNING always has its thread
             return

@@ -2,7 +2,7 @@
 
 Owns: the layout of a metrics *slot* (one process's row of float cells: its counters,
 the gauges it last published and a sample of its process), ``Metrics`` (the writer
-of one slot), ``Rejection`` (why a request or connection was turned away), and
+of one slot), ``Refusal`` (why a request or connection was turned away), and
 ``render`` (the exposition text, format 0.0.4, of the rows of every process). Sans-IO
 and pure: the event loop of each server process writes its own slot as requests end
 (``observe_request``); ``tally.Region`` keeps the slots of all the processes of a
@@ -32,7 +32,7 @@ __all__ = [
     "Gauge",
     "Kind",
     "Metrics",
-    "Rejection",
+    "Refusal",
     "local_cells",
     "render",
     "write_process",
@@ -47,7 +47,7 @@ _BUCKETS = len(DURATION_BUCKETS) + 1  # and one above the last bound (+Inf)
 _STATUSES = 1000
 
 
-class Rejection(enum.StrEnum):
+class Refusal(enum.StrEnum):
     """Why a request or a connection was turned away (the ``reason`` label)."""
 
     BAD_REQUEST = "bad_request"  # 400: malformed head or body framing
@@ -65,19 +65,19 @@ class Rejection(enum.StrEnum):
     BODY_STORAGE = "body_storage"  # 503: no temporary file for the body
 
     @classmethod
-    def of_status(cls, status: int) -> Rejection:
+    def of_status(cls, status: int) -> Refusal:
         """The reason of an error status the protocol sends for a client's fault."""
         return _BY_STATUS.get(status, cls.BAD_REQUEST)
 
 
 _BY_STATUS = {
-    405: Rejection.METHOD_NOT_ALLOWED,
-    408: Rejection.TIMEOUT,
-    413: Rejection.BODY_TOO_LARGE,
-    414: Rejection.URI_TOO_LONG,
-    431: Rejection.HEADERS_TOO_LARGE,
-    501: Rejection.NOT_IMPLEMENTED,
-    505: Rejection.VERSION_NOT_SUPPORTED,
+    405: Refusal.METHOD_NOT_ALLOWED,
+    408: Refusal.TIMEOUT,
+    413: Refusal.BODY_TOO_LARGE,
+    414: Refusal.URI_TOO_LONG,
+    431: Refusal.HEADERS_TOO_LARGE,
+    501: Refusal.NOT_IMPLEMENTED,
+    505: Refusal.VERSION_NOT_SUPPORTED,
 }
 
 
@@ -135,8 +135,8 @@ class Cell(enum.IntEnum):
     RECEIVED = CPU + 1
     SENT = RECEIVED + 1
     ACCEPTED = SENT + 1
-    REJECTED = ACCEPTED + 1  # len(Rejection) cells, in declaration order
-    DURATION_SUM = REJECTED + len(Rejection)
+    REJECTED = ACCEPTED + 1  # len(Refusal) cells, in declaration order
+    DURATION_SUM = REJECTED + len(Refusal)
     QUEUE_WAIT_SUM = DURATION_SUM + 1
     DURATION = QUEUE_WAIT_SUM + 1  # _BUCKETS cells
     QUEUE_WAIT = DURATION + _BUCKETS  # _BUCKETS cells
@@ -145,7 +145,7 @@ class Cell(enum.IntEnum):
 
 CELLS = Cell.STATUS + _STATUSES
 COUNTERS = range(Cell.CPU, CELLS)
-_REJECTION_CELL = {reason: Cell.REJECTED + i for i, reason in enumerate(Rejection)}
+_REJECTION_CELL = {reason: Cell.REJECTED + i for i, reason in enumerate(Refusal)}
 # The hot path's indexes as plain ints (an IntEnum member's arithmetic goes through
 # int's, but reading one is a slower lookup than a module global's).
 _STATUS, _DURATION, _DURATION_SUM = (
@@ -207,7 +207,7 @@ class Metrics:
     def accepted(self) -> None:
         self.cells[_ACCEPTED] += 1
 
-    def rejected(self, reason: Rejection) -> None:
+    def rejected(self, reason: Refusal) -> None:
         self.cells[_REJECTION_CELL[reason]] += 1
 
     def publish(
@@ -333,7 +333,7 @@ def render(
         (
             f'aiogate_rejections_total{{reason="{reason}"}} '
             f"{totals[_REJECTION_CELL[reason]]:.0f}"
-            for reason in Rejection
+            for reason in Refusal
         ),
     )
     counter(

@@ -57,7 +57,7 @@ from .dispatch import RECEIVING, RequestCycle
 from .errors import ProtocolError
 from .flow_control import FlowControl
 from .http import DEADLINES, DONE, MUST_CLOSE, Deadline, Phase, ServerConnection
-from .metrics import Rejection
+from .metrics import Refusal
 from .observe import record
 from .server_state import LINGER_TIMEOUT, RETRY_AFTER, ServerState
 from .tls import tls_environ
@@ -151,14 +151,13 @@ class H11Protocol(Closing, asyncio.Protocol):
             # Over limit_connections (the listener decided, and logged, at accept):
             # answered rather than left in the backlog, so the client learns at once,
             # and Retry-After tells it when to come back (uvicorn answers 503 too).
-            state.count_rejection(Rejection.CONNECTION_LIMIT)
-            state.last_overload = state.loop.time()
-            self.transport.write(
-                self.conn.error_response(
-                    503, "too many connections", retry_after=RETRY_AFTER
-                )
+            # (reject counts it, as the other refusals.)
+            self.reject(
+                503,
+                "too many connections",
+                retry_after=RETRY_AFTER,
+                refusal=Refusal.CONNECTION_LIMIT,
             )
-            self._close()
             return
         if state.shutting_down:
             # Accepted just before the listener closed: its client has sent, or is
@@ -386,7 +385,7 @@ class H11Protocol(Closing, asyncio.Protocol):
             503,
             "cannot store the request body",
             retry_after=RETRY_AFTER,
-            rejection=Rejection.BODY_STORAGE,
+            refusal=Refusal.BODY_STORAGE,
         )
 
     def _client_closed(self) -> None:

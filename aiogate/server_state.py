@@ -23,7 +23,7 @@ from .access_log import AccessRecord
 from .body import EmptyBody
 from .config import Config
 from .http import Deadline, ServerConnection, server_field
-from .metrics import Metrics, Rejection
+from .metrics import Metrics, Refusal
 from .response import SERVER_SOFTWARE
 from .wsgi_errors import ErrorLog
 
@@ -95,7 +95,7 @@ class ServerState:
     on_max_requests: Callable[[], object] = lambda: None
     #: Requests and connections this server turned away, by reason (the metrics
     #: count them too, summed over the workers: ``count_rejection``).
-    rejections: Counter[Rejection] = field(default_factory=Counter)
+    rejections: Counter[Refusal] = field(default_factory=Counter)
     shutting_down: bool = False
     #: Listening and not draining: what the readiness endpoint reports (with load).
     ready: bool = False
@@ -141,7 +141,7 @@ class ServerState:
         """Metrics or the access log are on: requests are recorded when they end."""
         return self.metrics is not None or self.access_log is not None
 
-    def count_rejection(self, reason: Rejection) -> None:
+    def count_rejection(self, reason: Refusal) -> None:
         """A request or connection was turned away for ``reason``."""
         self.rejections[reason] += 1
         if self.metrics is not None:

@@ -63,9 +63,9 @@ import sys
 import time
 from collections.abc import Callable
 
+from . import tally
 from .config import Config
 from .errors import AiogateError
-from .tally import ServerTally
 
 __all__ = ["BOOT_FAILED", "WORKER_BOOT_ERROR", "Supervisor"]
 
@@ -120,6 +120,8 @@ class Supervisor:
         self.config = config
         self.sockets = sockets
         self.serve = serve
+        # Metrics add up (above): made before any fork, for every worker to share.
+        self._tally = tally.ServerTally(config.workers) if config.metrics_path else None
         self.target = config.workers
         self.workers: dict[int, float] = {}  # pid -> start time
         self._stopping = False
@@ -130,8 +132,6 @@ class Supervisor:
         self._pipe: tuple[int, int] | None = None  # the signal wakeup pipe
         self._retire_pipe: tuple[int, int] | None = None  # workers -> supervisor
         self._boot_failed = False
-        # Rule 8: made here, before any fork, so that every worker shares it.
-        self._tally = ServerTally(config.workers) if config.metrics_path else None
 
     # -- workers ---------------------------------------------------------------------
 
@@ -152,7 +152,7 @@ class Supervisor:
         if pid == 0:  # the worker
             code = 1
             try:
-                if self._tally is not None:
+                if self._tally is not None:  # the slot this worker writes
                     self._tally.enter(slot)
                 signal.set_wakeup_fd(-1)
                 for signum in _SIGNALS:
@@ -214,12 +214,12 @@ class Supervisor:
                 return
             if pid == 0:
                 return
-            if self._tally is not None:
-                self._tally.reaped(pid, usage)
             started = self.workers.pop(pid, None)
             if started is None:
                 continue
             code = os.waitstatus_to_exitcode(status)
+            if self._tally is not None:  # its counts are kept (metrics add up)
+                self._tally.reaped(pid, usage)
             if code == WORKER_BOOT_ERROR and not self._boot_failed:
                 log.error(
                     "Worker %d could not start serving; stopping (see the error above)",

@@ -20,7 +20,7 @@ from aiogate.metrics import (
     Cell,
     Kind,
     Metrics,
-    Rejection,
+    Refusal,
     render,
 )
 from aiogate.tally import Region, RetryLater, ServerTally
@@ -57,7 +57,7 @@ def test_slots_sum_and_a_fold_keeps_each_count_once() -> None:
         a.observe_request(200, 0.002, 0.0, 10)
     b.observe_request(404, 3.0, 0.5, 5)
     b.observe_request(999, 0.1, 0.0, 0)  # any three digits an app may send
-    b.rejected(Rejection.URI_TOO_LONG)
+    b.rejected(Refusal.URI_TOO_LONG)
     before = scrape(region)
     assert before['aiogate_requests_total{status="200"}'] == 3
     assert before['aiogate_requests_total{status="404"}'] == 1
@@ -208,16 +208,16 @@ def test_a_worker_uses_the_slot_it_was_given() -> None:
     ],
 )
 def test_error_statuses_map_to_their_reason(status: int, reason: str) -> None:
-    assert Rejection.of_status(status) == reason
+    assert Refusal.of_status(status) == reason
 
 
 def test_every_rejection_reason_is_rendered_with_its_label() -> None:
     metrics = Metrics()
-    for number, reason in enumerate(Rejection, 1):
+    for number, reason in enumerate(Refusal, 1):
         for _ in range(number):
             metrics.rejected(reason)
     text = render(metrics.rows(), max_fds=1, build={"version": 'a"b'})
-    for number, reason in enumerate(Rejection, 1):
+    for number, reason in enumerate(Refusal, 1):
         assert f'aiogate_rejections_total{{reason="{reason}"}} {number}\n' in text
     assert 'aiogate_build_info{version="a\\"b"} 1\n' in text
     assert re.search(r"^process_max_fds 1$", text, re.MULTILINE)
@@ -234,4 +234,4 @@ def test_the_readme_lists_every_metric_with_its_type() -> None:
     reasons = set(
         re.findall(r"^\| `(\w+)` \| (?:\d{3}|503 at accept) \|", readme, re.M)
     )
-    assert reasons == {str(reason) for reason in Rejection}
+    assert reasons == {str(reason) for reason in Refusal}
