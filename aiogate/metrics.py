@@ -187,8 +187,12 @@ class Metrics:
 
     # -- the hot path: once per request, on the loop ------------------------------
     # Six cell updates a request, where the former Counter and two Histogram objects
-    # did about as many dict and list operations (the micro-benchmark in the branch
-    # report: about the same cost, 0.7 to 0.8 us a request).
+    # did as many dict, list and attribute operations: measured with valgrind
+    # (callgrind), ``observe_request`` runs 8,230 instructions, as the one it
+    # replaces did (8,210); ``received``, once per read, 1,900 against 870 for the
+    # attribute it replaces, a memoryview cell costing twice an attribute. In all,
+    # about 0.8 us a request before and after (timeit, on the same machine).
+    # ``status`` is 0 or 100-999 (``response.parse_status``), an index in the slot.
 
     def observe_request(
         self, status: int, duration: float, queue_wait: float, bytes_sent: int
