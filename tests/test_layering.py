@@ -97,7 +97,7 @@ ALLOWED: dict[str, set[str]] = {
     "logs": LEAF | {"config"},
     "config_file": LEAF,
     "reloader": LEAF,
-    "supervisor": LEAF | {"config", "metrics", "tally"},
+    "supervisor": LEAF | {"config", "tally"},
     "demo": LEAF,
     "cli": LEAF
     | {
