@@ -42,7 +42,6 @@ from .access_log import AccessRecord, Refusal, request_parts
 from .dispatch import CANCELLED, QUEUED, RECEIVING
 from .http import DEADLINES, Deadline, Phase, deadline
 from .observe import record
-from .server_state import rejection_kind
 
 if TYPE_CHECKING:
     import asyncio
@@ -117,15 +116,16 @@ class Closing:
         waited: float = 0.0,
     ) -> None:
         """Answer with an error if we still can, then close (rule 2). ``refusal``
-        is the reason the access log gives (by default the one ``status`` stands
-        for); ``waited``: the seconds a head took before it was refused."""
+        is the reason, counted (unless ``count`` is false: the caller has counted
+        it) and given in the access log; by default the one ``status`` stands for.
+        ``waited``: the seconds a head took before it was refused."""
         log.debug("%d for %s: %s", status, self.info.client, reason)
-        if count:
-            self.state.rejections[rejection_kind(status)] += 1
-            if status == 503:
-                self.state.last_overload = self.state.loop.time()
         if refusal is None:
             refusal = Refusal.of_status(status)
+        if count:
+            self.state.count_rejection(refusal)
+            if status == 503:
+                self.state.last_overload = self.state.loop.time()
         cycle = self.cycle
         state = self.state
         if cycle is not None and not cycle.ended:

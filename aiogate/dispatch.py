@@ -297,7 +297,7 @@ class RequestCycle:
         if self is not protocol.cycle or self.ended:
             return
         state = protocol.state
-        state.rejections["shed"] += 1
+        state.count_rejection(Refusal.QUEUE_WAIT)
         state.last_overload = state.loop.time()
         log.warning(
             "Shed %s: waited %.3fs for a thread (max-queue-wait %gs)",
@@ -349,7 +349,7 @@ class RequestCycle:
         stuck, and give the pool a thread in its place."""
         protocol = self.protocol
         state = protocol.state
-        state.rejections["timeout"] += 1
+        state.count_rejection(Refusal.APP_TIMEOUT)
         thread = self.thread
         if thread is None:  # pragma: no cover - RUNNING always has its thread
             return

@@ -1,26 +1,31 @@
 """What the server says about itself: a record of each request, and the probes.
 
-Owns: ``record`` (a request that has ended goes to the metrics and the access log)
-and ``Probes`` (the liveness, readiness and metrics endpoints, answered on the event
-loop without a thread, so they work while every thread is busy). Runs on the event
-loop.
+Owns: ``record`` (a request that has ended goes to the metrics and the access log),
+``new_metrics`` (this process's metrics slot: the one its supervisor gave it, whose
+neighbours are summed in a scrape, or one of its own) and ``Probes`` (the liveness,
+readiness and metrics endpoints, answered on the event loop without a thread, so they
+work while every thread is busy; a worker also publishes its gauges every
+``PUBLISH_INTERVAL`` for the scrapes its siblings answer). Runs on the event loop.
 """
 
 from __future__ import annotations
 
 import os
+import platform
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
+import h11
+
+from . import tally
+from ._version import __version__
 from .access_log import AccessRecord, pick_environ
 from .http import Phase
-from .metrics import render
+from .metrics import Cell, Gauge, Metrics, render
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
-
-    import h11
 
     from ._types import ConnectionInfo
     from .access_log import Refusal
@@ -54,7 +59,12 @@ class Recorded(Protocol):
     def environ(self) -> Mapping[str, object] | None: ...
 
 
-__all__ = ["Probes", "Recorded", "record"]
+__all__ = ["PUBLISH_INTERVAL", "Probes", "Recorded", "new_metrics", "record"]
+
+#: Seconds between a worker's publications of its gauges and process sample: what
+#: a scrape answered by another worker shows of it is at most this old (counters
+#: are written as they change, so they are never behind).
+PUBLISH_INTERVAL = 1.0
 
 #: An endpoint's answer: status, Content-Type, body.
 Answer = tuple[int, str, bytes]
@@ -110,6 +120,27 @@ def record(
         )
 
 
+def new_metrics() -> Metrics:
+    """The metrics of the server this process runs: in the slot the supervisor gave
+    this worker (``tally.assign``), read with every other process's, or in a slot
+    of its own (one process, or no slot was free)."""
+    given = tally.assigned()
+    if given is None:
+        return Metrics()
+    region, index = given
+    return Metrics(region.slot(index), region.rows)
+
+
+def _build_labels(loop: object) -> dict[str, str]:
+    module = type(loop).__module__.partition(".")[0]
+    return {
+        "version": __version__,
+        "python": platform.python_version(),
+        "h11": str(getattr(h11, "__version__", "unknown")),
+        "loop": "uvloop" if module == "uvloop" else "asyncio",
+    }
+
+
 class Probes:
     """The endpoints answered on the loop, for one server."""
 
@@ -132,6 +163,36 @@ class Probes:
         ):
             if path:
                 self._state.endpoints[path.encode("latin-1")] = endpoint
+        counting = self._state.metrics
+        if metrics and counting is not None and counting.shared:
+            self._publish_now_and_then()
+
+    def _publish_now_and_then(self) -> None:
+        """Publish this worker's gauges for the scrapes other workers answer, then
+        again in ``PUBLISH_INTERVAL`` (for as long as the loop runs)."""
+        self._publish()
+        self._state.loop.call_later(PUBLISH_INTERVAL, self._publish_now_and_then)
+
+    def _publish(self) -> None:
+        state = self._state
+        assert state.metrics is not None
+        stats = self._pool.statistics()
+        idle = sum(
+            1 for protocol in state.connections if protocol.conn.phase is Phase.IDLE
+        )
+        state.metrics.publish(
+            {
+                Gauge.REQUESTS_IN_FLIGHT: state.in_flight,
+                Gauge.QUEUE_DEPTH: stats["queued"],
+                Gauge.THREADS: stats["threads"],
+                Gauge.THREADS_BUSY: stats["busy"],
+                Gauge.THREADS_STUCK: stats["stuck"],
+                Gauge.CONNECTIONS_OPEN: self._open_connections(),
+                Gauge.CONNECTIONS_IDLE: idle,
+                Gauge.READY: self.readiness()[0] == 200,
+            },
+            tally.sample_process(),
+        )
 
     def liveness(self) -> Answer:
         """200 while the loop runs (it is answering) and some thread can run a
@@ -152,38 +213,20 @@ class Probes:
         return 200, _TEXT, b"ready\n"
 
     def metrics(self) -> Answer:
-        """The Prometheus text exposition of this process's counters and gauges."""
+        """The Prometheus text exposition of the server: every process's counters
+        summed, each worker's gauges (``metrics.render``)."""
         state = self._state
-        if state.metrics is None:
+        metrics = state.metrics
+        if metrics is None:
             return 404, _TEXT, b"metrics are off\n"
-        stats = self._pool.statistics()
-        idle = sum(
-            1 for protocol in state.connections if protocol.conn.phase is Phase.IDLE
+        self._publish()  # this worker's own gauges, as of now
+        try:
+            rows = metrics.rows()
+        except tally.RetryLater as exc:
+            return 503, _TEXT, f"{exc}\n".encode()
+        text = render(
+            rows,
+            max_fds=metrics.cells[Cell.MAX_FDS],
+            build=_build_labels(state.loop),
         )
-        gauges = {
-            "requests_in_flight": (
-                "Requests running or waiting for a thread.",
-                state.in_flight,
-            ),
-            "queue_depth": ("Complete requests waiting for a thread.", stats["queued"]),
-            "threads": ("Threads that run the app.", stats["threads"]),
-            "threads_busy": ("Threads running the app now.", stats["busy"]),
-            "threads_stuck": (
-                "Threads replaced after the request timeout.",
-                stats["stuck"],
-            ),
-            "connections_open": (
-                "Open client connections (in the TLS handshake or closing too).",
-                self._open_connections(),
-            ),
-            "connections_idle": (
-                "Open connections between requests (keep-alive).",
-                idle,
-            ),
-            "ready": (
-                "1 when the readiness endpoint would say ready.",
-                self.readiness()[0] == 200,
-            ),
-        }
-        text = render(state.metrics, rejections=state.rejections, gauges=gauges)
         return 200, "text/plain; version=0.0.4; charset=utf-8", text.encode()

@@ -146,7 +146,7 @@ class H11Protocol(Closing, asyncio.Protocol):
         # by the server's sweep, and a draining server waits for it.
         state.connections.add(self)
         if state.metrics is not None:
-            state.metrics.connections_accepted += 1
+            state.metrics.accepted()
         if self.slot is not None and self.slot.refused:
             # Over limit_connections (the listener decided, and logged, at accept):
             # answered rather than left in the backlog, so the client learns at once,
@@ -172,7 +172,7 @@ class H11Protocol(Closing, asyncio.Protocol):
             return  # lingering: discard what the client still sends
         metrics = self.state.metrics
         if metrics is not None:
-            metrics.bytes_received += len(data)
+            metrics.received(len(data))
         self.conn.receive_data(data)
         self._handle_events()
 

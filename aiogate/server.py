@@ -45,8 +45,7 @@ from .errors import ConfigError
 from .hooks import Hook, HookFailed, Hooks, Worker
 from .listener import Listener, open_files_needed
 from .log_writer import AccessLogWriter
-from .metrics import Metrics
-from .observe import Probes
+from .observe import Probes, new_metrics
 from .protocol import LINGER_TIMEOUT, H11Protocol
 from .proxy_headers import parse_trusted
 from .server_handler import ServerHandler, as_handler_class
@@ -242,7 +241,7 @@ class Server:
         if Hook.PRE_REQUEST in hooks or Hook.POST_REQUEST in hooks:
             state.hooks, state.worker = hooks, worker  # else no cost per request
         if config.metrics_path:
-            state.metrics = Metrics()
+            state.metrics = new_metrics()
         if config.access_log:
             self._access_writer = AccessLogWriter(self._access_line)
             state.access_log = self._access_writer.submit

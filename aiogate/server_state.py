@@ -3,7 +3,7 @@
 Owns: ``ServerState`` (the settings record, the counters every connection updates,
 and the seams to the app, the thread pool and observability), ``HandlerFactory``
 and ``Connection`` (what each side expects of the other), and how a refusal is
-counted (``rejection_kind``). Lives on the event loop: only ``clock`` and the
+counted (``ServerState.count_rejection``). Lives on the event loop: only ``clock`` and the
 read-only fields are used from worker threads.
 """
 
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 import h11
 
 from ._types import ConnectionInfo
-from .access_log import AccessRecord
+from .access_log import AccessRecord, Refusal
 from .body import EmptyBody
 from .config import Config
 from .hooks import Hooks, Worker
@@ -39,7 +39,6 @@ __all__ = [
     "Connection",
     "HandlerFactory",
     "ServerState",
-    "rejection_kind",
 ]
 
 # Retry-After on a 503 for overload (limits and shedding): one second spreads
@@ -95,9 +94,9 @@ class ServerState:
     #: When ``dispatched`` reaches this (0: never), ``on_max_requests`` is called.
     max_requests: int = 0
     on_max_requests: Callable[[], object] = lambda: None
-    #: Requests and connections turned away, by reason: ``bad_request``, ``limit``,
-    #: ``timeout``, ``shed`` (for logs and metrics).
-    rejections: Counter[str] = field(default_factory=Counter)
+    #: Requests and connections this server turned away, by reason (the metrics
+    #: count them too, summed over the workers: ``count_rejection``).
+    rejections: Counter[Refusal] = field(default_factory=Counter)
     shutting_down: bool = False
     #: Listening and not draining: what the readiness endpoint reports (with load).
     ready: bool = False
@@ -150,11 +149,8 @@ class ServerState:
         """Metrics or the access log are on: requests are recorded when they end."""
         return self.metrics is not None or self.access_log is not None
 
-
-def rejection_kind(status: int) -> str:
-    """The ``ServerState.rejections`` key of an error status we send."""
-    if status == 408:
-        return "timeout"
-    if status in (413, 414, 431, 503):
-        return "limit"
-    return "bad_request"
+    def count_rejection(self, reason: Refusal) -> None:
+        """A request or connection was turned away for ``reason``."""
+        self.rejections[reason] += 1
+        if self.metrics is not None:
+            self.metrics.rejected(reason)

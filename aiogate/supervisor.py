@@ -59,6 +59,10 @@ Theory of operation:
    ``READY=1`` again once every old worker has been replaced and has left;
    ``STOPPING=1`` as the drain starts. Workers never notify (systemd's
    ``NotifyAccess=main``).
+10. **Metrics add up** (with ``--metrics-path``): the supervisor maps one shared
+    region before forking and gives each worker a slot of it; a reaped worker's
+    counts are folded into the region's retired slot (``tally``), so any worker's
+    scrape sums the whole server, across restarts.
 """
 
 from __future__ import annotations
@@ -76,6 +80,7 @@ import sys
 import time
 from collections.abc import Callable
 
+from . import tally
 from .config import Config
 from .errors import AiogateError
 from .hooks import Hook, HookFailed, Hooks, Worker
@@ -155,6 +160,8 @@ class Supervisor:
         self.hooks = hooks if hooks is not None else Hooks()
         self.pid = os.getpid()
         self.log = log
+        # Metrics add up (above): made before any fork, for every worker to share.
+        self._tally = tally.ServerTally(config.workers) if config.metrics_path else None
         self.target = config.workers
         self.workers: dict[int, float] = {}  # pid -> start time
         self.worker_info: dict[int, Worker] = {}  # pid -> what hooks get
@@ -195,14 +202,19 @@ class Supervisor:
         # handlers and wakeup pipe, a signal sent to it (a quick SIGTERM) would be
         # written to that shared pipe and read as the supervisor's own.
         signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+        slot = self._tally.before_fork() if self._tally is not None else -1
         try:
             pid = os.fork()
         except BaseException:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+            if self._tally is not None:
+                self._tally.forked(slot, None)
             raise
         if pid == 0:  # the worker
             code = 1
             try:
+                if self._tally is not None:  # the slot this worker writes
+                    self._tally.enter(slot)
                 signal.set_wakeup_fd(-1)
                 for signum in _SIGNALS:
                     signal.signal(signum, signal.SIG_DFL)
@@ -238,6 +250,10 @@ class Supervisor:
         worker.pid, worker.ppid = pid, parent
         self.worker_info[pid] = worker
         log.info("Started worker %d", pid)
+        if self._tally is not None:
+            self._tally.forked(slot, pid)
+            if self._tally.full:
+                log.warning("No metrics slot left: worker %d is not in the sums", pid)
         return pid
 
     def _signal_worker(self, pid: int, signum: int) -> None:
@@ -279,7 +295,7 @@ class Supervisor:
     def _reap(self) -> None:
         while True:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, status, usage = os.wait4(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
@@ -291,6 +307,8 @@ class Supervisor:
             worker = self.worker_info.pop(pid)
             self.hooks.call(Hook.CHILD_EXIT, self, worker)
             code = os.waitstatus_to_exitcode(status)
+            if self._tally is not None:  # its counts are kept (metrics add up)
+                self._tally.reaped(pid, usage)
             successor, self._successor = self._successor, None
             if successor is not None and successor[1] == pid:
                 pass  # the old one left early: the new one simply takes its place
@@ -443,6 +461,8 @@ class Supervisor:
                     timeout = max(0.0, deadline - time.monotonic())
                 elif self._restart_at > time.monotonic():
                     timeout = self._restart_at - time.monotonic()
+                if self._tally is not None:  # its CPU and memory, as of now
+                    self._tally.publish()
                 ready, _, _ = select.select([read_fd, news_read], [], [], timeout)
                 if news_read in ready:
                     with contextlib.suppress(BlockingIOError):

@@ -14,6 +14,7 @@ import base64
 import hashlib
 import http.client
 import os
+import re
 import ssl
 import subprocess
 import threading
@@ -479,7 +480,9 @@ def test_exit_time_after_the_drain(app_image: str, containers: list[Container]) 
     client = threading.Thread(target=stuck_request)
     client.start()
     started = time.monotonic()
-    while b"aiogate_requests_in_flight 1" not in container.get("/metrics")[1]:
+    # (The per-worker gauge carries a worker label; any worker with one in flight.)
+    in_flight = re.compile(rb'^aiogate_requests_in_flight\{worker="\d+"\} 1$', re.M)
+    while not in_flight.search(container.get("/metrics")[1]):
         assert time.monotonic() - started < WAIT
         time.sleep(0.05)  # polling the server's own gauge, bounded
     stopped_at = time.monotonic()

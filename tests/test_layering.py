@@ -29,7 +29,8 @@ ALLOWED: dict[str, set[str]] = {
     "forwarded": LEAF,
     "proxy_headers": LEAF | {"forwarded"},
     "access_log": LEAF,
-    "metrics": LEAF,
+    "metrics": LEAF | {"access_log"},  # Refusal: the reasons, one enum for both
+    "tally": {"metrics"},
     "log_writer": LEAF | {"access_log"},
     "http": LEAF | {"response", "environ"},
     "body": LEAF,
@@ -52,7 +53,8 @@ ALLOWED: dict[str, set[str]] = {
     | {"access_log", "body", "config", "hooks", "http", "metrics", "response"}
     | {"wsgi_errors"}
     | {"thread_pool", "writer"},
-    "observe": LEAF | {"access_log", "http", "metrics", "server_state", "thread_pool"},
+    "observe": LEAF
+    | {"access_log", "http", "metrics", "server_state", "tally", "thread_pool"},
     # file_sender names dispatch's RequestCycle for type checking only (the cycle it
     # sends for); at run time only dispatch imports it.
     "file_sender": LEAF | {"http", "writer", "dispatch"},
@@ -68,6 +70,7 @@ ALLOWED: dict[str, set[str]] = {
         "listener",
         "http",
         "dispatch",
+        "metrics",
         "observe",
         "server_state",
         "flow_control",
@@ -97,7 +100,7 @@ ALLOWED: dict[str, set[str]] = {
     "config_file": LEAF | {"config", "hooks"},
     "hooks": LEAF | {"config"},
     "reloader": LEAF,
-    "supervisor": LEAF | {"config", "systemd", "hooks"},
+    "supervisor": LEAF | {"config", "systemd", "hooks", "tally"},
     # Process management (issue 15): each needs only the errors.
     "env_file": LEAF,
     "pidfile": LEAF,

@@ -1,6 +1,7 @@
 """Access log, metrics and health endpoints over real sockets: the JSON access line of
-a hostile client parses back intact, and health and metrics answer from the event loop
-while every thread is blocked."""
+a hostile client parses back intact, health and metrics answer from the event loop
+while every thread is blocked, and every refusal is counted under its own reason.
+(Several workers: ``test_metrics_workers``; the shared region: ``test_tally``.)"""
 
 from __future__ import annotations
 
@@ -134,9 +135,9 @@ async def test_health_and_metrics_answer_while_every_thread_is_blocked() -> None
         assert metrics.status == 200
         assert metrics.header(b"content-type").startswith(b"text/plain; version=0.0.4")
         text = metrics.body.decode()
-        assert "aiogate_threads_busy 2\n" in text
-        assert "aiogate_queue_depth 1\n" in text
-        assert "aiogate_requests_in_flight 3\n" in text
+        assert 'aiogate_threads_busy{worker="0"} 2\n' in text
+        assert 'aiogate_queue_depth{worker="0"} 1\n' in text
+        assert 'aiogate_requests_in_flight{worker="0"} 3\n' in text
         gate.release.set()
         for client in busy:
             assert (await client.response()).status == 200
@@ -170,8 +171,8 @@ async def test_readiness_follows_overload_and_the_drain() -> None:
     overloaded = await get(port, "/readyz")
     assert (overloaded.status, overloaded.body) == (503, b"overloaded\n")
     metrics = (await get(port, "/metrics")).body.decode()
-    assert 'aiogate_rejections_total{reason="limit"} 1\n' in metrics
-    assert "aiogate_ready 0\n" in metrics
+    assert 'aiogate_rejections_total{reason="concurrency_limit"} 1\n' in metrics
+    assert 'aiogate_ready{worker="0"} 0\n' in metrics
     gate.release.set()
     assert (await first.response()).status == 200
     await first.close()
@@ -211,3 +212,101 @@ async def test_probes_keep_the_connection_alive_and_pipeline() -> None:
         await client.send(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")  # still open
         assert (await client.response()).status == 200
         await client.close()
+
+
+def rejections(text: str) -> dict[str, int]:
+    return {
+        match[1]: int(match[2])
+        for match in re.finditer(
+            r'aiogate_rejections_total\{reason="(\w+)"\} (\d+)', text
+        )
+    }
+
+
+def nonzero(text: str) -> dict[str, int]:
+    return {reason: count for reason, count in rejections(text).items() if count}
+
+
+async def refused(port: int, request: bytes, method: bytes = b"GET") -> int:
+    """Send ``request`` on a connection of its own; the status, once it is closed."""
+    client = await Client.connect(port)
+    await client.send(request)
+    response = await client.response(method)
+    assert await client.closed_by_server()
+    return response.status
+
+
+async def test_each_refusal_of_a_request_is_counted_under_its_reason() -> None:
+    async with serving(
+        hello,
+        limit_request_line=100,
+        limit_request_field_size=100,
+        limit_request_body=10,
+        timeout_request_header=0.3,
+        **ENDPOINTS,
+    ) as (_, port):
+        sent = {
+            "bad_request": (b"NOT HTTP\r\n\r\n", 400),
+            "method_not_allowed": (b"CONNECT x:1 HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+            "not_implemented": (
+                b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+                501,
+            ),
+            "version_not_supported": (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+            "body_too_large": (
+                b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n",
+                413,
+            ),
+            "uri_too_long": (b"GET /" + b"a" * 200 + b" HTTP/1.1\r\n\r\n", 414),
+            "headers_too_large": (
+                b"GET / HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 200 + b"\r\n\r\n",
+                431,
+            ),
+            "timeout": (b"GET / HTTP/1.1\r\n", 408),  # the rest never comes
+        }
+        for reason, (request, status) in sent.items():
+            method = b"POST" if request.startswith(b"POST") else b"GET"
+            assert await refused(port, request, method) == status, reason
+        counted = rejections((await get(port, "/metrics")).body.decode())
+    assert counted == {reason: int(reason in sent) for reason in counted}
+    assert set(sent) <= set(counted)
+
+
+async def test_overload_refusals_are_counted_under_their_reasons(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    counted: dict[str, int] = {}
+    async with serving(hello, limit_connections=1, **ENDPOINTS) as (_, port):
+        first = await Client.connect(port)
+        assert await refused(port, GET) == 503  # one connection too many
+        await first.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        counted.update(nonzero((await first.response()).body.decode()))
+        await first.close()
+    gate = Gate()
+    async with serving(gate, threads=1, max_queue_wait=0.2, **ENDPOINTS) as (_, port):
+        running = await Client.connect(port)
+        await running.send(GET)
+        await gate.wait_entered()
+        assert await refused(port, GET) == 503  # waited for the thread too long
+        counted.update(nonzero((await get(port, "/metrics")).body.decode()))
+        gate.release.set()
+        assert (await running.response()).status == 200
+        await running.close()
+    gate = Gate()
+    async with serving(gate, threads=1, timeout_request=0.2, **ENDPOINTS) as (_, port):
+        assert await refused(port, GET) == 503  # the app overran its time
+        counted.update(nonzero((await get(port, "/metrics")).body.decode()))
+        gate.release.set()
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    async with serving(hello, body_buffer_size=16, **ENDPOINTS) as (_, port):
+        post = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b"x" * 100
+        assert await refused(port, post, b"POST") == 503  # no temporary file
+        counted.update(nonzero((await get(port, "/metrics")).body.decode()))
+    assert counted == {
+        "connection_limit": 1,
+        "queue_wait": 1,
+        "app_timeout": 1,
+        "body_storage": 1,
+    }

@@ -334,7 +334,7 @@ def test_declared_body_over_the_limit_is_413_without_100_continue() -> None:
     assert b"100 Continue" not in h.transport.written
     assert h.transport.eof_written
     assert h.pool.jobs == []
-    assert h.state.rejections["limit"] == 1
+    assert h.state.rejections["body_too_large"] == 1
 
 
 def test_chunked_body_over_the_limit_is_413_midway() -> None:
@@ -623,7 +623,7 @@ def test_request_waiting_too_long_for_a_thread_is_shed_by_the_loop() -> None:
     h.tick(0.2)
     assert h.transport.written.startswith(b"HTTP/1.1 503 ")
     assert b"Retry-After: 1\r\n" in h.transport.written
-    assert h.state.rejections["shed"] == 1
+    assert h.state.rejections["queue_wait"] == 1
     h.run_jobs()  # a thread finally takes the job: the app is not called
     assert called == []
     assert h.state.in_flight == 0
@@ -642,7 +642,7 @@ def test_request_waiting_too_long_is_shed_by_the_thread_that_takes_it() -> None:
     h.run_jobs()
     assert called == []
     assert h.transport.written.startswith(b"HTTP/1.1 503 ")
-    assert h.state.rejections["shed"] == 1
+    assert h.state.rejections["queue_wait"] == 1
 
 
 def test_queue_wait_is_recorded() -> None:
@@ -679,7 +679,7 @@ def test_stuck_app_gets_503_its_stack_logged_and_a_replacement_thread(
     assert checks[1].startswith(b"HTTP/1.1 503 ")
     assert b"too late" not in h.transport.written
     assert h.pool.replaced == [threading.current_thread()]
-    assert h.state.rejections["timeout"] == 1
+    assert h.state.rejections["app_timeout"] == 1
     assert h.state.in_flight == 0
     [record] = [r for r in caplog.records if "request timeout" in r.getMessage()]
     assert "in stuck" in record.getMessage()  # the stuck frame is in the stack
