@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import server as _server
 from ._version import __version__
-from .config import Config
+from .config import Config, refuse_command_line_only
 from .errors import AiogateError, AppImportError, ClientDisconnected, ConfigError
 from .hooks import Hooks
 from .logs import configure_logging
@@ -56,14 +56,11 @@ def run(
     if config is None:
         config = Config(**options)
         options = {}
-    workers = options.get("workers", config.workers)
-    if workers > 1 or options.get("reload", config.reload):
-        # Said, not ignored: this runs one server in this process. The command line
-        # forks the workers (a supervisor) and runs the reloader's watcher.
-        raise ConfigError(
-            "aiogate.run serves in this process: workers and reload are for the "
-            "command line (aiogate serve --workers N, --reload)"
-        )
+    # Said, not ignored: this runs one server in this process. The command line
+    # forks the workers (a supervisor), runs the reloader's watcher, writes the pid
+    # file and switches users.
+    refuse_command_line_only("aiogate.run", config)
+    refuse_command_line_only("aiogate.run", options)
     if not (logging.getLogger().handlers or logging.getLogger("aiogate").handlers):
         configure_logging(
             options.get("log_level", config.log_level),

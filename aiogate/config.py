@@ -18,6 +18,7 @@ from typing import Any, Literal
 from .errors import ConfigError
 
 __all__ = [
+    "COMMAND_LINE_ONLY",
     "Bind",
     "Config",
     "LogLevel",
@@ -25,6 +26,7 @@ __all__ = [
     "ProxyHeaders",
     "option_fields",
     "parse_bind",
+    "refuse_command_line_only",
 ]
 
 #: gunicorn's default access_log_format, so gunicorn users see the same lines.
@@ -504,6 +506,45 @@ def _check_types(config: Config) -> None:
             ok = True
         if not ok:
             raise ConfigError(f"{name} must be {_PLAIN[kind]}, not {value!r}")
+
+
+#: Settings of the ``aiogate serve`` process rather than of one server: its workers
+#: (the supervisor), the reloader's watcher, and what the command line does around
+#: serving. An embedding program that sets one gets a ``ConfigError`` naming it, not
+#: a setting silently ignored.
+COMMAND_LINE_ONLY = (
+    "workers",
+    "preload",
+    "reload",
+    "pid",
+    "user",
+    "group",
+    "umask",
+    "env_file",
+)
+
+
+def refuse_command_line_only(
+    who: str, values: Config | typing.Mapping[str, Any]
+) -> None:
+    """``ConfigError`` if ``values`` (a ``Config``, or settings by name) sets any of
+    ``COMMAND_LINE_ONLY`` to other than its default: ``who`` (an embedding entry
+    point) serves one server in its own process."""
+    defaults = {f.name: f.default for f in dataclasses.fields(Config)}
+    if isinstance(values, Config):
+        values = {name: getattr(values, name) for name in COMMAND_LINE_ONLY}
+    named = [
+        name
+        for name in COMMAND_LINE_ONLY
+        if name in values and values[name] != defaults[name]
+    ]
+    if named:
+        flags = ", ".join("--" + name.replace("_", "-") for name in named)
+        raise ConfigError(
+            f"{who} serves one server in this process: {', '.join(named)} "
+            f"{'is' if len(named) == 1 else 'are'} for the command line "
+            f"(aiogate serve {flags})"
+        )
 
 
 def option_fields() -> tuple[dataclasses.Field[Any], ...]:

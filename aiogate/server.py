@@ -39,7 +39,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from .access_log import compile_format, environ_keys
-from .config import Config
+from .config import Config, refuse_command_line_only
 from .deadlines import DeadlineSweeper
 from .errors import ConfigError
 from .hooks import Hook, HookFailed, Hooks, Worker
@@ -109,6 +109,8 @@ class Server:
         worker: Worker | None = None,
         **options: Any,
     ) -> None:
+        # An embedding program's keywords (the command line passes a whole Config).
+        refuse_command_line_only("Server", options)
         if config is None:
             config = Config(**options)
         elif options:

@@ -507,7 +507,38 @@ def test_an_embedding_programs_wrong_types_are_config_errors(
         Server(hello, **options)
 
 
-@pytest.mark.parametrize("options", [{"workers": 2}, {"reload": True}])
-def test_run_refuses_what_only_the_command_line_does(options: dict[str, Any]) -> None:
-    with pytest.raises(aiogate.ConfigError, match="workers and reload are for the"):
-        aiogate.run(hello, port=0, **options)
+COMMAND_LINE_ONLY = {
+    "workers": 2,
+    "preload": True,
+    "reload": True,
+    "pid": "/tmp/x.pid",
+    "user": "nobody",
+    "group": "nogroup",
+    "umask": "0027",
+    "env_file": ".env",
+}
+
+
+def test_the_command_line_only_settings_are_these() -> None:
+    assert set(COMMAND_LINE_ONLY) == set(aiogate.config.COMMAND_LINE_ONLY)
+
+
+@pytest.mark.parametrize(("name", "value"), COMMAND_LINE_ONLY.items())
+def test_embedding_refuses_what_only_the_command_line_does(
+    name: str, value: object
+) -> None:
+    flag = "--" + name.replace("_", "-")
+    said = rf"serves one server in this process: {name} is for the command line "
+    with pytest.raises(aiogate.ConfigError, match=said + rf"\(aiogate serve {flag}\)"):
+        aiogate.run(hello, port=0, **{name: value})
+    with pytest.raises(aiogate.ConfigError, match="aiogate.run " + said):
+        aiogate.run(hello, aiogate.Config(**{name: value}))
+    with pytest.raises(aiogate.ConfigError, match="Server " + said):
+        Server(hello, port=0, **{name: value})
+    # At their defaults they are no trouble.
+    Server(hello, port=0, **{name: getattr(aiogate.Config(), name)})
+
+
+def test_embedding_names_every_command_line_only_setting_at_once() -> None:
+    with pytest.raises(aiogate.ConfigError, match="workers, pid are for the command"):
+        Server(hello, workers=3, pid="p")
