@@ -172,7 +172,7 @@ def check_framing(head: bytes, http11: bool) -> tuple[int, bool]:
 
 def _connection_tokens(low: bytes) -> list[bytes]:
     """The tokens of every ``Connection`` field line of a clean, lower-cased head."""
-    tokens = []
+    tokens: list[bytes] = []
     start = 0
     while (start := low.find(b"\nconnection:", start) + 1) > 0:
         value = _field_value(low[start - 1 :], b"\nconnection:")
