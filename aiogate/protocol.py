@@ -87,10 +87,12 @@ _IDLE, _HEAD = Phase.IDLE, Phase.HEAD
 
 
 def _address(value: Any) -> Address | None:
-    """Normalise ``get_extra_info`` addresses: IPv6 4-tuples become (host, port)."""
+    """Normalise ``get_extra_info`` addresses: IPv6 4-tuples become (host, port). A
+    UNIX socket's unnamed peer stays ``""`` (not None): it is how the trust list's
+    ``unix`` entry knows the peer (``TrustedProxies.is_trusted``)."""
     if isinstance(value, tuple) and len(value) >= 2:
         return (str(value[0]), int(value[1]))
-    if isinstance(value, str) and value:
+    if isinstance(value, str):
         return value
     if isinstance(value, bytes) and value:  # abstract UNIX socket names
         return value.decode("latin-1")
