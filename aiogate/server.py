@@ -38,6 +38,7 @@ from .log_writer import AccessLogWriter
 from .metrics import Metrics
 from .observe import Probes
 from .protocol import LINGER_TIMEOUT, H11Protocol
+from .proxied import ProxiedH11Protocol
 from .proxy_headers import parse_trusted
 from .server_handler import ServerHandler, as_handler_class
 from .server_state import ServerState
@@ -120,6 +121,15 @@ class Server:
             if config.proxy_headers == "off"
             else parse_trusted(config.forwarded_allow_ips)
         )
+        # Which protocol each accepted socket gets (proxied.py: only with the
+        # option on, so plain connections keep H11Protocol's path as it is).
+        self._protocol_factory: Callable[..., H11Protocol] = H11Protocol
+        if config.proxy_protocol:
+            self._protocol_factory = partial(
+                ProxiedH11Protocol,
+                trusted=self._trusted_proxies
+                or parse_trusted(config.forwarded_allow_ips),
+            )
         self._listener: Listener | None = None
         # The files of UNIX sockets this server bound itself: removed at exit.
         self._socket_files: list[str] = []
@@ -214,7 +224,7 @@ class Server:
             self._listener = Listener(
                 loop,
                 sockets,
-                partial(H11Protocol, state),
+                partial(self._protocol_factory, state),
                 limit_connections=config.limit_connections,
                 backlog=config.backlog,
                 ssl=self._ssl_context,

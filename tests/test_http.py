@@ -859,9 +859,10 @@ def test_http10_keep_alive_needs_a_known_length(
     head = data.partition(b"\r\n\r\n")[0].lower()
     assert b"transfer-encoding" not in head  # never chunked for a 1.0 client
     lines = head.split(b"\r\n")
-    assert lines.count(
-        b"connection: keep-alive" if reusable else b"connection: close"
-    ) == 1
+    assert (
+        lines.count(b"connection: keep-alive" if reusable else b"connection: close")
+        == 1
+    )
     assert conn.our_state is (State.DONE if reusable else State.MUST_CLOSE)
 
 

@@ -1,0 +1,289 @@
+"""``--proxy-protocol`` over real loopback sockets (aiogate.proxied): the client a
+PROXY header names reaches the app, the access log and the proxy-header trust
+check; a refused header or peer gets the connection closed with nothing sent.
+
+Each test runs on the stdlib loop and on uvloop (see conftest.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import socket
+import struct
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aiogate import Config
+from aiogate.errors import ConfigError
+from aiogate.proxy_protocol import V2_SIGNATURE
+from tests.client import TIMEOUT, Client
+from tests.test_observability import Lines, access_lines  # noqa: F401 (fixture)
+from tests.test_server import serving
+
+GET = b"GET /who HTTP/1.1\r\nHost: x\r\n\r\n"
+V1 = b"PROXY TCP4 203.0.113.7 192.0.2.1 40000 443\r\n"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def who(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """Echoes the client the app sees, and the proxy header it was left."""
+    body = " ".join(
+        str(environ.get(key))
+        for key in ("REMOTE_ADDR", "REMOTE_PORT", "HTTP_X_FORWARDED_FOR")
+    ).encode()
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+
+
+def v2_inet6(src: str, dst: str, sport: int, dport: int, tlvs: bytes = b"") -> bytes:
+    block = (
+        socket.inet_pton(socket.AF_INET6, src)
+        + socket.inet_pton(socket.AF_INET6, dst)
+        + struct.pack(">HH", sport, dport)
+        + tlvs
+    )
+    return V2_SIGNATURE + b"\x21\x21" + struct.pack(">H", len(block)) + block
+
+
+V2_LOCAL = V2_SIGNATURE + b"\x20\x00\x00\x00"
+
+
+class Warnings(logging.Handler):
+    """Collects aiogate.error's WARNING lines about the PROXY protocol."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "PROXY" in record.getMessage():
+            self.lines.append(record.getMessage())
+
+
+@pytest.fixture
+def warnings() -> Any:
+    logger = logging.getLogger("aiogate.error")
+    handler = Warnings()
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)
+
+
+async def ask(port: int, data: bytes, *, host: str = "127.0.0.1") -> bytes:
+    """Send ``data`` on a new connection; the body of the one response."""
+    client = await Client.connect(port, host)
+    await client.send(data)
+    response = await client.response()
+    await client.close()
+    assert response.status == 200
+    return response.body
+
+
+async def test_v1_header_sets_remote_addr_and_the_access_log(
+    access_lines: Lines,  # noqa: F811
+) -> None:
+    async with serving(who, proxy_protocol=True, access_log=True) as (_, port):
+        assert await ask(port, V1 + GET) == b"203.0.113.7 40000 None"
+        [line] = access_lines.wait(1)
+    assert re.match(r'203\.0\.113\.7 - - \[[^]]+\] "GET /who HTTP/1\.1" 200', line)
+
+
+async def test_v2_header_with_tlvs_sets_remote_addr() -> None:
+    header = v2_inet6("2001:db8::7", "2001:db8::1", 5555, 443, b"\x01\x00\x02h2")
+    async with serving(who, proxy_protocol=True) as (_, port):
+        assert await ask(port, header + GET) == b"2001:db8::7 5555 None"
+
+
+@pytest.mark.parametrize("header", [b"PROXY UNKNOWN\r\n", V2_LOCAL])
+async def test_unknown_and_local_keep_the_socket_peer(header: bytes) -> None:
+    async with serving(who, proxy_protocol=True) as (_, port):
+        addr, sport, _ = (await ask(port, header + GET)).split()
+    assert addr == b"127.0.0.1"
+    assert int(sport) > 0
+
+
+async def test_header_and_requests_in_pieces_and_pipelined() -> None:
+    """The header a byte at a time, then requests pipelined behind it in one
+    segment: every one is answered, on the same connection."""
+    async with serving(who, proxy_protocol=True) as (_, port):
+        client = await Client.connect(port)
+        for index in range(len(V1)):
+            await client.send(V1[index : index + 1])
+        await client.send(GET + GET)
+        for _ in range(2):
+            assert (await client.response()).body == b"203.0.113.7 40000 None"
+        await client.close()
+        client = await Client.connect(port)
+        await client.send(V1 + GET + GET)  # header and two requests, one segment
+        for _ in range(2):
+            assert (await client.response()).body == b"203.0.113.7 40000 None"
+        await client.close()
+
+
+async def test_x_forwarded_for_is_judged_against_the_header_client() -> None:
+    """The header's client replaces the socket's peer for the trust check too: an
+    untrusted client's own X-Forwarded-For is removed even though the balancer is
+    trusted; a trusted L7 proxy named by the header has its header read."""
+    spoofed = b"GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 1.2.3.4\r\n\r\n"
+    trusted_l7 = b"PROXY TCP4 10.1.2.3 192.0.2.1 40000 443\r\n"
+    async with serving(
+        who, proxy_protocol=True, forwarded_allow_ips="127.0.0.1,10.0.0.0/8"
+    ) as (_, port):
+        assert await ask(port, V1 + spoofed) == b"203.0.113.7 40000 None"
+        assert await ask(port, trusted_l7 + spoofed) == b"1.2.3.4 None 1.2.3.4"
+
+
+async def test_an_untrusted_peer_is_closed_without_a_response(
+    warnings: Warnings,
+) -> None:
+    async with serving(who, proxy_protocol=True, forwarded_allow_ips="10.0.0.0/8") as (
+        _,
+        port,
+    ):
+        client = await Client.connect(port)
+        await client.send(V1 + GET)
+        assert await client.closed_by_server()
+    assert len(warnings.lines) == 1
+    assert "not in --forwarded-allow-ips" in warnings.lines[0]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        GET,  # no header at all
+        b"PROXY TCP4 203.0.113.7 192.0.2.1 40000\r\n" + GET,
+        b"PROXY UNKNOWN " + b"x" * 200,  # no CRLF within 107 bytes
+        V2_SIGNATURE + b"\x21\x11\xff\xff",  # longer than the cap
+    ],
+    ids=["missing", "malformed", "v1-oversized", "v2-oversized"],
+)
+async def test_a_bad_header_is_closed_without_a_response(
+    data: bytes, warnings: Warnings
+) -> None:
+    async with serving(who, proxy_protocol=True) as (_, port):
+        client = await Client.connect(port)
+        await client.send(data)
+        assert await client.closed_by_server()
+    assert len(warnings.lines) == 1, warnings.lines
+
+
+async def test_a_header_not_sent_in_time_is_closed_without_a_408(
+    warnings: Warnings,
+) -> None:
+    async with serving(who, proxy_protocol=True, timeout_request_header=0.2) as (
+        _,
+        port,
+    ):
+        client = await Client.connect(port)
+        await client.send(V1[:10])  # part of a header, then nothing
+        assert await client.closed_by_server()
+        client = await Client.connect(port)  # nothing at all
+        assert await client.closed_by_server()
+    assert len(warnings.lines) == 2, warnings.lines
+    assert all("no PROXY header within 0.2 seconds" in w for w in warnings.lines)
+
+
+async def test_a_close_inside_the_header_is_logged(warnings: Warnings) -> None:
+    async with serving(who, proxy_protocol=True) as (_, port):
+        client = await Client.connect(port)
+        await client.send(V1[:10])
+        client.writer.write_eof()
+        assert await client.closed_by_server()
+        client = await Client.connect(port)  # a TCP health check: not a warning
+        client.writer.write_eof()
+        assert await client.closed_by_server()
+    assert len(warnings.lines) == 1
+    assert "inside the PROXY header" in warnings.lines[0]
+
+
+async def test_the_deadline_after_the_header_is_the_keep_alive_one() -> None:
+    """A header with no request behind it is an idle connection: it is closed
+    after the keep-alive timeout, quietly (no 408)."""
+    async with serving(
+        who, proxy_protocol=True, timeout_keep_alive=0.2, timeout_request_header=5
+    ) as (_, port):
+        client = await Client.connect(port)
+        await client.send(V1)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        assert await client.closed_by_server()
+        assert loop.time() - started < TIMEOUT / 2
+
+
+async def test_unix_socket_peers_need_unix_in_the_list(
+    tmp_path: Path, warnings: Warnings
+) -> None:
+    path = str(tmp_path / "app.sock")
+
+    async def over_unix(trust: str) -> bytes:
+        async with serving(
+            who, proxy_protocol=True, uds=path, forwarded_allow_ips=trust
+        ):
+            async with asyncio.timeout(TIMEOUT):
+                reader, writer = await asyncio.open_unix_connection(path)
+                writer.write(V1 + b"GET / HTTP/1.0\r\n\r\n")
+                data = await reader.read()
+                writer.close()
+            return data
+
+    assert await over_unix("127.0.0.1") == b""
+    assert len(warnings.lines) == 1
+    answer = await over_unix("unix")
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert answer.endswith(b"\r\n\r\n203.0.113.7 40000 None")
+
+
+async def test_without_the_option_a_header_is_a_bad_request() -> None:
+    async with serving(who) as (_, port):
+        client = await Client.connect(port)
+        await client.send(V1 + GET)
+        assert (await client.response()).status == 400
+        await client.close()
+
+
+def test_tls_and_the_proxy_protocol_are_refused_together() -> None:
+    with pytest.raises(ConfigError, match="proxy_protocol cannot be used with"):
+        Config(proxy_protocol=True, ssl_certfile="cert.pem")
+
+
+def test_command_line_refuses_tls_with_the_proxy_protocol() -> None:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("AIOGATE_")}
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "aiogate", "serve", "aiogate.demo:app"),
+            *("--proxy-protocol", "--ssl-certfile", "cert.pem"),
+        ],
+        capture_output=True,
+        env=base,
+        cwd=REPO,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.decode().splitlines() == [
+        "Error: proxy_protocol cannot be used with ssl_certfile: terminate TLS in "
+        "the load balancer, or turn the PROXY protocol off"
+    ]
+
+
+async def test_proxy_headers_from_a_unix_socket_peer_listed_as_unix(
+    tmp_path: Path,
+) -> None:
+    """The 'unix' entry trusts a UNIX-socket peer (whose name is ""), without the
+    PROXY protocol too."""
+    path = str(tmp_path / "app.sock")
+    for trust, expected in (("unix", b"1.2.3.4"), ("127.0.0.1", b" None None")):
+        async with serving(who, uds=path, forwarded_allow_ips=trust):
+            async with asyncio.timeout(TIMEOUT):
+                reader, writer = await asyncio.open_unix_connection(path)
+                writer.write(b"GET / HTTP/1.0\r\nX-Forwarded-For: 1.2.3.4\r\n\r\n")
+                data = await reader.read()
+                writer.close()
+        assert data.partition(b"\r\n\r\n")[2].startswith(expected), data
