@@ -96,6 +96,9 @@ class ProxiedH11Protocol(H11Protocol):
         if header is None:
             return
         self.proxy_reader = None
+        metrics = self.state.metrics
+        if metrics is not None:  # (the bytes after it are counted as HTTP's)
+            metrics.bytes_received += header.size
         if header.client is not None:  # rule 3
             self.info = dataclasses.replace(self.info, client=header.client)
         if reader.rest:  # rule 4

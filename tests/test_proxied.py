@@ -287,3 +287,10 @@ async def test_proxy_headers_from_a_unix_socket_peer_listed_as_unix(
                 data = await reader.read()
                 writer.close()
         assert data.partition(b"\r\n\r\n")[2].startswith(expected), data
+
+
+async def test_the_header_counts_as_received_bytes() -> None:
+    scrape = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+    async with serving(who, proxy_protocol=True, metrics_path="/metrics") as (_, port):
+        text = (await ask(port, V1 + scrape)).decode()
+    assert f"aiogate_received_bytes_total {len(V1) + len(scrape)}\n" in text
