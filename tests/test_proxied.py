@@ -22,6 +22,8 @@ import pytest
 
 from aiogate import Config
 from aiogate.errors import ConfigError
+from aiogate.protocol import H11Protocol
+from aiogate.proxied import ProxiedH11Protocol
 from aiogate.proxy_protocol import V2_SIGNATURE
 from tests.client import TIMEOUT, Client
 from tests.test_observability import Lines, access_lines  # noqa: F401 (fixture)
@@ -240,12 +242,18 @@ async def test_unix_socket_peers_need_unix_in_the_list(
     assert answer.endswith(b"\r\n\r\n203.0.113.7 40000 None")
 
 
-async def test_without_the_option_a_header_is_a_bad_request() -> None:
-    async with serving(who) as (_, port):
+@pytest.mark.parametrize("on", [False, True])
+async def test_only_the_option_makes_proxied_connections(on: bool) -> None:
+    """With the option off, connections are plain H11Protocols (nothing of the
+    PROXY protocol on their path), and a PROXY header is just a bad request."""
+    async with serving(who, proxy_protocol=on) as (server, port):
         client = await Client.connect(port)
         await client.send(V1 + GET)
-        assert (await client.response()).status == 400
+        assert (await client.response()).status == (200 if on else 400)
+        assert server._state is not None
+        kinds = {type(conn) for conn in server._state.connections}
         await client.close()
+    assert kinds == {ProxiedH11Protocol if on else H11Protocol}
 
 
 def test_tls_and_the_proxy_protocol_are_refused_together() -> None:
