@@ -372,7 +372,7 @@ class Config:
             raise ConfigError("the ssl_* settings need ssl_certfile")
         if self.proxy_protocol and self.ssl_certfile is not None:
             # The header comes before the TLS handshake, and asyncio's TLS transport
-            # starts the handshake on the first bytes read (proxied.py's docstring).
+            # reads the handshake from the first bytes (proxied.py's rule 5).
             raise ConfigError(
                 "proxy_protocol cannot be used with ssl_certfile: terminate TLS in "
                 "the load balancer, or turn the PROXY protocol off"

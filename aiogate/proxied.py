@@ -30,6 +30,15 @@ Theory of operation:
 4. The bytes after the header, in the same segment or later, go to HTTP unchanged
    (``H11Protocol.data_received``), a pipelined request included; from then on
    every call is handed on at once.
+5. Not with TLS (``Config`` refuses ``proxy_protocol`` with ``ssl_certfile``). The
+   header comes before the TLS handshake, but a listener with an SSL context wraps
+   every socket in asyncio's TLS transport from the accept, and it reads the
+   handshake from the first bytes. Reading the header first would take a plain
+   listener, reads of exactly the header's size (a ``BufferedProtocol``: a
+   ``Protocol`` may read past the header into the ClientHello, which could not be
+   given back) and then ``loop.start_tls`` on the transport, with the connection's
+   slot and deadline handed over across it, on both event loops. Not done yet; TLS
+   is terminated in the balancer in the setups that send the header.
 """
 
 from __future__ import annotations
