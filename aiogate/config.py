@@ -220,7 +220,7 @@ class Config:
         False,
         "Every connection starts with a PROXY protocol header (v1 or v2, as HAProxy "
         "and AWS NLB send), accepted only from --forwarded-allow-ips peers; the "
-        "client it names becomes REMOTE_ADDR. Not with TLS (ssl_certfile).",
+        "client it names becomes REMOTE_ADDR. With TLS, the header comes first.",
     )
     ssl_certfile: str | None = _opt(
         None, "Serve HTTPS with this certificate (chain) file, PEM."
@@ -370,13 +370,6 @@ class Config:
             self.ssl_keyfile or self.ssl_ca_certs or self.ssl_cert_reqs != "none"
         ):
             raise ConfigError("the ssl_* settings need ssl_certfile")
-        if self.proxy_protocol and self.ssl_certfile is not None:
-            # The header comes before the TLS handshake, and asyncio's TLS transport
-            # reads the handshake from the first bytes (proxied.py's rule 5).
-            raise ConfigError(
-                "proxy_protocol cannot be used with ssl_certfile: terminate TLS in "
-                "the load balancer, or turn the PROXY protocol off"
-            )
         if self.ssl_cert_reqs != "none" and not self.ssl_ca_certs:
             raise ConfigError(
                 f"ssl_cert_reqs {self.ssl_cert_reqs!r} needs ssl_ca_certs to check "

@@ -65,7 +65,7 @@ if TYPE_CHECKING:
     from ._types import Address
     from .listener import Slot
 
-__all__ = ["DRAIN_GRACE", "LINGER_TIMEOUT", "H11Protocol"]
+__all__ = ["DRAIN_GRACE", "LINGER_TIMEOUT", "H11Protocol", "socket_address"]
 
 log = logging.getLogger("aiogate.error")
 
@@ -86,7 +86,7 @@ BUSY_PAUSE = 0.001
 _IDLE, _HEAD = Phase.IDLE, Phase.HEAD
 
 
-def _address(value: Any) -> Address | None:
+def socket_address(value: Any) -> Address | None:
     """Normalise ``get_extra_info`` addresses: IPv6 4-tuples become (host, port). A
     UNIX socket's unnamed peer stays ``""`` (not None): it is how the trust list's
     ``unix`` entry knows the peer (``TrustedProxies.is_trusted``)."""
@@ -136,8 +136,8 @@ class H11Protocol(Closing, asyncio.Protocol):
             else None
         )
         self.info = ConnectionInfo(
-            server=_address(transport.get_extra_info("sockname")),
-            client=_address(transport.get_extra_info("peername")),
+            server=socket_address(transport.get_extra_info("sockname")),
+            client=socket_address(transport.get_extra_info("peername")),
             url_scheme="http" if tls is None else "https",
             tls=tls,
         )

@@ -30,36 +30,41 @@ Theory of operation:
 4. The bytes after the header, in the same segment or later, go to HTTP unchanged
    (``H11Protocol.data_received``), a pipelined request included; from then on
    every call is handed on at once.
-5. Not with TLS (``Config`` refuses ``proxy_protocol`` with ``ssl_certfile``). The
-   header comes before the TLS handshake, but a listener with an SSL context wraps
-   every socket in asyncio's TLS transport from the accept, and it reads the
-   handshake from the first bytes. Reading the header first would take a plain
-   listener, reads of exactly the header's size (a ``BufferedProtocol``: a
-   ``Protocol`` may read past the header into the ClientHello, which could not be
-   given back) and then ``loop.start_tls`` on the transport, with the connection's
-   slot and deadline handed over across it, on both event loops. Not done yet; TLS
-   is terminated in the balancer in the setups that send the header.
+5. With TLS the header comes before the handshake, so a listener with the PROXY
+   protocol on takes plain sockets, and ``ProxiedTLSGate`` (a
+   ``BufferedProtocol``) reads the header first, never a byte more
+   (``ProxyHeaderReader.bytes_needed``): a ``Protocol`` could read the
+   ClientHello behind it too, and there is no way to give bytes back to a
+   transport. Then ``loop.start_tls`` makes the handshake (within
+   ``timeout_request_header``, as for a plain TLS listener), the gate keeps what
+   the client sends meanwhile, and an ``H11Protocol`` takes over the TLS
+   transport, its slot and what was kept, with the header's client as its peer.
+   Until then the gate is the connection for the server: it holds the slot, is
+   in ``ServerState.connections`` (the header's deadline is checked by the
+   sweep) and releases the slot if the connection ends first.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from .errors import ProtocolError
 from .http import Phase
-from .protocol import H11Protocol
-from .proxy_protocol import ProxyHeaderReader
+from .protocol import H11Protocol, socket_address
+from .proxy_protocol import V2_MAX_SIZE, ProxyHeader, ProxyHeaderReader
+from .server_state import LINGER_TIMEOUT
 
 if TYPE_CHECKING:
-    import asyncio
+    import ssl
 
     from .listener import Slot
     from .proxy_headers import TrustedProxies
     from .server_state import ServerState
 
-__all__ = ["ProxiedH11Protocol"]
+__all__ = ["ProxiedH11Protocol", "ProxiedTLSGate"]
 
 log = logging.getLogger("aiogate.error")
 
@@ -143,3 +148,159 @@ class ProxiedH11Protocol(H11Protocol):
             reason,
         )
         self._close()
+
+
+class ProxiedTLSGate(asyncio.BufferedProtocol):
+    """The start of a TLS connection behind a PROXY header (rule 5): the header,
+    then the handshake, then an ``H11Protocol``. Runs on the event loop."""
+
+    def __init__(
+        self,
+        state: ServerState,
+        slot: Slot | None = None,
+        *,
+        trusted: TrustedProxies,
+        ssl_context: ssl.SSLContext,
+    ) -> None:
+        self.state = state
+        self.slot = slot
+        self.trusted = trusted
+        self.ssl_context = ssl_context
+        #: The connection once TLS is up. Made now: the server's probes read its
+        #: ``conn`` (an idle connection's) while the gate stands in for it.
+        self.inner = H11Protocol(state, slot)
+        self.conn = self.inner.conn
+        self.reader = ProxyHeaderReader()
+        self.header: ProxyHeader | None = None
+        self._buffer = bytearray(V2_MAX_SIZE)  # the header, then data kept for later
+        self._kept: list[bytes] = []  # what the client sent before the hand-over
+        self._eof = False
+        self._done = False  # refused, lost or handed over: nothing more to do
+        self._deadline = 0.0  # the header's, in loop.time()
+        self._handshake: asyncio.Task[None] | None = None
+        self._peer: object = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        state = self.state
+        state.connections.add(self)
+        self._peer = peer = socket_address(transport.get_extra_info("peername"))
+        self._deadline = state.loop.time() + state.config.timeout_request_header
+        if self.slot is not None and self.slot.refused:
+            # Over --limit-connections (the listener logged it): no TLS to answer
+            # a 503 in yet, so the connection is just closed.
+            state.rejections["limit"] += 1
+            self._close()
+        elif not self.trusted.is_trusted(peer):  # rule 1
+            self._refuse("the peer is not in --forwarded-allow-ips")
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self.header is None:
+            # Never past the header: what follows is the TLS handshake's.
+            return memoryview(self._buffer)[: self.reader.bytes_needed]
+        return memoryview(self._buffer)  # decrypted data, kept for the hand-over
+
+    def buffer_updated(self, nbytes: int) -> None:
+        data = bytes(self._buffer[:nbytes])
+        if self.header is not None:
+            self._kept.append(data)
+            return
+        if self._done:
+            return
+        try:
+            header = self.reader.feed(data)
+        except ProtocolError as exc:
+            self._refuse(str(exc))
+            return
+        if header is not None:
+            self.header = header
+            self.transport.pause_reading()  # until start_tls reads for the handshake
+            self._handshake = self.state.loop.create_task(self._start_tls())
+
+    def eof_received(self) -> bool:
+        if self.header is not None:
+            self._eof = True  # the client closed after its request: handed over too
+            return True
+        if not self._done:
+            if self.reader.started:
+                self._refuse("connection closed inside the PROXY header")
+            else:
+                log.debug("%s closed before a PROXY header", self._peer)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """The connection ended before the hand-over (after it, the H11Protocol is
+        told instead): give the slot back."""
+        self._done = True
+        self.state.connections.discard(self)
+        if self.slot is not None:
+            self.slot.release()
+
+    async def _start_tls(self) -> None:
+        state = self.state
+        try:
+            transport = await state.loop.start_tls(
+                self.transport,
+                self,
+                self.ssl_context,
+                server_side=True,
+                ssl_handshake_timeout=state.config.timeout_request_header,
+                ssl_shutdown_timeout=LINGER_TIMEOUT,
+            )
+        except OSError as exc:  # SSLError, a reset, the handshake's timeout
+            log.debug("TLS handshake after a PROXY header failed: %r", exc)
+            self.transport.abort()
+            self.connection_lost(exc)
+            return
+        if transport is None or self._done:
+            return  # (start_tls says None when the connection closed meanwhile)
+        self._hand_over(transport)
+
+    def _hand_over(self, transport: asyncio.BaseTransport) -> None:
+        """TLS is up: the H11Protocol has the connection from here on (rule 5)."""
+        header = self.header
+        assert header is not None
+        self._done = True
+        state = self.state
+        state.connections.discard(self)
+        inner = self.inner
+        transport.set_protocol(inner)
+        inner.connection_made(transport)
+        if header.client is not None:  # rule 3
+            inner.info = dataclasses.replace(inner.info, client=header.client)
+        if state.metrics is not None:
+            state.metrics.bytes_received += header.size
+        for data in self._kept:  # (what a request said before the hand-over)
+            inner.data_received(data)
+        if self._eof and not inner.eof_received():
+            cast(asyncio.Transport, transport).close()
+
+    # -- what the server asks of a connection (server_state.Connection) -----------
+
+    def check_deadline(self, now: float) -> bool:
+        """The header's deadline (the handshake's is start_tls's)."""
+        if self.header is None and not self._done and now >= self._deadline:
+            self._refuse(
+                "no PROXY header within "
+                f"{self.state.config.timeout_request_header:g} seconds"
+            )
+            return True
+        return False
+
+    def shutdown(self) -> None:
+        """A drain leaves a connection that has not started HTTP to its deadlines,
+        as it does one in its TLS handshake."""
+
+    def abort(self) -> None:
+        self.transport.abort()
+
+    def _refuse(self, reason: str) -> None:
+        """Rule 2: log once and close, answering nothing."""
+        log.warning(
+            "PROXY protocol from %s: %s; closing the connection", self._peer, reason
+        )
+        self._close()
+
+    def _close(self) -> None:
+        self._done = True
+        self.transport.close()

@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "V1_MAX_SIZE",
+    "V1_MIN_SIZE",
     "V2_MAX_SIZE",
     "V2_SIGNATURE",
     "Family",
@@ -64,6 +65,9 @@ __all__ = [
 #: Spec §2.1: "a receiver may reject an incomplete line which does not contain the
 #: CRLF sequence in the first 107 characters" (the longest TCP6 line, CRLF included).
 V1_MAX_SIZE: Final = 107
+#: The shortest version 1 line, ``PROXY UNKNOWN\r\n`` (a version 2 header has 16
+#: bytes at least).
+V1_MIN_SIZE: Final = 15
 _V1_PREFIX: Final = b"PROXY "
 #: Spec §2.2: the 12 bytes that start a version 2 header (``\r\n\r\n\0\r\nQUIT\n``).
 V2_SIGNATURE: Final = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -120,6 +124,19 @@ class ProxyHeaderReader:
     def started(self) -> bool:
         """Some bytes of a header are here (a close now cuts one short)."""
         return bool(self._buf)
+
+    @property
+    def bytes_needed(self) -> int:
+        """How many more bytes the header needs at least (1 or more until it is
+        whole): a reader that takes no more than this never takes a byte of what
+        follows the header, such as a TLS handshake (``proxied.ProxiedTLSGate``)."""
+        buf = self._buf
+        if buf[:1] == b"\r":  # version 2: 16 bytes, then exactly their length
+            if len(buf) < _V2_FIXED:
+                return _V2_FIXED - len(buf)
+            return max(1, _V2_FIXED + int.from_bytes(buf[14:16], "big") - len(buf))
+        # Version 1 (or nothing yet, and version 2 is longer): its shortest line.
+        return max(1, V1_MIN_SIZE - len(buf))
 
     def feed(self, data: bytes) -> ProxyHeader | None:
         """Add received bytes; the header once whole, else None."""

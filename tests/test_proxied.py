@@ -9,25 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
+import signal
 import socket
+import ssl
 import struct
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from aiogate import Config
-from aiogate.errors import ConfigError
 from aiogate.protocol import H11Protocol
 from aiogate.proxied import ProxiedH11Protocol
 from aiogate.proxy_protocol import V2_SIGNATURE
 from tests.client import TIMEOUT, Client
+from tests.test_end_to_end import SERVE, ServerProcess
 from tests.test_observability import Lines, access_lines  # noqa: F401 (fixture)
 from tests.test_server import serving
+from tests.test_tls import Certs, certs, client_context  # noqa: F401 (fixture)
 
 GET = b"GET /who HTTP/1.1\r\nHost: x\r\n\r\n"
 V1 = b"PROXY TCP4 203.0.113.7 192.0.2.1 40000 443\r\n"
@@ -256,29 +255,177 @@ async def test_only_the_option_makes_proxied_connections(on: bool) -> None:
     assert kinds == {ProxiedH11Protocol if on else H11Protocol}
 
 
-def test_tls_and_the_proxy_protocol_are_refused_together() -> None:
-    with pytest.raises(ConfigError, match="proxy_protocol cannot be used with"):
-        Config(proxy_protocol=True, ssl_certfile="cert.pem")
+# -- with TLS: the header comes before the handshake (proxied rule 5) -------------
 
 
-def test_command_line_refuses_tls_with_the_proxy_protocol() -> None:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("AIOGATE_")}
-    result = subprocess.run(
-        [
-            *(sys.executable, "-m", "aiogate", "serve", "aiogate.demo:app"),
-            *("--proxy-protocol", "--ssl-certfile", "cert.pem"),
-        ],
-        capture_output=True,
-        env=base,
-        cwd=REPO,
-        timeout=60,
-        check=False,
+def tls_exchange(
+    port: int, first: bytes, requests: bytes, context: ssl.SSLContext
+) -> bytes:
+    """``first`` (a PROXY header) and the ClientHello in one segment, so a server
+    that read past the header would break the handshake; then ``requests``, sent
+    with the client's Finished; returns what the server sent until it closed.
+    Blocking: run it in a thread."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                pass
+            sock.sendall(first + outgoing.read())
+            first = b""
+            data = sock.recv(65536)
+            if not data:
+                raise ConnectionError("closed in the handshake")
+            incoming.write(data)
+        tls.write(requests)
+        sock.sendall(outgoing.read())
+        received = bytearray()
+        while True:
+            try:
+                chunk = tls.read(65536)
+                if not chunk:
+                    break  # the server's close_notify
+                received += chunk
+                continue
+            except ssl.SSLWantReadError:
+                pass
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                break
+            data = sock.recv(65536)
+            if not data:
+                break
+            incoming.write(data)
+    return bytes(received)
+
+
+def who_tls(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    body = f"{environ['REMOTE_ADDR']} {environ['wsgi.url_scheme']}".encode()
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+
+
+def serve_tls(certs: Certs, **options: Any) -> Any:  # noqa: F811 - the fixture's
+    return serving(
+        who_tls,
+        proxy_protocol=True,
+        ssl_certfile=str(certs.server_cert),
+        ssl_keyfile=str(certs.server_key),
+        **options,
     )
-    assert result.returncode == 2
-    assert result.stderr.decode().splitlines() == [
-        "Error: proxy_protocol cannot be used with ssl_certfile: terminate TLS in "
-        "the load balancer, or turn the PROXY protocol off"
-    ]
+
+
+KEEP_THEN_CLOSE = GET + GET.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+
+
+@pytest.mark.parametrize(
+    ("header", "client"),
+    [
+        (V1, b"203.0.113.7"),
+        (v2_inet6("2001:db8::7", "::1", 1, 443, b"\x01\x00\x02h2"), b"2001:db8::7"),
+        (V2_LOCAL, b"127.0.0.1"),
+    ],
+    ids=["v1", "v2", "v2-local"],
+)
+async def test_tls_after_the_header(
+    certs: Certs,  # noqa: F811 - the fixture
+    header: bytes,
+    client: bytes,
+) -> None:
+    """The handshake right behind the header, in the same segment; then two
+    requests on the TLS connection (the first may arrive with the client's
+    Finished, before the connection is handed over to HTTP)."""
+    context = client_context(certs, with_cert=False)
+    async with serve_tls(certs) as (_, port):
+        received = await asyncio.to_thread(
+            tls_exchange, port, header, KEEP_THEN_CLOSE, context
+        )
+    assert received.count(b"HTTP/1.1 200 OK\r\n") == 2, received
+    assert received.count(b"\r\n\r\n" + client + b" https") == 2, received
+
+
+@pytest.mark.parametrize(
+    ("first", "options"),
+    [
+        (V1, {"forwarded_allow_ips": "10.0.0.0/8"}),
+        (b"PROXY TCP4 203.0.113.7 192.0.2.1 40000\r\n", {}),
+        (b"", {}),  # the ClientHello with no header before it
+    ],
+    ids=["untrusted", "malformed", "missing"],
+)
+async def test_tls_refusals_close_before_the_handshake(
+    certs: Certs,  # noqa: F811 - the fixture
+    first: bytes,
+    options: dict[str, Any],
+    warnings: Warnings,
+) -> None:
+    context = client_context(certs, with_cert=False)
+    async with serve_tls(certs, **options) as (server, port):
+        with pytest.raises(ConnectionError):
+            await asyncio.to_thread(tls_exchange, port, first, GET, context)
+        await wait_for_no_connections(server)
+    assert len(warnings.lines) == 1, warnings.lines
+
+
+async def test_tls_header_deadline_and_failed_handshake_release_the_slot(
+    certs: Certs,  # noqa: F811 - the fixture
+    warnings: Warnings,
+) -> None:
+    async with serve_tls(certs, timeout_request_header=0.3) as (server, port):
+        client = await Client.connect(port)
+        await client.send(V1[:5])  # then nothing: the header's deadline
+        assert await client.closed_by_server()
+        client = await Client.connect(port)
+        await client.send(V1 + b"\x16\x03\x01 not a ClientHello")
+        assert await client.closed_by_server()
+        await wait_for_no_connections(server)
+        # And the next one is served.
+        context = client_context(certs, with_cert=False)
+        received = await asyncio.to_thread(
+            tls_exchange, port, V1, KEEP_THEN_CLOSE, context
+        )
+        assert received.count(b"HTTP/1.1 200 OK\r\n") == 2
+    assert len(warnings.lines) == 1
+    assert "no PROXY header within 0.3 seconds" in warnings.lines[0]
+
+
+async def wait_for_no_connections(server: Any) -> None:
+    """Poll the listener's count of open sockets down to 0, with a deadline."""
+    async with asyncio.timeout(TIMEOUT):
+        while True:
+            if not server._listener.open:
+                return
+            await asyncio.sleep(0.01)  # polling a condition, bounded
+
+
+def test_command_line_serves_the_proxy_protocol_and_logs_the_client(
+    tmp_path: Path,
+) -> None:
+    server = ServerProcess(
+        [
+            *(*SERVE, "tests.test_proxied:who", "--port", "0", "--proxy-protocol"),
+            *("--access-log", "--app-dir", str(REPO)),
+        ],
+        cwd=tmp_path,
+    )
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(
+                V1 + GET.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+            )
+            response = b""
+            while data := sock.recv(65536):
+                response += data
+        assert response.endswith(b"\r\n\r\n203.0.113.7 40000 None"), response
+        assert server.stop(signal.SIGTERM) == 0
+    finally:
+        server.kill()
+    assert any(
+        line.startswith("203.0.113.7 - - [") and '"GET /who HTTP/1.1" 200' in line
+        for line in server.lines
+    ), server.lines
 
 
 async def test_proxy_headers_from_a_unix_socket_peer_listed_as_unix(

@@ -11,6 +11,7 @@ import pytest
 from aiogate.errors import ProtocolError
 from aiogate.proxy_protocol import (
     V1_MAX_SIZE,
+    V1_MIN_SIZE,
     V2_MAX_SIZE,
     V2_SIGNATURE,
     Family,
@@ -312,3 +313,29 @@ def test_feeding_after_the_header_is_a_bug() -> None:
     assert reader.feed(b"PROXY UNKNOWN\r\n") is not None
     with pytest.raises(RuntimeError):
         reader.feed(REQUEST)
+
+
+@pytest.mark.parametrize(
+    "data", [row[1] for row in VALID], ids=[row[0] for row in VALID]
+)
+def test_reading_bytes_needed_at_a_time_never_reads_past_the_header(
+    data: bytes,
+) -> None:
+    """What a reader that must leave the bytes after the header unread (a TLS
+    handshake follows) relies on: it reads exactly the header, in few reads."""
+    reader = ProxyHeaderReader()
+    stream = data + b"\x16\x03\x01 a TLS ClientHello"
+    offset = reads = 0
+    header = None
+    while header is None:
+        needed = reader.bytes_needed
+        assert needed >= 1
+        header = reader.feed(stream[offset : offset + needed])
+        offset += needed
+        reads += 1
+    assert offset == len(data)
+    assert reader.rest == b""
+    if data.startswith(V2_SIGNATURE):
+        assert reads <= 3  # 15 + 1 fixed bytes, then the rest at once
+    else:
+        assert reads <= 1 + len(data) - V1_MIN_SIZE
