@@ -1,9 +1,9 @@
 """A connection that starts with a PROXY protocol header (``--proxy-protocol``).
 
 Owns: ``ProxiedH11Protocol``, the ``H11Protocol`` a listener makes when the option
-is on, and what happens before HTTP starts on it. Every method runs on the event
-loop. With the option off the server makes plain ``H11Protocol``s, so none of this
-is on their path.
+is on, ``ProxiedTLSGate``, what it makes instead with TLS, and what happens before
+HTTP starts on either. Every method runs on the event loop. With the option off
+the server makes plain ``H11Protocol``s, so none of this is on their path.
 
 Theory of operation:
 
@@ -41,7 +41,8 @@ Theory of operation:
    transport, its slot and what was kept, with the header's client as its peer.
    Until then the gate is the connection for the server: it holds the slot, is
    in ``ServerState.connections`` (the header's deadline is checked by the
-   sweep) and releases the slot if the connection ends first.
+   sweep) and releases the slot if the connection ends first. A drain leaves it
+   to its deadlines, as it leaves a plain TLS listener's handshakes.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Owns: ``ProxyHeaderReader`` (bytes in, one ``ProxyHeader`` out, the bytes after 
 kept for HTTP), ``ProxyHeader``, ``Family`` and the size limits. Sans-IO and pure:
 it raises ``ProtocolError`` for a header it will not accept and never logs. Runs on
 the event loop, one reader per connection, fed by ``proxied.ProxiedH11Protocol``
-until the header is whole.
+(or ``proxied.ProxiedTLSGate``, before a TLS handshake) until the header is whole.
 
 The format is https://www.haproxy.org/download/2.9/doc/proxy-protocol.txt ("the
 spec" below). Decisions:
