@@ -185,6 +185,8 @@ class ProxiedTLSGate(asyncio.BufferedProtocol):
         self.transport = cast(asyncio.Transport, transport)
         state = self.state
         state.connections.add(self)
+        if state.metrics is not None:
+            state.metrics.connections_accepted += 1  # (the H11Protocol's is undone)
         self._peer = peer = socket_address(transport.get_extra_info("peername"))
         self._deadline = state.loop.time() + state.config.timeout_request_header
         if self.slot is not None and self.slot.refused:
@@ -253,6 +255,11 @@ class ProxiedTLSGate(asyncio.BufferedProtocol):
             self.transport.abort()
             self.connection_lost(exc)
             return
+        except Exception as exc:  # a bug: the connection must still end, its slot too
+            log.exception("Could not start TLS after a PROXY header")
+            self.transport.abort()
+            self.connection_lost(exc)
+            return
         if transport is None or self._done:
             return  # (start_tls says None when the connection closed meanwhile)
         self._hand_over(transport)
@@ -266,6 +273,8 @@ class ProxiedTLSGate(asyncio.BufferedProtocol):
         state.connections.discard(self)
         inner = self.inner
         transport.set_protocol(inner)
+        if state.metrics is not None:
+            state.metrics.connections_accepted -= 1  # counted at the accept, above
         inner.connection_made(transport)
         if header.client is not None:  # rule 3
             inner.info = dataclasses.replace(inner.info, client=header.client)

@@ -449,3 +449,19 @@ async def test_the_header_counts_as_received_bytes() -> None:
     async with serving(who, proxy_protocol=True, metrics_path="/metrics") as (_, port):
         text = (await ask(port, V1 + scrape)).decode()
     assert f"aiogate_received_bytes_total {len(V1) + len(scrape)}\n" in text
+
+
+async def test_tls_connections_are_counted_once_each(
+    certs: Certs,  # noqa: F811 - the fixture
+) -> None:
+    context = client_context(certs, with_cert=False)
+    scrape = b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    async with serve_tls(certs, metrics_path="/metrics") as (_, port):
+        client = await Client.connect(port)
+        await client.send(b"PROXY nonsense\r\n")  # refused: counted all the same
+        assert await client.closed_by_server()
+        await asyncio.to_thread(tls_exchange, port, V1, KEEP_THEN_CLOSE, context)
+        text = (
+            await asyncio.to_thread(tls_exchange, port, V1, scrape, context)
+        ).decode()
+    assert "\naiogate_connections_accepted_total 3\n" in text, text
