@@ -225,6 +225,14 @@ class Config:
         "Which proxy headers trusted peers may use: X-Forwarded-For/-Proto/-Host/"
         "-Port/-Prefix, RFC 7239 Forwarded, or none (all are then removed).",
     )
+    # Off by default: with it on, every connection must start with the header, which
+    # only a load balancer configured for it sends (HAProxy send-proxy, AWS NLB).
+    proxy_protocol: bool = _opt(
+        False,
+        "Every connection starts with a PROXY protocol header (v1 or v2, as HAProxy "
+        "and AWS NLB send), accepted only from --forwarded-allow-ips peers; the "
+        "client it names becomes REMOTE_ADDR. With TLS, the header comes first.",
+    )
     ssl_certfile: str | None = _opt(
         None, "Serve HTTPS with this certificate (chain) file, PEM."
     )

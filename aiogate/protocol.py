@@ -66,7 +66,7 @@ if TYPE_CHECKING:
     from ._types import Address
     from .listener import Slot
 
-__all__ = ["DRAIN_GRACE", "LINGER_TIMEOUT", "H11Protocol"]
+__all__ = ["DRAIN_GRACE", "LINGER_TIMEOUT", "H11Protocol", "socket_address"]
 
 log = logging.getLogger("aiogate.error")
 
@@ -87,11 +87,13 @@ BUSY_PAUSE = 0.001
 _IDLE, _HEAD = Phase.IDLE, Phase.HEAD
 
 
-def _address(value: Any) -> Address | None:
-    """Normalise ``get_extra_info`` addresses: IPv6 4-tuples become (host, port)."""
+def socket_address(value: Any) -> Address | None:
+    """Normalise ``get_extra_info`` addresses: IPv6 4-tuples become (host, port). A
+    UNIX socket's unnamed peer stays ``""`` (not None): it is how the trust list's
+    ``unix`` entry knows the peer (``TrustedProxies.is_trusted``)."""
     if isinstance(value, tuple) and len(value) >= 2:
         return (str(value[0]), int(value[1]))
-    if isinstance(value, str) and value:
+    if isinstance(value, str):
         return value
     if isinstance(value, bytes) and value:  # abstract UNIX socket names
         return value.decode("latin-1")
@@ -135,8 +137,8 @@ class H11Protocol(Closing, asyncio.Protocol):
             else None
         )
         self.info = ConnectionInfo(
-            server=_address(transport.get_extra_info("sockname")),
-            client=_address(transport.get_extra_info("peername")),
+            server=socket_address(transport.get_extra_info("sockname")),
+            client=socket_address(transport.get_extra_info("peername")),
             url_scheme="http" if tls is None else "https",
             tls=tls,
         )

@@ -47,6 +47,7 @@ from .listener import Listener, open_files_needed
 from .log_writer import AccessLogWriter
 from .observe import Probes, new_metrics
 from .protocol import LINGER_TIMEOUT, H11Protocol
+from .proxied import ProxiedH11Protocol, ProxiedTLSGate
 from .proxy_headers import parse_trusted
 from .server_handler import ServerHandler, as_handler_class
 from .server_state import ServerState
@@ -149,6 +150,21 @@ class Server:
             if config.proxy_headers == "off"
             else parse_trusted(config.forwarded_allow_ips)
         )
+        # Which protocol each accepted socket gets (proxied.py: only with the
+        # option on, so plain connections keep H11Protocol's path as it is).
+        self._protocol_factory: Callable[..., asyncio.BaseProtocol] = H11Protocol
+        self._listener_ssl = self._ssl_context
+        if config.proxy_protocol:
+            trusted = self._trusted_proxies or parse_trusted(config.forwarded_allow_ips)
+            if self._ssl_context is None:
+                self._protocol_factory = partial(ProxiedH11Protocol, trusted=trusted)
+            else:
+                # The header comes before the TLS handshake: the listener takes plain
+                # sockets and the gate starts TLS after the header (proxied rule 5).
+                self._protocol_factory = partial(
+                    ProxiedTLSGate, trusted=trusted, ssl_context=self._ssl_context
+                )
+                self._listener_ssl = None
         self._listener: Listener | None = None
         # The files of UNIX sockets this server bound itself: removed at exit.
         self._socket_files: list[str] = []
@@ -261,10 +277,10 @@ class Server:
             self._listener = Listener(
                 loop,
                 sockets,
-                partial(H11Protocol, state),
+                partial(self._protocol_factory, state),
                 limit_connections=config.limit_connections,
                 backlog=config.backlog,
-                ssl=self._ssl_context,
+                ssl=self._listener_ssl,
                 # The handshake counts against the head's deadline: a client that
                 # opens a TLS connection and stalls is a slowloris too.
                 ssl_handshake_timeout=config.timeout_request_header,

@@ -439,15 +439,18 @@ def _framing(version: bytes, fields: list[tuple[bytes, bytes]]) -> int | None:
 
 
 def _keeps_alive(version: bytes, fields: list[tuple[bytes, bytes]]) -> bool:
-    """RFC 9112 §9.3: HTTP/1.1 persists unless a Connection field says close.
-    (HTTP/1.0 keep-alive is not implemented by h11, so 1.0 always closes.)"""
+    """RFC 9112 §9.3: HTTP/1.1 persists unless a Connection field says close;
+    HTTP/1.0 persists only when one says keep-alive (appendix C.2.2) and none says
+    close (aiogate's http/_state.py rule 9; h11 itself closes every 1.0 one)."""
     tokens = {
         t.strip(_OWS).lower()
         for n, v in fields
         if n == b"connection"
         for t in v.split(b",")
     }
-    return version == b"HTTP/1.1" and b"close" not in tokens
+    if b"close" in tokens:
+        return False
+    return version == b"HTTP/1.1" or b"keep-alive" in tokens
 
 
 def _read_chunked(data: bytes, pos: int, message: Message) -> int:

@@ -801,6 +801,99 @@ def test_response_cycle_http10_close_delimited() -> None:
     assert conn.our_state is State.MUST_CLOSE
 
 
+# -- HTTP/1.0 keep-alive (_state rule 9) --------------------------------------------
+
+HTTP10_KEEP_ALIVE = b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("connection", "reusable"),
+    [
+        (b"keep-alive", True),
+        (b"Keep-Alive", True),  # what ab -k sends
+        (b"te, keep-alive", True),
+        (b"keep-alive, close", False),
+        (b"close", False),
+        (b"upgrade", False),
+        (None, False),
+    ],
+)
+def test_http10_keep_alive_is_asked_for_with_the_token(
+    connection: bytes | None, reusable: bool
+) -> None:
+    conn = ServerConnection()
+    field = b"" if connection is None else b"Connection: " + connection + b"\r\n"
+    conn.receive_data(b"GET / HTTP/1.0\r\n" + field + b"\r\n")
+    request(conn)
+    assert type(conn.next_event()) is h11.EndOfMessage
+    assert conn.their_state is (State.DONE if reusable else State.MUST_CLOSE)
+    head = respond(conn).partition(b"\r\n\r\n")[0].lower()
+    expected = b"connection: keep-alive" if reusable else b"connection: close"
+    assert head.split(b"\r\n").count(expected) == 1
+    assert head.count(b"connection:") == 1
+    assert conn.our_state is (State.DONE if reusable else State.MUST_CLOSE)
+
+
+@pytest.mark.parametrize(
+    ("method", "status", "headers", "reusable"),
+    [
+        (b"GET", "200 OK", [("Content-Length", "5")], True),
+        (b"HEAD", "200 OK", [], True),  # no body: its length is known
+        (b"GET", "204 No Content", [], True),
+        (b"GET", "304 Not Modified", [], True),
+        (b"GET", "200 OK", [], False),  # close-delimited: the close ends it
+        (b"GET", "200 OK", [("Connection", "close"), ("Content-Length", "5")], False),
+    ],
+    ids=["length", "head", "204", "304", "unknown-length", "app-close"],
+)
+def test_http10_keep_alive_needs_a_known_length(
+    method: bytes, status: str, headers: list[tuple[str, str]], reusable: bool
+) -> None:
+    conn = ServerConnection()
+    conn.receive_data(method + HTTP10_KEEP_ALIVE[3:])
+    request(conn)
+    data = conn.start_response(status, headers)
+    if method == b"GET" and status.startswith("200"):
+        data += conn.send_data(b"hello")
+    data += conn.end_response()
+    head = data.partition(b"\r\n\r\n")[0].lower()
+    assert b"transfer-encoding" not in head  # never chunked for a 1.0 client
+    lines = head.split(b"\r\n")
+    assert (
+        lines.count(b"connection: keep-alive" if reusable else b"connection: close")
+        == 1
+    )
+    assert conn.our_state is (State.DONE if reusable else State.MUST_CLOSE)
+
+
+def test_http10_keep_alive_several_requests_pipelined_too() -> None:
+    # Each cycle parses its head with a fresh h11 connection, which never sees the
+    # one before: h11's own rule (close after 1.0) does not come into it.
+    conn = ServerConnection()
+    conn.receive_data(HTTP10_KEEP_ALIVE + HTTP10_KEEP_ALIVE.replace(b"/ ", b"/2 "))
+    for target in (b"/", b"/2", b"/3"):
+        assert request(conn).target == target
+        assert type(conn.next_event()) is h11.EndOfMessage
+        assert b"connection: keep-alive" in respond(conn).lower()
+        assert conn.our_state is State.DONE
+        conn.start_next_cycle()
+        if target == b"/2":
+            conn.receive_data(HTTP10_KEEP_ALIVE.replace(b"/ ", b"/3 "))
+    conn.receive_data(b"")
+    assert type(conn.next_event()) is h11.ConnectionClosed
+
+
+def test_http10_keep_alive_with_a_handler_writing_http10_still_closes() -> None:
+    conn = ServerConnection()
+    conn.receive_data(HTTP10_KEEP_ALIVE)
+    request(conn)
+    data = conn.start_response("200 OK", [("Content-Length", "0")], version="1.0")
+    data += conn.end_response()
+    assert data.startswith(b"HTTP/1.0 200 OK\r\n")
+    assert b"connection: close" in data.lower()
+    assert conn.our_state is State.MUST_CLOSE
+
+
 # (request, status, headers, close) -> (framing header expected, keep-alive after)
 FRAMING: list[
     tuple[str, bytes, str, list[tuple[str, str]], bool, bytes | None, bool]
@@ -1230,7 +1323,8 @@ BODYLESS = [
     b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n",
     b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
     b"GET / HTTP/1.0\r\n\r\n",
-    b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+    # (HTTP/1.0 with Connection: keep-alive is not h11's: _state rule 9, tested in
+    # test_http10_keep_alive_*.)
     b"DELETE /x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
     b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
     # (An Upgrade request ends as any other: see test_upgrade_request_with_a_body_is_ours_too.)

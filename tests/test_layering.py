@@ -15,7 +15,15 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "aiogate"
 
 LEAF = {"errors", "_types", "_version"}
-SANS_IO = {"response", "environ", "forwarded", "proxy_headers", "access_log", "metrics"}
+SANS_IO = {
+    "response",
+    "environ",
+    "forwarded",
+    "proxy_headers",
+    "proxy_protocol",
+    "access_log",
+    "metrics",
+}
 # A package counts as one module: the union of its files' imports, its own files
 # not counted.
 PACKAGES = {"http"}
@@ -28,6 +36,7 @@ ALLOWED: dict[str, set[str]] = {
     "environ": LEAF,
     "forwarded": LEAF,
     "proxy_headers": LEAF | {"forwarded"},
+    "proxy_protocol": LEAF,
     "access_log": LEAF,
     "metrics": LEAF | {"access_log"},  # Refusal: the reasons, one enum for both
     "tally": {"metrics"},
@@ -76,9 +85,13 @@ ALLOWED: dict[str, set[str]] = {
         "flow_control",
         "tls",
     },
+    "proxied": LEAF
+    | {"access_log", "http", "protocol", "proxy_protocol", "proxy_headers"}
+    | {"listener", "server_state"},
     "server": LEAF
     | {
         "protocol",
+        "proxied",
         "server_state",
         "observe",
         "http",
@@ -140,6 +153,7 @@ FORBIDDEN: dict[str, set[str]] = {
             "environ",
             "forwarded",
             "proxy_headers",
+            "proxy_protocol",
             "access_log",
             "metrics",
             "http",

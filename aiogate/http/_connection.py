@@ -19,7 +19,8 @@ Theory of operation:
    number of chunks per call. Bytes after the end of the message stay in ``_buf``.
 3. While the request is done and ``_buf`` holds the next one, ``next_event``
    returns ``h11.PAUSED`` until ``start_next_cycle``; after ``Connection: close``
-   or HTTP/1.0 those bytes are never parsed at all. EOF counts only once ``_buf``
+   or HTTP/1.0 without keep-alive (``_state`` rule 9) those bytes are never parsed
+   at all. EOF counts only once ``_buf``
    is empty.
 4. After a ``ProtocolError`` the connection is dead: ``next_event`` raises again,
    received bytes are dropped, and the caller sends ``error_response`` and closes.

@@ -12,7 +12,8 @@ re-validated them with regexes and built each Response twice, about a third of t
 server's CPU per hello-world request (measured with benchmarks/profile_inline.py).
 The framing rules are h11's (and RFC 9112 §6): Content-Length when the app gives
 one, chunked for a 1.1 client otherwise, close-delimited for 1.0; no body for HEAD,
-204 and 304. The guard against response splitting (CR, LF or NUL, non-latin-1)
+204 and 304. HTTP/1.0 keep-alive, which h11 does not do, is ``_state`` rule 9.
+The guard against response splitting (CR, LF or NUL, non-latin-1)
 stays here even if a custom handler skips validation.
 
 Our own error responses carry the same ``Server`` header as the app's responses, or
@@ -93,9 +94,11 @@ def response_head(
 
     Any ``Connection`` or ``Transfer-Encoding`` field of ``headers`` is replaced by
     our own framing and keep-alive fields; ``keep_alive=False`` adds
-    ``Connection: close``. Raises ``h11.LocalProtocolError`` if the status or a
-    header would break the message (CR, LF or NUL; non-latin-1; a 1xx status; a
-    bad Content-Length)."""
+    ``Connection: close``, and so does a close-delimited body; a 1.0 client
+    (``http11=False``) that asked for keep-alive gets ``Connection: keep-alive``
+    when the body's length is known (``_state`` rule 9). Raises
+    ``h11.LocalProtocolError`` if the status or a header would break the message
+    (CR, LF or NUL; non-latin-1; a 1xx status; a bad Content-Length)."""
     length = -1
     lines = [f"HTTP/{version} {status}"]
     if version != "1.1":
@@ -129,6 +132,9 @@ def response_head(
         keep_alive = False
     if not keep_alive:
         lines.append("Connection: close")
+    elif not http11:
+        # ``_state`` rule 9: a 1.0 client keeps the connection only if told so.
+        lines.append("Connection: keep-alive")
     lines.append("\r\n")
     text = "\r\n".join(lines)
     # Exactly one LF per line, each after a CR, and no NUL: no split response.

@@ -110,8 +110,9 @@ def check_framing(head: bytes, http11: bool) -> tuple[int, bool]:
     """Check the fields of a clean head that decide where the message ends.
 
     Returns the body framing (a Content-Length, or ``CHUNKED``) and whether the
-    connection may be reused after this request (h11's rule: HTTP/1.1 without
-    ``Connection: close``; h11 never keeps HTTP/1.0 connections alive). Every search is a
+    connection may be reused after this request (HTTP/1.1 without
+    ``Connection: close``, h11's rule; HTTP/1.0 with ``Connection: keep-alive``,
+    ``_state`` rule 9, which h11 does not have). Every search is a
     C-level scan of the lower-cased head: in a clean head every LF ends a line, so
     ``b"\\nhost:"`` finds exactly the Host field lines (a name with whitespace before
     the colon is not a field name at all, and h11 rejects its line).
@@ -159,13 +160,24 @@ def check_framing(head: bytes, http11: bool) -> tuple[int, bool]:
             raise error(f"invalid Host: {show(host)}")
     keep_alive = http11
     if keep_alive and b"\nconnection:" in low:
-        start = 0
-        while (start := low.find(b"\nconnection:", start) + 1) > 0:
-            value = _field_value(low[start - 1 :], b"\nconnection:")
-            if b"close" in (token.strip(b" \t") for token in value.split(b",")):
-                keep_alive = False
-                break
+        if b"close" in _connection_tokens(low):
+            keep_alive = False
+    elif not http11 and b"\nconnection:" in low:
+        # ``_state`` rule 9: HTTP/1.0 keep-alive, asked for with a token (RFC 9112
+        # §9.3 and appendix C.2.2; RFC 2068 §19.7.1), unless a close says otherwise.
+        tokens = _connection_tokens(low)
+        keep_alive = b"keep-alive" in tokens and b"close" not in tokens
     return framing, keep_alive
+
+
+def _connection_tokens(low: bytes) -> list[bytes]:
+    """The tokens of every ``Connection`` field line of a clean, lower-cased head."""
+    tokens: list[bytes] = []
+    start = 0
+    while (start := low.find(b"\nconnection:", start) + 1) > 0:
+        value = _field_value(low[start - 1 :], b"\nconnection:")
+        tokens.extend(token.strip(b" \t") for token in value.split(b","))
+    return tokens
 
 
 class HeadReader:

@@ -8,8 +8,8 @@ loop as part of ``ServerConnection``.
 Rules (as h11's ``_state.py``; one transition table per side, below):
 
 1. The client: IDLE --request--> SEND_BODY --end of message--> DONE. A request that
-   does not let the connection be reused (HTTP/1.0, ``Connection: close``) ends in
-   MUST_CLOSE instead.
+   does not let the connection be reused (``Connection: close``, HTTP/1.0 without
+   keep-alive: rule 9) ends in MUST_CLOSE instead.
 2. The client: EOF with nothing left unparsed makes IDLE, DONE or MUST_CLOSE CLOSED.
    EOF inside a request is a ``ProtocolError``.
 3. Us: IDLE --request--> SEND_RESPONSE --response--> SEND_BODY --end--> DONE, or
@@ -35,6 +35,16 @@ Rules (as h11's ``_state.py``; one transition table per side, below):
    reading (its requests wait behind unread responses; the app is done and its
    output waits in the spool) is on the WRITE deadline instead: the minimum read
    rate.
+9. HTTP/1.0 keep-alive (h11 has none: it closes every 1.0 connection). A 1.0
+   request allows reuse (rule 1) only with a ``Connection: keep-alive`` token and
+   no ``close`` (RFC 9112 §9.3 and appendix C.2.2, RFC 2068 §19.7.1); its response
+   then says ``Connection: keep-alive`` if its length is known (Content-Length, or
+   no body: HEAD, 204, 304), while a close-delimited body ends the connection
+   (rule 3). h11 is unaffected: it parses one head per h11 connection, and each
+   request cycle gets a fresh one (``ServerConnection.start_next_cycle``), so the
+   keep-alive decision is ours (``_head.check_framing``) and so is the response's
+   header (``_framing.response_head``). A response written as HTTP/1.0 (a
+   handler's ``http_version``) still ends the connection.
 """
 
 from __future__ import annotations
