@@ -148,19 +148,7 @@ ALLOWED: dict[str, set[str]] = {
 FORBIDDEN: dict[str, set[str]] = {
     **{
         name: {"asyncio", "socket", "selectors", "threading", "logging", "uvloop"}
-        for name in (
-            "response",
-            "environ",
-            "forwarded",
-            "proxy_headers",
-            "proxy_protocol",
-            "access_log",
-            "metrics",
-            "http",
-            "config",
-            "errors",
-            "_types",
-        )
+        for name in SANS_IO | {"http", "config", "errors", "_types"}
     },
     **{
         name: {"asyncio", "uvloop", "h11", "socket"}
