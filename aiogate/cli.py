@@ -7,13 +7,24 @@ in the main thread, before any event loop exists (``server.run`` starts one last
 is the only module that turns exceptions into exit codes:
 
 - ``0``: the server stopped cleanly (or the CGI request was handled);
+- ``1``: a second SIGINT or SIGTERM stopped the server at once, cutting requests in
+  flight (``server.py``, ``supervisor.py``);
 - ``2``: a usage error: an unknown flag, a bad value in a flag, in an ``AIOGATE_*``
-  variable or in the resulting ``Config`` (argparse's own code for usage errors);
+  variable or in the resulting ``Config``, or a peer's flag that aiogate refuses
+  (argparse's own code for usage errors);
 - ``3``: startup failed: the app (or the handler class) could not be imported, or the
-  server could not start (uvicorn's ``STARTUP_FAILURE``).
+  server could not start (uvicorn's ``STARTUP_FAILURE``); also the supervisor's code
+  when a worker could not start serving (a worker's own code, 4, never reaches the
+  command line);
+- ``5``: an address could not be listened on (in use, privileged, not on this host):
+  ``cannot listen on 127.0.0.1:8000: address already in use``.
 
-Startup order: parse → ``Config(...)`` → ``configure_logging`` → import the app and the
-handler class (fail fast, before any socket is bound) → ``server.run(app, config)``.
+``aiogate check`` has its own codes (``healthcheck.py``: 0 healthy, 1 not).
+
+Startup order: parse (gunicorn's and uvicorn's spellings too, ``peer_flags.py``) →
+settings → ``--chdir``/``--pythonpath``/``-e`` → ``Config(...)`` →
+``configure_logging`` → import the app and the handler class (fail fast, before any
+socket is bound) → ``server.run(app, config)``.
 """
 
 from __future__ import annotations
@@ -21,6 +32,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
+import logging
 import os
 import platform
 import sys
@@ -30,7 +42,7 @@ from typing import Any, NoReturn
 from ._version import __version__
 from .config import Config
 from .config_file import toml_value
-from .errors import AiogateError, AppImportError, ConfigError
+from .errors import AiogateError, AppImportError, BindError, ConfigError
 from .healthcheck import add_check_command
 from .importer import import_app, import_object
 from .logs import configure_logging
@@ -47,6 +59,7 @@ from .options import (
     read_settings_file,
     usage_table_markdown,
 )
+from .peer_flags import add_peer_flags, bare_switches, prepare_process, warnings
 
 # The option names stay importable from here, where tests, docs/update_readme.py and
 # earlier code import them.
@@ -62,6 +75,11 @@ __all__ = [
 EXIT_OK = 0
 EXIT_USAGE = 2  # argparse exits with 2 on a usage error; ours match it
 EXIT_STARTUP_FAILURE = 3  # uvicorn's STARTUP_FAILURE
+# Its own code, so a deploy script can tell "something else holds the port" from a
+# broken app (3) and a bad setting (2); 4 is a worker's boot failure (supervisor.py).
+EXIT_BIND_FAILURE = 5
+
+log = logging.getLogger("aiogate.error")
 
 
 def version_text() -> str:
@@ -109,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
         f"option can also be set with its {ENV_PREFIX}* environment variable or in a "
         "settings file; a flag wins over a variable, a variable over the file, the "
         "file over the default.",
+        epilog="gunicorn's and uvicorn's spellings (-b, -w, -t, --keep-alive, "
+        "--access-logfile, --certfile ...) work too: see 'Coming from gunicorn or "
+        "uvicorn' in the README.",
     )
     for option in app_options():
         add_option(serve, option)
@@ -129,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     # (as gunicorn's and uvicorn's own --version, after the subcommand too)
     serve.add_argument("--version", action="version", version=version_text())
+    add_peer_flags(serve)  # after aiogate's own: those keep their meaning
     serve.set_defaults(run_command=_serve, command_parser=serve)
 
     cgi = commands.add_parser(
@@ -176,6 +198,8 @@ SECRETS = frozenset({"ssl_keyfile_password"})
 def _serve(args: argparse.Namespace) -> int:
     read_settings_file(args)
     if args.print_config:
+        for text in warnings(args):
+            print(f"{args.command_parser.prog}: warning: {text}", file=sys.stderr)
         return _print_config(args)
     target, factory, app_dir = app_source(args)
     settings = {
@@ -196,9 +220,20 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _error(exc, EXIT_USAGE)
     try:
-        configure_logging(config.log_level, config.log_config)
+        prepare_process(args)
+    except OSError as exc:
+        return _error(f"--chdir {exc.filename}: {exc.strerror}", EXIT_USAGE)
+    try:
+        configure_logging(
+            config.log_level,
+            config.log_config,
+            config.access_log_file,
+            config.error_log_file,
+        )
     except ConfigError as exc:
         return _error(exc, EXIT_USAGE)
+    for text in warnings(args):
+        log.warning("%s", text)
     if config.reload and not args.check_config:
         # The watcher never imports the app; each child process does.
         from .reloader import run_with_reload
@@ -229,12 +264,7 @@ def _serve(args: argparse.Namespace) -> int:
     from . import server
 
     if args.check_config:
-        try:
-            server.Server(app, config)  # checks TLS files, trust list, log format
-        except ConfigError as exc:
-            return _error(exc, EXIT_USAGE)
-        print(f"Configuration OK: {target} with {len(settings)} setting(s) changed")
-        return EXIT_OK
+        return _check_config(app, config, app_dir, f"{target} with {len(settings)}")
     # What is imported by now (the app, its framework, aiogate) lives as long as the
     # process: out of the collector's sight, a full collection walks only what
     # connections and requests create, rather than stalling the loop for tens of
@@ -247,8 +277,30 @@ def _serve(args: argparse.Namespace) -> int:
         server.run(app, config)
     except ConfigError as exc:
         return _error(exc, EXIT_USAGE)
-    except (AiogateError, OSError) as exc:  # e.g. the address is in use
+    except BindError as exc:  # (an OSError: caught first)
+        return _error(exc, EXIT_BIND_FAILURE)
+    except (AiogateError, OSError) as exc:
         return _error(exc, EXIT_STARTUP_FAILURE)
+    return EXIT_OK
+
+
+def _check_config(app: Any, config: Config, app_dir: str, what: str) -> int:
+    """``--check-config``, the app imported: every check ``serve`` makes before it
+    binds, in the same words, and nothing bound."""
+    from . import server
+    from .sockets import check_binds
+
+    try:
+        server.Server(app, config)  # checks TLS files, trust list, log format
+        server.loop_factory(config.loop)  # uvloop asked for and not installed
+        check_binds(config)  # host lists, names, descriptors, socket paths
+        if config.reload:
+            from .reloader import check_reload
+
+            check_reload(config.reload_dirs, app_dir)
+    except ConfigError as exc:
+        return _error(exc, EXIT_USAGE)
+    print(f"Configuration OK: {what} setting(s) changed")
     return EXIT_OK
 
 
@@ -295,13 +347,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     The console script and ``python -m aiogate`` pass the code to ``sys.exit``.
     """
     parser = build_parser()
+    given = list(sys.argv[1:] if argv is None else argv)
     try:
-        args, extra = parser.parse_known_args(argv)
+        args, extra = parser.parse_known_args(
+            bare_switches(given) if given[:1] == ["serve"] else given
+        )
         if extra:  # said by the command's parser, whose --help lists its options
             args.command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exc:  # --help, --version, or a usage error
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    args.argv = list(sys.argv[1:] if argv is None else argv)
+    args.argv = given
     command: Callable[[argparse.Namespace], int] = args.run_command
     try:
         return command(args)

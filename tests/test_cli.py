@@ -68,7 +68,7 @@ def events(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     seen: list[str] = []
     real_import_app = aiogate.importer.import_app
 
-    def record_logging(level: str, log_config: str | None = None) -> None:
+    def record_logging(level: str, *files: str | None) -> None:
         seen.append(f"logging:{level}")
 
     def record_import(target: str, **kwargs: Any) -> Any:
