@@ -6,7 +6,9 @@ help metadata; nothing is repeated here) and the app options (``TARGET``,
 ``--factory``, ``--app-dir``, ``--config``); parsing their text; adding one to an
 argparse parser; resolving each value (flag > ``AIOGATE_*`` variable > settings file >
 default, with ``UsageError`` for a bad variable or file value); and the option
-reference as a markdown table, for the README. The commands that use them, and the
+reference as a markdown table, for the README. The peers' spellings of a choice
+(``--ssl-cert-reqs 2``, ``--log-level trace``) are taken here; their spellings of
+flags are ``peer_flags.py``'s. The commands that use them, and the
 exit codes, are ``cli.py``'s.
 
 Runs in the main thread, at startup, before any event loop exists. Reads the

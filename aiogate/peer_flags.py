@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import enum
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -191,7 +192,13 @@ PEER_FLAGS: tuple[PeerFlag, ...] = (
         "(gunicorn adds :8000) and :PORT are refused: name both.",
         _to("bind"),
     ),
-    PeerFlag(("-w", "--workers"), _GU, "--workers", "", _to("workers")),
+    PeerFlag(
+        ("-w", "--workers"),
+        _GU,
+        "--workers",
+        "WEB_CONCURRENCY is read when it is not given, as both do.",
+        _to("workers"),
+    ),
     PeerFlag(
         ("--worker-connections",),
         _G,
@@ -261,7 +268,7 @@ PEER_FLAGS: tuple[PeerFlag, ...] = (
     PeerFlag(
         ("-c", "--config"),
         _G,
-        "-c FILE.py: gunicorn-style Python config file with hooks",
+        "-c FILE.py (hooks): a Python settings file with gunicorn's hooks",
         "aiogate's --config FILE.toml stays for TOML settings.",
     ),
     PeerFlag(
@@ -486,8 +493,8 @@ PEER_FLAGS: tuple[PeerFlag, ...] = (
         ("--limit-request-line", "--limit-request-fields"),
         _G,
         "the same options",
-        "gunicorn's 0 (no limit) is refused: give a number. aiogate's line limit is "
-        "8190 (gunicorn's 4094).",
+        "gunicorn's 0 (its maximum, or no limit) is refused: give a number. "
+        "aiogate's line limit is 8190 (gunicorn's 4094).",
     ),
     PeerFlag(
         ("--limit-request-field_size",),
@@ -880,7 +887,8 @@ def prepare_process(args: argparse.Namespace) -> None:
 
 
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|")
+    """Markdown: option names as code, pipes escaped."""
+    return re.sub(r"(?<![\w`-])(--[a-z][\w-]*)", r"`\1`", text).replace("|", "\\|")
 
 
 def peer_table_markdown() -> str:
