@@ -157,6 +157,10 @@ def test_process_aliases(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "workers = 3  # flag" in out
     assert "max_requests = 100  # flag" in out
+    # A warning reaches stderr here too, where no logging is set up.
+    assert main(["serve", APP, "-k", "sync", "--print-config"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("aiogate serve: warning: -k sync: aiogate always runs")
     assert main(["serve", APP, "-w", "x"]) == 2
     assert "argument -w: invalid int value: 'x'" in capsys.readouterr().err
 
@@ -383,11 +387,15 @@ class Process:
                 stream.close()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+def listening_port(server: Process, count: int) -> int:
+    """The port of the ``Listening on`` lines (port 0 was asked for), once ``count``
+    of them (one per worker) are logged."""
+    server.wait_for("Listening on http://127.0.0.1:", server.err, count)
+    ports = {
+        line.rsplit(":", 1)[1].split()[0] for line in server.err if "Listening" in line
+    }
+    (port,) = ports  # every worker on the one shared socket
+    return int(port)
 
 
 def request(port: int, path: str, headers: str = "") -> tuple[bytes, socket.socket]:
@@ -423,15 +431,14 @@ def test_a_gunicorn_command_line(tmp_path: Path) -> None:
     project = tmp_path / "project"
     project.mkdir()
     write_app(project)
-    port = free_port()
     argv = [
-        "peerapp", "--chdir", str(project), "-b", f"127.0.0.1:{port}", "-w", "2",
+        "peerapp", "--chdir", str(project), "-b", "127.0.0.1:0", "-w", "2",
         "-t", "5", "--graceful-timeout", "3", "--keep-alive", "2",
         "--access-logfile", "-", "--error-logfile", "-",
     ]  # fmt: skip
     settings = print_config(argv, tmp_path)
     for line in (
-        f'bind = ["127.0.0.1:{port}"]  # flag',
+        'bind = ["127.0.0.1:0"]  # flag',
         "workers = 2  # flag",
         "timeout_request = 5.0  # flag",
         "timeout_graceful_shutdown = 3.0  # flag",
@@ -442,7 +449,7 @@ def test_a_gunicorn_command_line(tmp_path: Path) -> None:
     server = Process(argv, cwd=tmp_path)
     try:
         server.wait_for("Started worker", server.err, count=2)  # -w 2
-        server.wait_for(f"Listening on http://127.0.0.1:{port}", server.err)
+        port = listening_port(server, count=2)
         response, sock = request(port, "/hello")
         with sock:
             assert response.startswith(b"HTTP/1.1 200 ")
@@ -465,9 +472,8 @@ def test_a_gunicorn_command_line(tmp_path: Path) -> None:
 
 def test_a_uvicorn_command_line(tmp_path: Path) -> None:
     write_app(tmp_path)
-    port = free_port()
     argv = [
-        "peerapp", "--host", "127.0.0.1", "--port", str(port), "--workers", "2",
+        "peerapp", "--host", "127.0.0.1", "--port", "0", "--workers", "2",
         "--proxy-headers", "--forwarded-allow-ips", "*", "--timeout-keep-alive", "2",
         "--root-path", "/api",
     ]  # fmt: skip
@@ -476,7 +482,7 @@ def test_a_uvicorn_command_line(tmp_path: Path) -> None:
     assert 'root_path = "/api"  # flag' in settings
     server = Process(argv, cwd=tmp_path)
     try:
-        server.wait_for(f"Listening on http://127.0.0.1:{port}", server.err, count=2)
+        port = listening_port(server, count=2)
         response, sock = request(port, "/api/items", "X-Forwarded-For: 203.0.113.9\r\n")
         sock.close()
         assert response.startswith(b"HTTP/1.1 200 ")
