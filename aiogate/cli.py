@@ -59,7 +59,13 @@ from .options import (
     read_settings_file,
     usage_table_markdown,
 )
-from .peer_flags import add_peer_flags, bare_switches, prepare_process, warnings
+from .peer_flags import (
+    add_peer_flags,
+    bare_switches,
+    notes,
+    prepare_process,
+    warnings,
+)
 
 # The option names stay importable from here, where tests, docs/update_readme.py and
 # earlier code import them.
@@ -234,6 +240,8 @@ def _serve(args: argparse.Namespace) -> int:
         return _error(exc, EXIT_USAGE)
     for text in warnings(args):
         log.warning("%s", text)
+    for text in notes(args):
+        log.info("%s", text)
     if config.reload and not args.check_config:
         # The watcher never imports the app; each child process does.
         from .reloader import run_with_reload

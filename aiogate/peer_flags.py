@@ -13,6 +13,7 @@ Each flag given on the command line has one of three fates (``Fate``):
 1. **alias**: it sets aiogate settings, parsed as aiogate parses them, and counts as
    a flag (``--print-config`` says ``# flag``). Only the command line has these
    spellings: no ``AIOGATE_*`` variable or settings-file key is added;
+   One whose meaning differs enough says so in the log at startup (``-t``);
 2. **warn**: aiogate has nothing to do for it and ignoring it changes nothing a user
    relies on (``-k gthread``, ``--worker-tmp-dir``): accepted, and one warning line
    says why (logged at startup, ``warnings`` below);
@@ -26,6 +27,7 @@ Runs in the main thread at startup, while the command line is parsed.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import enum
 import os
 import re
@@ -44,6 +46,7 @@ __all__ = [
     "PeerFlag",
     "add_peer_flags",
     "bare_switches",
+    "notes",
     "peer_table_markdown",
     "prepare_process",
     "warnings",
@@ -116,6 +119,14 @@ def _to(*dests: str, **constants: Any) -> Callable[[str | None], Outcome]:
         return Outcome(Fate.ALIAS, settings)
 
     return apply
+
+
+def _noted(
+    apply: Callable[[str | None], Outcome], note: str
+) -> Callable[[str | None], Outcome]:
+    """An alias whose meaning differs enough from the peer's to say so at startup
+    (logged at INFO, with the warnings)."""
+    return lambda text: dataclasses.replace(apply(text), text=note)
 
 
 def _set(**settings: Any) -> Callable[[str | None], Outcome]:
@@ -316,7 +327,11 @@ PEER_FLAGS: tuple[PeerFlag, ...] = (
         "s). aiogate's nearest: a request still in the app this long gets a 503 (or "
         "is cut off if its response began), its thread's stack is logged and a new "
         "thread takes its place; the process is not killed. Off (0) unless given.",
-        _to("timeout_request"),
+        _noted(
+            _to("timeout_request"),
+            "taken as --timeout-request: a request still in the app after this "
+            "long gets a 503 and its thread is replaced; no process is killed",
+        ),
     ),
     PeerFlag(
         ("--graceful-timeout",),
@@ -799,6 +814,8 @@ class _PeerAction(argparse.Action):
             parser.error(f"{said}: {outcome.text}")
         if outcome.fate is Fate.WARN:
             _extend(namespace, "peer_warnings", [f"{said}: {outcome.text}"])
+        elif outcome.text:  # an alias with a note
+            _extend(namespace, "peer_notes", [f"{said}: {outcome.text}"])
         for dest, value in outcome.settings.items():
             if isinstance(value, list):  # repeatable: --bind, -e, --pythonpath
                 _extend(namespace, dest, value)
@@ -864,6 +881,12 @@ def bare_switches(argv: Sequence[str]) -> list[str]:
 def warnings(args: argparse.Namespace) -> list[str]:
     """The warnings of the peer flags given (``--worker-tmp-dir /dev/shm: ...``)."""
     return list(getattr(args, "peer_warnings", []))
+
+
+def notes(args: argparse.Namespace) -> list[str]:
+    """What the aliases given that mean something a little different say
+    (``-t 30: taken as --timeout-request: ...``), for the log at INFO."""
+    return list(getattr(args, "peer_notes", []))
 
 
 def prepare_process(args: argparse.Namespace) -> None:

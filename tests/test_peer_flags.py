@@ -467,6 +467,8 @@ def test_a_gunicorn_command_line(tmp_path: Path) -> None:
     finally:
         server.kill()
     assert not any("Listening" in line for line in server.out)
+    # -t is not gunicorn's worker kill: the log says what it became.
+    assert any("-t 5: taken as --timeout-request" in line for line in server.err)
     assert not any("Traceback" in line for line in server.err)
 
 
