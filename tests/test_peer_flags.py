@@ -560,3 +560,32 @@ def test_check_config_refuses_what_serve_refuses(
     assert checked.stderr.startswith("Error: ")
     assert checked.stderr == served.stderr.splitlines(keepends=True)[-1]
     assert taken.read_text() == ""  # left alone
+
+
+def test_log_files_of_a_served_process(tmp_path: Path) -> None:
+    """gunicorn's --access-logfile and --error-logfile with files, in two workers."""
+    access, errors = tmp_path / "access.log", tmp_path / "error.log"
+    argv = [APP, "-b", "127.0.0.1:0", "-w", "2", "--access-logfile", str(access)]
+    server = Process([*argv, "--error-logfile", str(errors)], cwd=ROOT)
+
+    def wait_for_file(path: Path, text: str) -> str:
+        deadline = time.monotonic() + TIMEOUT
+        while text not in (content := path.read_text() if path.exists() else ""):
+            assert server.proc.poll() is None, "".join(server.err)
+            assert time.monotonic() < deadline, f"no {text!r} in {path}: {content}"
+            time.sleep(0.02)  # polling another process's file, bounded
+        return content
+
+    try:
+        logged = wait_for_file(errors, "Listening on http://127.0.0.1:")
+        port = int(logged.split("Listening on http://127.0.0.1:")[1].split()[0])
+        response, sock = request(port, "/logged")
+        sock.close()
+        assert response.startswith(b"HTTP/1.1 200 ")
+        wait_for_file(access, '"GET /logged HTTP/1.1" 200')
+        assert server.stop() == 0
+    finally:
+        server.kill()
+    assert "Stopped" in errors.read_text()
+    assert server.err == []  # nothing left on stderr: it all went to the file
+    assert server.out == []
