@@ -86,6 +86,9 @@ class PeerFlag:
     #: only (the flag is aiogate's own, or another part of aiogate adds it).
     apply: Callable[[str | None], Outcome] | None = None
     switch: bool = False
+    #: ``Config`` fields the flag sets, which another part of aiogate adds (process
+    #: management): until they exist the flag is left off the parser.
+    needs: tuple[str, ...] = ()
 
 
 # -- outcomes -----------------------------------------------------------------------
@@ -265,11 +268,16 @@ PEER_FLAGS: tuple[PeerFlag, ...] = (
         "Listed for completeness: see its own option.",
     ),
     PeerFlag(
-        ("-p", "--pid", "-u", "--user", "-g", "--group", "-m", "--umask"),
+        ("--pid", "--user", "--group", "--umask"),
         _G,
         "the same options (process management)",
         "Listed for completeness: see their own options.",
     ),
+    *(
+        PeerFlag((short,), _G, f"--{dest}", "", _to(dest), needs=(dest,))
+        for short, dest in (("-p", "pid"), ("-u", "user"), ("-g", "group"))
+    ),
+    PeerFlag(("-m",), _G, "--umask", "", _to("umask"), needs=("umask",)),
     PeerFlag(
         ("--reuse-port", "--env-file"),
         _GU,
@@ -764,13 +772,9 @@ ELSEWHERE = frozenset(
     {
         "-c",
         "--preload",
-        "-p",
         "--pid",
-        "-u",
         "--user",
-        "-g",
         "--group",
-        "-m",
         "--umask",
         "--reuse-port",
         "--env-file",
@@ -833,8 +837,9 @@ def add_peer_flags(parser: argparse.ArgumentParser) -> None:
     """Add each peer flag that is not already one of ``parser``'s own (an aiogate
     option of the same name keeps its own meaning), hidden from ``--help``."""
     taken = set(parser._option_string_actions)
+    fields = {option.dest for option in config_options()}
     for peer in PEER_FLAGS:
-        if peer.apply is None:
+        if peer.apply is None or not fields.issuperset(peer.needs):
             continue
         for flag in peer.flags:
             if flag not in taken:

@@ -8,6 +8,7 @@ answering real requests on loopback, with bounded waits.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -233,7 +234,10 @@ def test_every_listed_flag_is_handled_and_none_hides_an_aiogate_option() -> None
     parser = build_parser()
     commands = next(a for a in parser._actions if a.dest == "command")
     serve = commands.choices["serve"]  # type: ignore[index]
+    fields = {field.name for field in dataclasses.fields(Config)}
     for peer in PEER_FLAGS:
+        if not fields.issuperset(peer.needs):
+            continue  # its setting comes with another part of issue 15
         for flag in peer.flags:
             if flag in ELSEWHERE:
                 continue  # added by another part of issue 15
@@ -589,3 +593,28 @@ def test_log_files_of_a_served_process(tmp_path: Path) -> None:
     assert "Stopped" in errors.read_text()
     assert server.err == []  # nothing left on stderr: it all went to the file
     assert server.out == []
+
+
+def test_short_flags_wait_for_their_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """gunicorn's -p/-u/-g/-m join the parser once --pid, --user, --group and --umask
+    are Config fields (process management, merged separately): here a stand-in
+    ``pid`` option shows the mechanism."""
+    import aiogate.peer_flags
+    from aiogate.options import Option, config_options
+
+    def parse(argv: list[str]) -> Any:
+        parser = build_parser()
+        args, extra = parser.parse_known_args(["serve", APP, *argv])
+        return args, extra
+
+    fields = {option.dest for option in config_options()}
+    if "pid" not in fields:
+        assert parse(["-p", "/run/app.pid"])[1] == ["-p", "/run/app.pid"]
+        stand_in = Option("pid", "--pid", "AIOGATE_PID", "", None, str)
+        monkeypatch.setattr(
+            aiogate.peer_flags,
+            "config_options",
+            lambda: (*config_options(), stand_in),
+        )
+    args, extra = parse(["-p", "/run/app.pid"])
+    assert (args.pid, extra) == ("/run/app.pid", [])
