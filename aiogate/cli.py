@@ -283,13 +283,19 @@ def _serve(args: argparse.Namespace) -> int:
         if config.workers > 1 or config.max_requests:
             return _supervise(app, config)
         server.run(app, config)
-    except ConfigError as exc:
-        return _error(exc, EXIT_USAGE)
-    except BindError as exc:  # (an OSError: caught first)
-        return _error(exc, EXIT_BIND_FAILURE)
     except (AiogateError, OSError) as exc:
-        return _error(exc, EXIT_STARTUP_FAILURE)
+        return _startup_error(exc)
     return EXIT_OK
+
+
+def _startup_error(exc: AiogateError | OSError) -> int:
+    """Say a failure to start serving in one line; its exit code: 2 for a bad
+    setting, 5 for an address that cannot be listened on, else 3."""
+    if isinstance(exc, ConfigError):
+        return _error(exc, EXIT_USAGE)
+    if isinstance(exc, BindError):  # (an OSError too: asked first)
+        return _error(exc, EXIT_BIND_FAILURE)
+    return _error(exc, EXIT_STARTUP_FAILURE)
 
 
 def _check_config(app: Any, config: Config, app_dir: str, what: str) -> int:
