@@ -65,5 +65,7 @@ def run(
         configure_logging(
             options.get("log_level", config.log_level),
             options.get("log_config", config.log_config),
+            options.get("access_log_file", config.access_log_file),
+            options.get("error_log_file", config.error_log_file),
         )
     _server.run(app, config, sockets=sockets, hooks=hooks, **options)

@@ -7,22 +7,33 @@ in the main thread, before any event loop exists (``server.run`` starts one last
 is the only module that turns exceptions into exit codes:
 
 - ``0``: the server stopped cleanly (or the CGI request was handled);
+- ``1``: a second SIGINT or SIGTERM stopped the server at once, cutting requests in
+  flight (``server.py``, ``supervisor.py``);
 - ``2``: a usage error: an unknown flag, a bad value in a flag, in an ``AIOGATE_*``
-  variable, in the ``--env-file`` or in the resulting ``Config`` (argparse's own code
-  for usage errors), or a ``--user``/``--group`` this process cannot switch to;
+  variable, in the ``--env-file`` or in the resulting ``Config``, a peer's flag that
+  aiogate refuses (argparse's own code for usage errors), or a ``--user``/``--group``
+  this process cannot switch to;
 - ``3``: startup failed: the app (or the handler class) could not be imported, a
   startup hook raised (``hooks.STARTUP``), the ``--pid`` file names another running
-  process, or the server could not start (uvicorn's ``STARTUP_FAILURE``).
+  process, or the server could not start (uvicorn's ``STARTUP_FAILURE``); also the
+  supervisor's code when a worker could not start serving (a worker's own code, 4,
+  never reaches the command line);
+- ``5``: an address could not be listened on (in use, privileged, not on this host):
+  ``cannot listen on 127.0.0.1:8000: address already in use``.
 
-Startup order: parse (and run a ``-c FILE.py``) → settings file → ``--env-file`` into
-the environment → ``Config(...)`` (from flags and ``AIOGATE_*`` variables) →
-``--umask`` → ``configure_logging`` → resolve ``--user``/``--group`` → import the app
-and the handler class (fail fast, before any socket is bound) → bind → write the
-``--pid`` file → drop privileges (in each worker with ``--workers``) → serve, telling
-systemd when ready (``NOTIFY_SOCKET``) → remove the pid file at exit. With workers
-and no ``--preload`` the app is imported in each worker after forking (and after
-dropping privileges) instead (``supervisor`` rules 1 and 7: an app that cannot be
-imported still exits 3, once).
+``aiogate check`` has its own codes (``healthcheck.py``: 0 healthy, 1 not).
+
+Startup order: parse (gunicorn's and uvicorn's spellings too, ``peer_flags.py``; and
+run a ``-c FILE.py``) → settings file → ``--env-file`` into the environment →
+``Config(...)`` (from flags and ``AIOGATE_*`` variables) → ``--umask`` →
+``--chdir``/``--pythonpath``/``-e`` → ``configure_logging`` (and the log files) →
+resolve ``--user``/``--group`` → import the app and the handler class (fail fast,
+before any socket is bound) → bind → write the ``--pid`` file → drop privileges (in
+each worker with ``--workers``) → serve, telling systemd when ready
+(``NOTIFY_SOCKET``) → remove the pid file at exit. With workers and no ``--preload``
+the app is imported in each worker after forking (and after dropping privileges)
+instead (``supervisor`` rules 1 and 7: an app that cannot be imported still exits 3,
+once).
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
+import logging
 import os
 import platform
 import sys
@@ -40,7 +52,7 @@ from ._version import __version__
 from .config import Config
 from .config_file import toml_value
 from .env_file import EnvFileError, load_env_file
-from .errors import AiogateError, AppImportError, ConfigError
+from .errors import AiogateError, AppImportError, BindError, ConfigError
 from .healthcheck import add_check_command
 from .hooks import Hook, Hooks, Worker
 from .importer import import_app, import_object
@@ -57,6 +69,13 @@ from .options import (
     option_value,
     read_settings_file,
     usage_table_markdown,
+)
+from .peer_flags import (
+    add_peer_flags,
+    bare_switches,
+    notes,
+    prepare_process,
+    warnings,
 )
 from .pidfile import PidFile
 from .privileges import (
@@ -82,6 +101,9 @@ __all__ = [
 EXIT_OK = 0
 EXIT_USAGE = 2  # argparse exits with 2 on a usage error; ours match it
 EXIT_STARTUP_FAILURE = 3  # uvicorn's STARTUP_FAILURE
+EXIT_BIND_FAILURE = 5  # an address that cannot be listened on (sockets.BindError)
+
+log = logging.getLogger("aiogate.error")
 
 
 def version_text() -> str:
@@ -129,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
         f"option can also be set with its {ENV_PREFIX}* environment variable or in a "
         "settings file; a flag wins over a variable, a variable over the file, the "
         "file over the default.",
+        epilog="gunicorn's and uvicorn's spellings (-b, -w, -t, --keep-alive, "
+        "--access-logfile, --certfile ...) work too: see 'Coming from gunicorn or "
+        "uvicorn' in the README.",
     )
     for option in app_options():
         add_option(serve, option)
@@ -149,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     # (as gunicorn's and uvicorn's own --version, after the subcommand too)
     serve.add_argument("--version", action="version", version=version_text())
+    add_peer_flags(serve)  # after aiogate's own: those keep their meaning
     serve.set_defaults(run_command=_serve, command_parser=serve)
 
     cgi = commands.add_parser(
@@ -212,6 +238,8 @@ def _serve(args: argparse.Namespace) -> int:
     except EnvFileError as exc:
         return _error(exc, EXIT_USAGE)
     if args.print_config:
+        for text in warnings(args):
+            print(f"{args.command_parser.prog}: warning: {text}", file=sys.stderr)
         return _print_config(args)
     target, factory, app_dir = app_source(args)
     settings = {
@@ -233,10 +261,23 @@ def _serve(args: argparse.Namespace) -> int:
         return _error(exc, EXIT_USAGE)
     apply_umask(config.umask)
     try:
-        configure_logging(config.log_level, config.log_config)
+        prepare_process(args)
+    except OSError as exc:
+        return _error(f"--chdir {exc.filename}: {exc.strerror}", EXIT_USAGE)
+    try:
+        configure_logging(
+            config.log_level,
+            config.log_config,
+            config.access_log_file,
+            config.error_log_file,
+        )
         identity = resolve_identity(config.user, config.group)
     except ConfigError as exc:
         return _error(exc, EXIT_USAGE)
+    for text in warnings(args):
+        log.warning("%s", text)
+    for text in notes(args):
+        log.info("%s", text)
     if config.reload and not args.check_config:
         # The watcher never imports the app; each child process does.
         from .reloader import run_with_reload
@@ -275,12 +316,7 @@ def _serve(args: argparse.Namespace) -> int:
     from . import server
 
     if args.check_config:
-        try:
-            server.Server(app, config)  # checks TLS files, trust list, log format
-        except ConfigError as exc:
-            return _error(exc, EXIT_USAGE)
-        print(f"Configuration OK: {target} with {len(settings)} setting(s) changed")
-        return EXIT_OK
+        return _check_config(app, config, app_dir, f"{target} with {len(settings)}")
     # What is imported by now (the app, its framework, aiogate) lives as long as the
     # process: out of the collector's sight, a full collection walks only what
     # connections and requests create, rather than stalling the loop for tens of
@@ -294,10 +330,38 @@ def _serve(args: argparse.Namespace) -> int:
         if config.pid or identity or notifier.enabled:
             return _serve_managed(app, config, hooks, identity, notifier)
         server.run(app, config, hooks=hooks)
+    except (AiogateError, OSError) as exc:
+        return _startup_error(exc)
+    return EXIT_OK
+
+
+def _startup_error(exc: AiogateError | OSError) -> int:
+    """Say a failure to start serving in one line; its exit code: 2 for a bad
+    setting, 5 for an address that cannot be listened on, else 3."""
+    if isinstance(exc, ConfigError):
+        return _error(exc, EXIT_USAGE)
+    if isinstance(exc, BindError):  # (an OSError too: asked first)
+        return _error(exc, EXIT_BIND_FAILURE)
+    return _error(exc, EXIT_STARTUP_FAILURE)
+
+
+def _check_config(app: Any, config: Config, app_dir: str, what: str) -> int:
+    """``--check-config``, the app imported: every check ``serve`` makes before it
+    binds, in the same words, and nothing bound."""
+    from . import server
+    from .sockets import check_binds
+
+    try:
+        server.Server(app, config)  # checks TLS files, trust list, log format
+        server.loop_factory(config.loop)  # uvloop asked for and not installed
+        check_binds(config)  # host lists, names, descriptors, socket paths
+        if config.reload:
+            from .reloader import check_reload
+
+            check_reload(config.reload_dirs, app_dir)
     except ConfigError as exc:
         return _error(exc, EXIT_USAGE)
-    except (AiogateError, OSError) as exc:  # e.g. the address is in use
-        return _error(exc, EXIT_STARTUP_FAILURE)
+    print(f"Configuration OK: {what} setting(s) changed")
     return EXIT_OK
 
 
@@ -403,7 +467,7 @@ def _supervise(
             pid_file.check()
         supervisor.sockets = bind_sockets(config)
     except (AiogateError, OSError) as exc:
-        return _error(exc, EXIT_STARTUP_FAILURE)
+        return _startup_error(exc)
     files = socket_files(config, supervisor.sockets)
     try:
         if pid_file is not None:
@@ -442,13 +506,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     The console script and ``python -m aiogate`` pass the code to ``sys.exit``.
     """
     parser = build_parser()
+    given = list(sys.argv[1:] if argv is None else argv)
     try:
-        args, extra = parser.parse_known_args(argv)
+        args, extra = parser.parse_known_args(
+            bare_switches(given) if given[:1] == ["serve"] else given
+        )
         if extra:  # said by the command's parser, whose --help lists its options
             args.command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exc:  # --help, --version, or a usage error
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    args.argv = list(sys.argv[1:] if argv is None else argv)
+    args.argv = given
     command: Callable[[argparse.Namespace], int] = args.run_command
     try:
         return command(args)

@@ -270,6 +270,18 @@ class Config:
         "A logging configuration file (dictConfig .json, or fileConfig INI) used "
         "instead of aiogate's own setup.",
     )
+    # gunicorn's --access-logfile and --error-logfile, "-" meaning stdout and stderr as
+    # there: a file is for hosts without a log collector reading the streams.
+    access_log_file: str = _opt(
+        "-",
+        "Where --access-log lines go: - for stdout, or a file they are appended to "
+        "(reopened if logrotate moves it).",
+    )
+    error_log_file: str = _opt(
+        "-",
+        "Where the aiogate.error log goes: - for stderr, or a file it is appended to "
+        "(reopened if logrotate moves it).",
+    )
     # Off by default; the Docker image and the Kubernetes manifest turn them on.
     liveness_path: str = _opt(
         "",
@@ -467,6 +479,16 @@ class Config:
             # A header value is bytes on the wire; ASCII is what every peer reads
             # alike (RFC 9110 §5.5 discourages obs-text).
             raise ConfigError("server_header must be ASCII")
+        if self.log_config is not None and (
+            self.access_log_file != "-" or self.error_log_file != "-"
+        ):
+            raise ConfigError(
+                "access_log_file and error_log_file do not apply with log_config: "
+                "give the handlers their files in that configuration"
+            )
+        for name in ("access_log_file", "error_log_file"):
+            if not getattr(self, name):
+                raise ConfigError(f"{name} must be - or a file path, not empty")
         binds: object = self.bind
         if isinstance(binds, str):  # Config(bind="unix:/run/app.sock"): one bind
             binds = (binds,)

@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "AiogateError",
     "AppImportError",
+    "BindError",
     "ClientDisconnected",
     "ConfigError",
     "ProtocolError",
@@ -26,6 +27,12 @@ class ConfigError(AiogateError, ValueError):
 
 class AppImportError(AiogateError):
     """The ``module:attribute`` target could not be imported or is not a WSGI app."""
+
+
+class BindError(AiogateError, OSError):
+    """A listening socket could not be made (the address is in use, a privileged
+    port, an address not on this host). The message names the address:
+    ``cannot listen on 127.0.0.1:8000: address already in use``."""
 
 
 class ProtocolError(AiogateError):

@@ -1,7 +1,8 @@
 """Logging setup for the command line and ``aiogate.run()``: gunicorn-style lines.
 
 Owns: the logger names (``aiogate.error`` for server events on stderr,
-``aiogate.access`` for one line per request on stdout, the uvicorn and gunicorn split)
+``aiogate.access`` for one line per request on stdout, the uvicorn and gunicorn split;
+either may go to a file instead, gunicorn's ``--error-logfile``/``--access-logfile``)
 and ``configure_logging`` (aiogate's setup, or a ``--log-config`` file). Runs in
 the main thread at startup. Importing aiogate installs no handlers; only ``cli.py`` and
 ``aiogate.run()`` call ``configure_logging``, and embedding programs configure the
@@ -29,11 +30,23 @@ DATE_FORMAT = "[%Y-%m-%d %H:%M:%S %z]"
 _LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
-def logging_config(level: str) -> dict[str, Any]:
+def _destination(path: str, stream: str) -> dict[str, Any]:
+    """A handler's target: ``stream`` for ``-`` (gunicorn's spelling), else a file
+    appended to and reopened when moved (``WatchedFileHandler``: logrotate works
+    without a signal, in every worker)."""
+    if path == "-":
+        return {"class": "logging.StreamHandler", "stream": stream}
+    return {"class": "logging.handlers.WatchedFileHandler", "filename": path}
+
+
+def logging_config(
+    level: str, access_log_file: str = "-", error_log_file: str = "-"
+) -> dict[str, Any]:
     """The ``logging.config.dictConfig`` schema that ``configure_logging`` installs.
 
-    One stderr handler on the ``aiogate`` logger, the parent of ``aiogate.error`` and
-    ``aiogate.access``, so both (and any later ``aiogate.*`` logger) share it.
+    One handler (stderr, or ``error_log_file``) on the ``aiogate`` logger, the parent
+    of ``aiogate.error`` and ``aiogate.access``, so both (and any later ``aiogate.*``
+    logger) share it; access lines have their own (stdout, or ``access_log_file``).
     """
     if level.lower() not in _LEVELS:
         raise ValueError(f"unknown log level {level!r}; expected one of {_LEVELS}")
@@ -47,16 +60,14 @@ def logging_config(level: str) -> dict[str, Any]:
         },
         "handlers": {
             "aiogate_stderr": {
-                "class": "logging.StreamHandler",
+                **_destination(error_log_file, "ext://sys.stderr"),
                 "formatter": "aiogate",
-                "stream": "ext://sys.stderr",
             },
             # Access lines carry their own time and fields: the message alone, on
             # stdout, where container platforms and log shippers expect requests.
             "aiogate_access": {
-                "class": "logging.StreamHandler",
+                **_destination(access_log_file, "ext://sys.stdout"),
                 "formatter": "access",
-                "stream": "ext://sys.stdout",
             },
         },
         "loggers": {
@@ -78,9 +89,15 @@ def logging_config(level: str) -> dict[str, Any]:
     }
 
 
-def configure_logging(level: str, log_config: str | None = None) -> None:
-    """Send ``aiogate.error`` to stderr at ``level`` (``"info"``, ``"debug"``...) and
-    ``aiogate.access`` to stdout; or, with ``log_config``, load that file instead: a
+def configure_logging(
+    level: str,
+    log_config: str | None = None,
+    access_log_file: str = "-",
+    error_log_file: str = "-",
+) -> None:
+    """Send ``aiogate.error`` to stderr (or ``error_log_file``) at ``level``
+    (``"info"``, ``"debug"``...) and ``aiogate.access`` to stdout (or
+    ``access_log_file``); or, with ``log_config``, load that file instead: a
     ``dictConfig`` schema in JSON (``.json``) or a ``fileConfig`` INI file.
 
     Idempotent: calling it again replaces the handlers instead of adding more. The
@@ -88,10 +105,10 @@ def configure_logging(level: str, log_config: str | None = None) -> None:
     ``logging.config``, whose imports (socketserver, pickle...) cost about 1 MiB of
     every process for nothing; unlike ``dictConfig`` it leaves other code's
     handlers alone. Raises ``ConfigError`` for a log configuration file that cannot
-    be read or used.
+    be read or used, or a log file that cannot be opened.
     """
     if log_config is None:
-        _apply(logging_config(level))
+        _apply(logging_config(level, access_log_file, error_log_file))
         return
     import logging.config  # only for a file of the user's
 
@@ -108,8 +125,8 @@ def configure_logging(level: str, log_config: str | None = None) -> None:
 
 
 def _apply(schema: dict[str, Any]) -> None:
-    """Install a schema of the shape ``logging_config`` returns (StreamHandlers
-    only), as ``dictConfig`` would with ``disable_existing_loggers`` false."""
+    """Install a schema of the shape ``logging_config`` returns (stream and file
+    handlers only), as ``dictConfig`` would with ``disable_existing_loggers`` false."""
     formatters = {
         name: logging.Formatter(spec["format"], spec.get("datefmt"))
         for name, spec in schema["formatters"].items()
@@ -117,13 +134,28 @@ def _apply(schema: dict[str, Any]) -> None:
     streams = {"ext://sys.stderr": sys.stderr, "ext://sys.stdout": sys.stdout}
     handlers: dict[str, logging.Handler] = {}
     for name, spec in schema["handlers"].items():
-        handler = logging.StreamHandler(streams[spec["stream"]])
+        handler: logging.Handler
+        if "filename" in spec:
+            # Only for a log file: logging.handlers imports socket, pickle ...
+            from logging.handlers import WatchedFileHandler
+
+            try:
+                handler = WatchedFileHandler(spec["filename"])
+            except OSError as exc:
+                for opened in handlers.values():
+                    opened.close()
+                raise ConfigError(
+                    f"cannot open log file {spec['filename']!r}: {exc.strerror}"
+                ) from None
+        else:
+            handler = logging.StreamHandler(streams[spec["stream"]])
         handler.setFormatter(formatters[spec["formatter"]])
         handlers[name] = handler
     for name, spec in schema["loggers"].items():
         logger = logging.getLogger(name)
         for old in list(logger.handlers):
             logger.removeHandler(old)
+            old.close()  # a log file's descriptor; a stream handler leaves its stream
         for handler_name in spec.get("handlers", ()):
             logger.addHandler(handlers[handler_name])
         logger.setLevel(spec["level"])

@@ -6,7 +6,9 @@ help metadata; nothing is repeated here) and the app options (``TARGET``,
 ``--factory``, ``--app-dir``, ``--config``); parsing their text; adding one to an
 argparse parser; resolving each value (flag > ``AIOGATE_*`` variable > settings file >
 default, with ``UsageError`` for a bad variable or file value); and the option
-reference as a markdown table, for the README. The commands that use them, and the
+reference as a markdown table, for the README. The peers' spellings of a choice
+(``--ssl-cert-reqs 2``, ``--log-level trace``) are taken here; their spellings of
+flags are ``peer_flags.py``'s. The commands that use them, and the
 exit codes, are ``cli.py``'s.
 
 Runs in the main thread, at startup, before any event loop exists. Reads the
@@ -33,6 +35,7 @@ from .hooks import Hooks
 
 __all__ = [
     "ENV_PREFIX",
+    "JOINED",
     "Option",
     "UsageError",
     "add_option",
@@ -47,6 +50,10 @@ __all__ = [
 ]
 
 ENV_PREFIX = "AIOGATE_"
+
+#: Comma-separated list settings: a repeated flag adds to the list (uvicorn's
+#: --reload-dir, --reload-include and --reload-exclude are repeatable).
+JOINED = frozenset({"reload_dirs", "reload_include", "reload_exclude"})
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
@@ -130,11 +137,20 @@ def _option_for_field(field: dataclasses.Field[Any], annotation: Any) -> Option:
     raise TypeError(f"Config.{dest}: no command-line option for type {annotation!r}")
 
 
+#: The peers' spellings of choices: gunicorn's --cert-reqs and uvicorn's
+#: --ssl-cert-reqs take ssl.CERT_* numbers; uvicorn's log level trace is our debug.
+_PEER_CHOICES = {"0": "none", "1": "optional", "2": "required", "trace": "debug"}
+
+
 @cache
 def _any_case(choices: tuple[str, ...]) -> Callable[[str], str]:
-    """A parser that takes a choice in any case (gunicorn's ``--log-level DEBUG``)
-    and gives its own spelling; other text is left for the choices check to refuse."""
+    """A parser that takes a choice in any case (gunicorn's ``--log-level DEBUG``),
+    or a peer's spelling of it (``_PEER_CHOICES``), and gives its own spelling;
+    other text is left for the choices check to refuse."""
     spelling = {choice.lower(): choice for choice in choices}
+    spelling.update(
+        (peer, ours) for peer, ours in _PEER_CHOICES.items() if ours in choices
+    )
 
     def parse(text: str) -> str:
         return spelling.get(text.lower(), text)
@@ -250,7 +266,23 @@ def add_option(parser: argparse.ArgumentParser, option: Option) -> None:
             metavar=option.metavar,
             default=argparse.SUPPRESS,
             help=help_text,
+            action=_Join if option.dest in JOINED else "store",
         )
+
+
+class _Join(argparse.Action):
+    """A ``JOINED`` option given again adds to its comma-separated list."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        if hasattr(namespace, self.dest):
+            values = f"{getattr(namespace, self.dest)},{values}"
+        setattr(namespace, self.dest, values)
 
 
 class UsageError(Exception):

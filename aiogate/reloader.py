@@ -23,7 +23,7 @@ from types import FrameType
 
 from .errors import ConfigError
 
-__all__ = ["run_with_reload"]
+__all__ = ["check_reload", "run_with_reload"]
 
 log = logging.getLogger("aiogate.error")
 
@@ -53,13 +53,11 @@ class _Filter:
         return any(fnmatch.fnmatch(name, pattern) for pattern in self.include)
 
 
-def run_with_reload(
-    argv: Sequence[str], dirs: str, include: str, exclude: str, app_dir: str
-) -> int:
-    """Serve ``argv`` (the ``serve`` arguments) in a child process, restarting it on
-    every change under ``dirs`` (comma-separated; ``app_dir`` when empty)."""
+def check_reload(dirs: str, app_dir: str) -> list[str]:
+    """The directories to watch; ``ConfigError`` if watchfiles is missing or one is
+    not a directory (``--check-config`` asks too)."""
     try:
-        import watchfiles
+        import watchfiles  # noqa: F401
     except ImportError:
         raise ConfigError(
             "--reload needs watchfiles: pip install 'aiogate[reload]'"
@@ -68,6 +66,17 @@ def run_with_reload(
     for path in paths:
         if not Path(path).is_dir():
             raise ConfigError(f"reload_dirs: {path!r} is not a directory")
+    return paths
+
+
+def run_with_reload(
+    argv: Sequence[str], dirs: str, include: str, exclude: str, app_dir: str
+) -> int:
+    """Serve ``argv`` (the ``serve`` arguments) in a child process, restarting it on
+    every change under ``dirs`` (comma-separated; ``app_dir`` when empty)."""
+    paths = check_reload(dirs, app_dir)
+    import watchfiles
+
     command = [sys.executable, "-m", "aiogate", "serve", *argv, "--no-reload"]
     stop = threading.Event()
 

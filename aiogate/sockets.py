@@ -19,6 +19,13 @@ together, all of them are served. ``--reuse-port`` sets ``SO_REUSEPORT`` on the 
 sockets bound here, so that separate aiogate processes can share a port. Inherited
 descriptors are made non-inheritable, as ``sd_listen_fds`` does, so that a program the
 app execs does not keep the port.
+
+Every check that can be made without binding (a host list with a stray comma, a host
+that does not resolve, a descriptor that is not a stream socket, a UNIX socket path
+taken by another kind of file: all ``ConfigError``) is made by ``_plan``, which
+both ``bind_sockets`` and ``check_binds`` (``--check-config``) run, so the two cannot
+disagree. Then an address that cannot be listened on is a ``BindError`` naming it
+(``cannot listen on 127.0.0.1:8000: address already in use``).
 """
 
 from __future__ import annotations
@@ -28,13 +35,16 @@ import os
 import socket
 import stat
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from .config import Bind, Config, parse_bind
-from .errors import ConfigError
+from .errors import BindError, ConfigError
 
 __all__ = [
     "SD_LISTEN_FDS_START",
     "bind_sockets",
+    "check_binds",
     "remove_socket_files",
     "socket_files",
     "systemd_sockets",
@@ -46,8 +56,8 @@ SD_LISTEN_FDS_START = 3
 _SO_REUSEPORT: int | None = getattr(socket, "SO_REUSEPORT", None)
 
 
-def systemd_sockets(environ: Mapping[str, str] | None = None) -> list[socket.socket]:
-    """The listening sockets systemd passed to this process, or ``[]``."""
+def _systemd_fds(environ: Mapping[str, str] | None = None) -> list[int]:
+    """The descriptors systemd passed to this process, or ``[]``."""
     environ = os.environ if environ is None else environ
     if environ.get("LISTEN_PID") != str(os.getpid()):
         return []
@@ -57,31 +67,64 @@ def systemd_sockets(environ: Mapping[str, str] | None = None) -> list[socket.soc
         raise ConfigError(
             f"LISTEN_FDS is not a number: {environ['LISTEN_FDS']!r}"
         ) from None
-    return [
-        _inherited(fd) for fd in range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + count)
-    ]
+    return list(range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + count))
 
 
-def _inherited(fd: int) -> socket.socket:
+def systemd_sockets(environ: Mapping[str, str] | None = None) -> list[socket.socket]:
+    """The listening sockets systemd passed to this process, or ``[]``."""
+    return [_inherited(fd) for fd in _systemd_fds(environ)]
+
+
+def _check_descriptor(fd: int) -> None:
+    """``ConfigError`` unless ``fd`` is an open stream socket; takes nothing over
+    (a duplicate is looked at), so ``--check-config`` can ask too."""
     try:
-        sock = socket.socket(fileno=fd)
+        copy = os.dup(fd)
     except OSError as exc:
         raise ConfigError(
             f"file descriptor {fd} is not a socket: {exc.strerror}"
         ) from None
-    if sock.type != socket.SOCK_STREAM:
-        raise ConfigError(f"file descriptor {fd} is not a stream socket")
+    try:
+        probe = socket.socket(fileno=copy)
+    except OSError as exc:
+        os.close(copy)
+        raise ConfigError(
+            f"file descriptor {fd} is not a socket: {exc.strerror}"
+        ) from None
+    with probe:
+        if probe.type != socket.SOCK_STREAM:
+            raise ConfigError(f"file descriptor {fd} is not a stream socket")
+
+
+def _inherited(fd: int) -> socket.socket:
+    _check_descriptor(fd)
+    sock = socket.socket(fileno=fd)
     sock.set_inheritable(False)
     sock.setblocking(False)
     return sock
 
 
-def _unix_socket(path: str, mode: str, backlog: int) -> socket.socket:
+def _reason(exc: OSError) -> str:
+    """``address already in use``: the system's words, in a sentence's case."""
+    text = exc.strerror or str(exc)
+    return text[:1].lower() + text[1:]
+
+
+def _check_unix_path(path: str) -> None:
+    """A ``ConfigError`` when ``path`` is taken by a file that is not a socket (a
+    setting naming the wrong file): a stale socket is replaced at bind time,
+    anything else is never deleted."""
     with contextlib.suppress(FileNotFoundError):
         if not stat.S_ISSOCK(os.lstat(path).st_mode):
             raise ConfigError(
-                f"uds: {path!r} exists and is not a socket; not replacing it"
+                f"cannot listen on unix:{path}: it exists and is not a socket; "
+                "not replacing it"
             )
+
+
+def _unix_socket(path: str, mode: str, backlog: int) -> socket.socket:
+    _check_unix_path(path)
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)  # a stale socket from an earlier run
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -90,21 +133,30 @@ def _unix_socket(path: str, mode: str, backlog: int) -> socket.socket:
         sock.listen(backlog)
     except OSError as exc:
         sock.close()
-        raise ConfigError(f"uds: cannot listen on {path!r}: {exc.strerror}") from None
+        raise BindError(f"cannot listen on unix:{path}: {_reason(exc)}") from None
     sock.setblocking(False)
     return sock
 
 
-def _tcp_socket(
-    host: str, port: int, backlog: int, reuse_port: bool = False
-) -> socket.socket:
+def _shown(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host or '*'}:{port}"
+
+
+def _resolve(host: str, port: int) -> tuple[Any, ...]:
+    """The address ``host``/``port`` binds to (getaddrinfo's first answer)."""
     try:
         infos = socket.getaddrinfo(
             host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
     except socket.gaierror as exc:
         raise ConfigError(f"host {host!r}: {exc.strerror}") from None
-    family, kind, proto, _, address = infos[0]
+    return infos[0]
+
+
+def _tcp_socket(
+    info: tuple[Any, ...], shown: str, backlog: int, reuse_port: bool = False
+) -> socket.socket:
+    family, kind, proto, _, address = info
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -117,9 +169,11 @@ def _tcp_socket(
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(address)
         sock.listen(backlog)
-    except OSError:
+    except OSError as exc:
         sock.close()
-        raise  # e.g. the address is in use: a startup failure (exit 3), not a config one
+        # The address in use, a privileged port, an address not on this host: the
+        # command line's own exit code (5), with the address named.
+        raise BindError(f"cannot listen on {shown}: {_reason(exc)}") from None
     sock.setblocking(False)
     return sock
 
@@ -136,13 +190,51 @@ def _hosts(text: str) -> list[str]:
     ]
 
 
-def _bound(bind: Bind, config: Config) -> socket.socket:
-    """The socket of one ``--bind``; UNIX sockets get ``--uds-mode``."""
+@dataclass(frozen=True, slots=True)
+class _Planned:
+    """One socket to listen on, checked as far as it can be without binding."""
+
+    kind: Literal["tcp", "unix", "fd"]
+    shown: str = ""
+    info: tuple[Any, ...] = ()
+    path: str = ""
+    fd: int = -1
+
+
+def _planned(bind: Bind) -> _Planned:
     if bind.kind == "unix":
-        return _unix_socket(bind.path, config.uds_mode, config.backlog)
+        _check_unix_path(bind.path)
+        return _Planned("unix", path=bind.path)
     if bind.kind == "fd":
-        return _inherited(bind.fd)
-    return _tcp_socket(bind.host, bind.port, config.backlog, config.reuse_port)
+        _check_descriptor(bind.fd)
+        return _Planned("fd", fd=bind.fd)
+    return _Planned("tcp", _shown(bind.host, bind.port), _resolve(bind.host, bind.port))
+
+
+def _plan(config: Config) -> list[_Planned]:
+    """What ``bind_sockets`` will listen on (see the module docstring), with every
+    check made that needs no bind: ``ConfigError`` or ``BindError`` for the first
+    that fails."""
+    if config.reuse_port and _SO_REUSEPORT is None:
+        raise ConfigError("reuse_port: this system has no SO_REUSEPORT")
+    activated = _systemd_fds()
+    if activated:
+        for fd in activated:
+            _check_descriptor(fd)
+        return [_Planned("fd", fd=fd) for fd in activated]
+    binds = [Bind("fd", fd=config.fd)] if config.fd is not None else []
+    if config.uds:
+        binds.append(Bind("unix", path=config.uds))
+    binds.extend(parse_bind(text) for text in config.bind)
+    if not binds:
+        binds = [Bind("tcp", host, config.port) for host in _hosts(config.host)]
+    return [_planned(bind) for bind in binds]
+
+
+def check_binds(config: Config) -> None:
+    """The checks ``bind_sockets`` makes before binding, binding nothing
+    (``--check-config``)."""
+    _plan(config)
 
 
 def socket_files(config: Config, sockets: list[socket.socket]) -> list[str]:
@@ -170,24 +262,22 @@ def remove_socket_files(paths: list[str]) -> None:
 
 
 def bind_sockets(config: Config) -> list[socket.socket]:
-    """The listening sockets for ``config`` (see the module docstring)."""
-    if config.reuse_port and _SO_REUSEPORT is None:
-        raise ConfigError("reuse_port: this system has no SO_REUSEPORT")
-    activated = systemd_sockets()
-    if activated:
-        return activated
+    """The listening sockets for ``config`` (see the module docstring); UNIX
+    sockets get ``--uds-mode``. ``ConfigError`` for a bad setting, ``BindError``
+    for an address that cannot be listened on; nothing stays bound then."""
+    plan = _plan(config)
     sockets: list[socket.socket] = []
     try:
-        if config.fd is not None:
-            sockets.append(_inherited(config.fd))
-        if config.uds:
-            sockets.append(_unix_socket(config.uds, config.uds_mode, config.backlog))
-        for text in config.bind:
-            sockets.append(_bound(parse_bind(text), config))
-        if not sockets:
-            for host in _hosts(config.host):
+        for item in plan:
+            if item.kind == "fd":
+                sockets.append(_inherited(item.fd))
+            elif item.kind == "unix":
+                sockets.append(_unix_socket(item.path, config.uds_mode, config.backlog))
+            else:
                 sockets.append(
-                    _tcp_socket(host, config.port, config.backlog, config.reuse_port)
+                    _tcp_socket(
+                        item.info, item.shown, config.backlog, config.reuse_port
+                    )
                 )
     except BaseException:
         for sock in sockets:

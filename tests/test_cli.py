@@ -27,7 +27,7 @@ import aiogate.server
 from aiogate import demo
 from aiogate.cli import app_options, config_options, main, usage_table_markdown
 from aiogate.config import Config, option_fields
-from aiogate.errors import AppImportError
+from aiogate.errors import AppImportError, BindError
 from aiogate.handlers import ServerHandler
 from aiogate.logs import configure_logging, logging_config
 
@@ -68,7 +68,7 @@ def events(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     seen: list[str] = []
     real_import_app = aiogate.importer.import_app
 
-    def record_logging(level: str, log_config: str | None = None) -> None:
+    def record_logging(level: str, *files: str | None) -> None:
         seen.append(f"logging:{level}")
 
     def record_import(target: str, **kwargs: Any) -> Any:
@@ -478,6 +478,7 @@ def test_bad_handler_class_exits_3(
     ("error", "code"),
     [
         (OSError(98, "Address already in use"), 3),
+        (BindError("cannot listen on 127.0.0.1:8000: address already in use"), 5),
         (AppImportError("late"), 3),
         (
             aiogate.ConfigError("loop 'uvloop' asked for, but uvloop is not installed"),

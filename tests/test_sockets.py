@@ -19,7 +19,7 @@ import pytest
 
 from aiogate import Server
 from aiogate.config import Bind, Config, parse_bind
-from aiogate.errors import ConfigError
+from aiogate.errors import BindError, ConfigError
 from aiogate.sockets import (
     bind_sockets,
     remove_socket_files,
@@ -175,7 +175,7 @@ def test_bad_binds_are_readable_errors(tmp_path: Path) -> None:
         Config(uds="/tmp/x.sock", uds_mode="rw-rw----")
     with pytest.raises(ConfigError, match="not a socket"):
         bind_sockets(Config(fd=os.open(os.devnull, os.O_RDONLY)))
-    with pytest.raises(ConfigError, match="cannot listen"):
+    with pytest.raises(BindError, match=r"cannot listen on unix:.*: no such file"):
         bind_sockets(Config(uds=str(tmp_path / "missing-dir" / "app.sock")))
 
 
