@@ -123,7 +123,7 @@ def load_python_config(path: str) -> tuple[dict[str, Any], Hooks]:
     module.__file__ = str(Path(path).resolve())
     try:
         exec(compile(source, path, "exec"), module.__dict__)  # gunicorn's own way
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # (sys.exit() in it too: a failure)
         where = ""
         if isinstance(exc, SyntaxError):
             where = f" (line {exc.lineno})"
@@ -162,24 +162,27 @@ def load_python_config(path: str) -> tuple[dict[str, Any], Hooks]:
     return settings, Hooks(hooks)
 
 
-#: gunicorn's log destinations: ``"-"`` (the standard streams) is what aiogate does.
+#: gunicorn's log destinations, as on the command line (``--access-logfile``,
+#: ``--error-logfile``): a file name, or ``"-"`` for the standard streams.
 _LOG_FILES = frozenset({"accesslog", "errorlog"})
 
 
 def _check_log_file(
     path: str, name: str, value: object, settings: dict[str, Any]
 ) -> None:
-    """``accesslog = "-"`` turns the access log on (None: off); ``errorlog = "-"``
-    is the default. A file name is refused: aiogate logs to the standard streams, or
-    where ``log_config`` (a ``logging`` dictConfig) sends them."""
-    if value == "-" or (value is None and name == "accesslog"):
-        if name == "accesslog":
-            settings["access_log"] = value is not None
+    """``accesslog = FILE`` (``"-"``: stdout) turns the access log on and sends it
+    there (None: off); ``errorlog = FILE`` (``"-"``: stderr) is where the error log
+    goes."""
+    if value is None and name == "accesslog":
+        settings["access_log"] = False
         return
-    raise ConfigError(
-        f"{path}: {name} = {value!r}: aiogate logs to stdout/stderr ('-'); "
-        "send them to a file with log_config"
-    )
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{path}: {name} = {value!r}: expected a file name or '-'")
+    if name == "accesslog":
+        settings["access_log"] = True
+        settings["access_log_file"] = value
+    else:
+        settings["error_log_file"] = value
 
 
 def _translate(key: str, value: Any) -> Any:

@@ -51,7 +51,7 @@ def import_app(
             )
         try:
             obj = obj()
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             raise AppImportError(
                 f"error while calling app factory {target!r}: {_exc_line(exc)}"
             ) from exc
@@ -156,7 +156,10 @@ def _resolve(target: str, module_name: str, attribute: str) -> Any:
         raise AppImportError(
             f"error while importing {module_name!r}: {_exc_line(exc)}"
         ) from exc
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
+        # SystemExit too: an app that checks its settings at import and calls
+        # sys.exit("DATABASE_URL is not set") cannot be imported, like any other
+        # failure (exit 3; in a worker, a boot error rather than a crash to restart).
         raise AppImportError(
             f"error while importing {module_name!r}: {_exc_line(exc)}"
         ) from exc

@@ -261,7 +261,8 @@ def test_python_config_file_settings_reach_the_server(
         ("port = 'eighty'\n", "port = 'eighty': expected an integer"),
         ("port = (\n", "config file 'conf.py' failed (line 2): SyntaxError"),
         ("raise KeyError('DATABASE_URL')\n", "failed: KeyError: 'DATABASE_URL'"),
-        ("accesslog = '/var/log/a.log'\n", "aiogate logs to stdout/stderr"),
+        ("accesslog = 3\n", "accesslog = 3: expected a file name or '-'"),
+        ("import sys\nsys.exit(0)\n", "failed: SystemExit: 0"),
         (
             "worker_class = 'gthread'\n",
             "gunicorn's worker_class has no aiogate meaning: aiogate has one kind",
@@ -278,6 +279,20 @@ def test_bad_python_config_files_are_usage_errors(
     assert message in err
     assert "Traceback" not in err
     assert len(err.strip().splitlines()) <= 2  # the error, and where the help is
+
+
+def test_python_config_file_log_files_are_the_command_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write(
+        tmp_path / "conf.py",
+        'app = "aiogate.demo:app"\naccesslog = "a.log"\nerrorlog = "e.log"\n',
+    )
+    assert main(["serve", "-c", "conf.py", "--print-config"]) == 0
+    out = capsys.readouterr().out
+    assert "access_log = true  # file" in out
+    assert 'access_log_file = "a.log"  # file' in out
+    assert 'error_log_file = "e.log"  # file' in out
 
 
 def test_missing_python_config_file(capsys: pytest.CaptureFixture[str]) -> None:

@@ -228,6 +228,15 @@ def test_import_raising_keeps_the_cause(app_dir: AppDir) -> None:
     assert isinstance(excinfo.value.__cause__, RuntimeError)
 
 
+def test_sys_exit_at_import_is_an_import_failure(app_dir: AppDir) -> None:
+    name = app_dir.module("quits", "import sys\nsys.exit('DATABASE_URL is not set')\n")
+    with pytest.raises(AppImportError) as excinfo:
+        import_app(f"{name}:app", app_dir=str(app_dir.path))
+    assert message_of(excinfo) == (
+        f"error while importing '{name}': SystemExit: DATABASE_URL is not set"
+    )
+
+
 def test_syntax_error_in_module(app_dir: AppDir) -> None:
     name = app_dir.module("syntax", "def broken(:\n")
     with pytest.raises(AppImportError, match="SyntaxError") as excinfo:

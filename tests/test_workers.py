@@ -473,12 +473,24 @@ def test_sighup_with_code_that_cannot_be_imported_keeps_the_old_workers(
 
 
 @pytest.mark.parametrize("preload", [False, True])
+@pytest.mark.parametrize(
+    ("source", "said"),
+    [
+        (None, "could not import 'nosuchmodule'"),
+        # An app that checks its settings as it is imported: no restart loop either.
+        ("import sys\nsys.exit('DATABASE_URL is not set')\n", "DATABASE_URL is not"),
+        ("import sys\nsys.exit(0)\n", "error while importing 'nosuchmodule'"),
+    ],
+    ids=["missing", "sys.exit(text)", "sys.exit(0)"],
+)
 def test_an_app_that_cannot_be_imported_exits_3_once(
-    tmp_path: Path, preload: bool
+    tmp_path: Path, preload: bool, source: str | None, said: str
 ) -> None:
     """Without --preload the workers import the app: one is started alone first,
     so the import error is shown once and the supervisor exits 3 at once. With it,
     the supervisor's own import fails before any fork."""
+    if source is not None:
+        (tmp_path / "nosuchmodule.py").write_text(source)
     started = time.monotonic()
     result = subprocess.run(
         [*SERVE, "nosuchmodule:app", "--workers", "4", "--port", str(free_port())]
@@ -489,7 +501,7 @@ def test_an_app_that_cannot_be_imported_exits_3_once(
         timeout=WAIT,
     )
     assert result.returncode == 3, result.stderr
-    assert result.stderr.count("could not import 'nosuchmodule'") == 1, result.stderr
+    assert result.stderr.count(said) == 1, result.stderr
     assert result.stderr.count("Started worker") == (0 if preload else 1)
     assert time.monotonic() - started < 10
 
