@@ -359,8 +359,12 @@ def _check_config(app: Any, config: Config, app_dir: str, what: str) -> int:
             from .reloader import check_reload
 
             check_reload(config.reload_dirs, app_dir)
+        if config.pid:
+            PidFile(config.pid).check()  # another server's, or nowhere to write it
     except ConfigError as exc:
         return _error(exc, EXIT_USAGE)
+    except AiogateError as exc:
+        return _startup_error(exc)
     print(f"Configuration OK: {what} setting(s) changed")
     return EXIT_OK
 

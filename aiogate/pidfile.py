@@ -63,7 +63,17 @@ class PidFile:
         self.pid: int | None = None  # the pid written, once written
 
     def check(self) -> None:
-        """Rule 1: ``PidFileTaken`` if the file names another live process."""
+        """Rule 1: ``PidFileTaken`` if the file names another live process; and
+        ``AiogateError`` if its directory is missing or not writable (``write``
+        would fail after binding, naming a temporary file)."""
+        directory = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(directory):
+            raise AiogateError(f"pid file {self.path!r}: no directory {directory!r}")
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise AiogateError(
+                f"pid file {self.path!r}: this process (uid {os.geteuid()}) may not "
+                f"write in {directory!r}"
+            )
         pid = _read_pid(self.path)
         if pid is not None and pid > 0 and pid != os.getpid() and _alive(pid):
             raise PidFileTaken(

@@ -155,16 +155,35 @@ def test_pid_file_removed_on_sigint(
     assert not pid_file.exists()
 
 
-def test_a_pid_file_naming_a_running_process_refuses_the_start(app_dir: Path) -> None:
+@pytest.mark.parametrize(
+    "mode",
+    [[], ["--workers", "2"], ["--check-config"]],
+    ids=["one", "workers", "check"],
+)
+def test_a_pid_file_naming_a_running_process_refuses_the_start(
+    app_dir: Path, mode: list[str]
+) -> None:
     pid_file = app_dir / "aiogate.pid"
     pid_file.write_text(f"{os.getpid()}\n")  # this test's process: alive
-    result = run_serve(app_dir, "procapp", "--port", "0", "--pid", str(pid_file))
+    result = run_serve(app_dir, "procapp", "--port", "0", "--pid", str(pid_file), *mode)
     assert result.returncode == 3, result.stderr
     assert result.stderr.strip().splitlines() == [
         f"Error: pid file {str(pid_file)!r} names process {os.getpid()}, which is "
         "running (another server?); stop it or remove the file"
     ]
     assert pid_file.read_text() == f"{os.getpid()}\n"  # left alone
+
+
+@pytest.mark.parametrize("mode", [[], ["--check-config"]], ids=["serve", "check"])
+def test_a_pid_file_in_a_missing_directory_is_said_before_binding(
+    app_dir: Path, mode: list[str]
+) -> None:
+    pid_file = app_dir / "nodir" / "aiogate.pid"
+    result = run_serve(app_dir, "procapp", "--port", "0", "--pid", str(pid_file), *mode)
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"Error: pid file {str(pid_file)!r}: no directory {str(pid_file.parent)!r}"
+    ]
 
 
 @pytest.mark.parametrize("workers", [[], ["--workers", "2"]], ids=["one", "workers"])
