@@ -44,6 +44,7 @@ import gc
 import logging
 import os
 import platform
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
@@ -294,6 +295,10 @@ def _serve(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             return _error(exc, EXIT_USAGE)
 
+    # Until the supervisor or the server installs its own: a SIGHUP (a deploy's
+    # reload) that comes while the app is still being imported would otherwise end
+    # the process, its default. Nothing is loaded yet, so there is nothing to reload.
+    signal.signal(signal.SIGHUP, _hangup_while_starting)
     hooks: Hooks = args.hooks
     notifier = Notifier()
     supervised = config.workers > 1 or config.max_requests > 0
@@ -333,6 +338,10 @@ def _serve(args: argparse.Namespace) -> int:
     except (AiogateError, OSError) as exc:
         return _startup_error(exc)
     return EXIT_OK
+
+
+def _hangup_while_starting(signum: int, frame: object) -> None:
+    log.info("SIGHUP while starting: nothing to reload yet; ignored")
 
 
 def _startup_error(exc: AiogateError | OSError) -> int:

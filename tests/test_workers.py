@@ -656,3 +656,41 @@ def test_a_draining_worker_is_not_signalled_twice(
     answer = held.release()
     assert answer is not None, held.error
     assert server.proc.wait(WAIT) == 0
+
+
+SLOW_IMPORT = textwrap.dedent(
+    """
+    import os, time
+    from pathlib import Path
+
+    Path("importing").touch()
+    while not Path("go").exists():  # held until the test has sent its SIGHUP
+        time.sleep(0.01)
+
+    def application(environ, start_response):
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+    """
+)
+
+
+@pytest.mark.parametrize(
+    "mode", [[], ["--workers", "2", "--preload"]], ids=["one", "preload"]
+)
+def test_a_sighup_while_the_app_is_imported_is_ignored(
+    tmp_path: Path, mode: list[str]
+) -> None:
+    """A deploy's reload that comes while the app is still being imported (by the
+    process itself: one process, or --preload) must not end it (SIGHUP's default)."""
+    (tmp_path / "slowapp.py").write_text(SLOW_IMPORT)
+    server = ServerProcess([*SERVE, "slowapp", "--port", "0", *mode], tmp_path)
+    try:
+        wait_until((tmp_path / "importing").exists, "the import started")
+        server.proc.send_signal(signal.SIGHUP)
+        (tmp_path / "go").touch()
+        assert ask(server.port) == "ok"
+        assert server.proc.poll() is None
+        assert server.stop(signal.SIGTERM) == 0
+        assert any("SIGHUP while starting" in line for line in server.lines)
+    finally:
+        server.kill()
