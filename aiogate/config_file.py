@@ -159,7 +159,10 @@ def load_python_config(path: str) -> tuple[dict[str, Any], Hooks]:
         if key in settings:
             raise ConfigError(f"{path}: {key!r} is given twice (as {name!r} too)")
         settings[key] = _translate(key, value)
-    return settings, Hooks(hooks)
+    try:
+        return settings, Hooks(hooks)  # (checks what each hook can be called with)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 #: gunicorn's log destinations, as on the command line (``--access-logfile``,

@@ -23,6 +23,7 @@ been ready, stops that worker only (``supervisor`` rule 7).
 from __future__ import annotations
 
 import enum
+import inspect
 import logging
 import os
 import time
@@ -68,6 +69,50 @@ class Hook(enum.StrEnum):
 STARTUP = frozenset(
     {Hook.ON_STARTING, Hook.WHEN_READY, Hook.POST_FORK, Hook.POST_WORKER_INIT}
 )
+
+
+#: What each hook is called with (gunicorn's arguments), checked when it is given.
+ARGUMENTS: dict[Hook, tuple[str, ...]] = {
+    Hook.ON_STARTING: ("server",),
+    Hook.ON_RELOAD: ("server",),
+    Hook.WHEN_READY: ("server",),
+    Hook.PRE_FORK: ("server", "worker"),
+    Hook.POST_FORK: ("server", "worker"),
+    Hook.POST_WORKER_INIT: ("worker",),
+    Hook.WORKER_INT: ("worker",),
+    Hook.WORKER_ABORT: ("worker",),
+    Hook.PRE_REQUEST: ("worker", "req"),
+    Hook.POST_REQUEST: ("worker", "req", "environ", "resp"),
+    Hook.CHILD_EXIT: ("server", "worker"),
+    Hook.WORKER_EXIT: ("server", "worker"),
+    Hook.NWORKERS_CHANGED: ("server", "new_value", "old_value"),
+    Hook.ON_EXIT: ("server",),
+}
+
+
+def _check_callable(hook: Hook, function: object) -> None:
+    """``ConfigError`` now, rather than a failure logged at every call: not a plain
+    function, or one that cannot take the hook's arguments (gunicorn checks the
+    count as it loads its config too)."""
+    if not callable(function):
+        raise ConfigError(f"hook {hook.value!r} must be a function")
+    if inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function):
+        raise ConfigError(
+            f"hook {hook.value!r} is async: hooks are plain functions, called from "
+            "the supervisor, a worker's main thread or the app's thread; use def"
+        )
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):  # a builtin without one: in doubt, take it
+        return
+    arguments = ARGUMENTS[hook]
+    try:
+        signature.bind(*arguments)
+    except TypeError:
+        raise ConfigError(
+            f"hook {hook.value!r} is called as {hook.value}({', '.join(arguments)}); "
+            f"{getattr(function, '__name__', 'it')}{signature} cannot take that"
+        ) from None
 
 
 class HookFailed(AiogateError):
@@ -156,8 +201,7 @@ class Hooks:
                 hook = Hook(name)
             except ValueError:
                 raise ConfigError(f"{name!r} is not a server hook") from None
-            if not callable(function):
-                raise ConfigError(f"hook {name!r} must be a function")
+            _check_callable(hook, function)
             self._functions[hook] = function
 
     def __contains__(self, hook: Hook) -> bool:

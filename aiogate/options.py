@@ -219,7 +219,7 @@ def _show_default(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if value == ():
-        return "none"
+        return "[]"  # as --print-config and the settings file write it
     if value == "":
         return '""'
     return str(value)

@@ -258,6 +258,15 @@ def test_python_config_file_settings_reach_the_server(
         ("workerz = 2\n", "conf.py: unknown name 'workerz' (not a setting or a "),
         ("def on_strating(server):\n    pass\n", "unknown name 'on_strating'"),
         ("on_starting = 3\n", "conf.py: hook on_starting must be a function"),
+        (
+            "def post_request(worker):\n    pass\n",
+            "conf.py: hook 'post_request' is called as post_request(worker, req, "
+            "environ, resp); post_request(worker) cannot take that",
+        ),
+        (
+            "async def pre_request(worker, req):\n    pass\n",
+            "conf.py: hook 'pre_request' is async: hooks are plain functions",
+        ),
         ("port = 'eighty'\n", "port = 'eighty': expected an integer"),
         ("port = (\n", "config file 'conf.py' failed (line 2): SyntaxError"),
         ("raise KeyError('DATABASE_URL')\n", "failed: KeyError: 'DATABASE_URL'"),
