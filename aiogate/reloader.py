@@ -5,8 +5,10 @@ the server as a child process (the same ``aiogate serve`` command line, with
 ``--no-reload``), watches the directories with ``watchfiles`` (an optional dependency,
 ``pip install 'aiogate[reload]'``), and on a change stops the child gracefully
 (SIGTERM) and starts a new one. A child that crashes (a syntax error in the app, say)
-is started again at the next change, as with uvicorn. SIGINT or SIGTERM stop the
-child and end the watcher with code 0. Runs in the main thread of the watcher process.
+is started again at the next change, as with uvicorn; one that exits with a bad
+setting (2) or an address it cannot listen on (5) ends the watcher with its code, since
+no edit of the app mends those. SIGINT or SIGTERM stop the child and end the watcher
+with code 0. Runs in the main thread of the watcher process.
 """
 
 from __future__ import annotations
@@ -29,6 +31,12 @@ log = logging.getLogger("aiogate.error")
 
 #: How long a child may take to stop before it is killed: reloads should be quick.
 STOP_TIMEOUT = 5.0
+#: How often the watcher looks at its child while nothing changes, in ms.
+CHILD_POLL_MS = 500
+#: A child's exit codes that end the watcher too (``cli``: 2 a bad setting, 5 an
+#: address that cannot be listened on). An app that cannot be imported (3) is what
+#: the next edit mends, so the watcher waits for it.
+FINAL_CODES = frozenset({2, 5})
 
 
 def _patterns(text: str) -> list[str]:
@@ -89,8 +97,19 @@ def run_with_reload(
     child = subprocess.Popen(command)
     try:
         for changes in watchfiles.watch(
-            *paths, watch_filter=_Filter(include, exclude), stop_event=stop
+            *paths,
+            watch_filter=_Filter(include, exclude),
+            stop_event=stop,
+            rust_timeout=CHILD_POLL_MS,
+            yield_on_timeout=True,
         ):
+            if not changes:  # a quiet while: is the child still there?
+                code = child.poll()
+                if code in FINAL_CODES:
+                    # An address in use or a bad setting: no edit of the app's code
+                    # mends it, so say it with the child's code rather than watch on.
+                    return code
+                continue
             names = sorted({Path(path).name for _, path in changes})
             log.info("Changed: %s; restarting", ", ".join(names[:5]))
             _stop_child(child)

@@ -80,6 +80,26 @@ def test_reload_serves_the_new_code_after_a_change(tmp_path: Path) -> None:
     assert "notes.txt" not in log
 
 
+def test_reload_ends_with_the_childs_code_when_the_port_is_taken(
+    tmp_path: Path,
+) -> None:
+    """An address in use is no edit away from working: the watcher exits 5 with the
+    child, rather than watching on with nothing served."""
+    (tmp_path / "reloadapp.py").write_text(app_source("first"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = ServerProcess(
+            [*SERVE, "reloadapp", "--port", str(port), "--reload"], cwd=tmp_path
+        )
+        try:
+            assert server.proc.wait(WAIT) == 5
+        finally:
+            server.kill()
+    assert any("cannot listen on 127.0.0.1:" in line for line in server.lines)
+
+
 def test_reload_without_watchfiles_is_a_clear_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
