@@ -202,9 +202,12 @@ _ATOMS: dict[str, Callable[[AccessRecord], str]] = {
     "refused": lambda r: "-" if r.refused is None else r.refused.value,
 }
 
-# %(name)s, %({header}i)s, %({header}o)s, %({variable}e)s; everything else is
-# literal text. Any %(...)s is a field, so an unknown one is refused, not printed.
+# %(name)s, %({header}i)s, %({header}o)s, %({variable}e)s, and %% for a "%", as
+# gunicorn's % formatting reads them; any other "%" (%(h)d, an unclosed %(h) is
+# refused at startup, where gunicorn would fail on every line. Any %(...)s is a
+# field, so an unknown one is refused, not printed.
 _FIELD = re.compile(r"%\(([^()]*)\)s")
+_PERCENT = re.compile(r"%\([^()]*\)s|%%|%")
 _BRACED = re.compile(r"\{([^{}]+)\}([ioe])")
 
 
@@ -317,11 +320,16 @@ def compile_format(spec: str) -> Callable[[AccessRecord], str]:
     a gunicorn-style format. Raises ``ValueError`` naming an unknown atom."""
     if spec == "json":
         return _json_line
+    for match in _PERCENT.finditer(spec):
+        if match[0] == "%":
+            rest = spec[match.start() : match.start() + 8]
+            raise ValueError(
+                f"{rest!r}... in {spec!r}: a format has %(atom)s fields and %% for a "
+                "percent sign, nothing else after a %"
+            )
     for match in _FIELD.finditer(spec):
         _check_atom(match[1], spec)
-    # Keep %(...)s fields for the % operator; any other % is literal text.
-    template = _FIELD.sub(lambda m: "\0" + m[1] + "\1", spec).replace("%", "%%")
-    template = template.replace("\0", "%(").replace("\1", ")s")
+    template = spec  # already what the % operator reads (checked above)
     # The reason of a refusal is never lost (module docstring).
     places_reason = any(match[1] == "refused" for match in _FIELD.finditer(spec))
 

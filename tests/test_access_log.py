@@ -103,8 +103,15 @@ def test_basic_auth_user() -> None:
     assert compile_format("%(u)s")(record(request_headers=bad)) == "-"
 
 
-def test_literal_percent_and_text() -> None:
-    assert compile_format("100%% %(s)s done %")(record()) == "100%% 200 done %"
+def test_percent_is_doubled_as_in_gunicorn() -> None:
+    assert compile_format("100%% %(s)s done")(record()) == "100% 200 done"
+
+
+@pytest.mark.parametrize("spec", ["%(s)s done %", "%(h)d", "%(h", "%s", "50% off"])
+def test_any_other_percent_is_refused_at_startup(spec: str) -> None:
+    # gunicorn would fail on every line instead (its % formatting).
+    with pytest.raises(ValueError, match="a format has %\\(atom\\)s fields and %%"):
+        compile_format(spec)
 
 
 def test_unknown_atom_is_refused() -> None:
