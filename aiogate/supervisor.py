@@ -27,7 +27,8 @@ Theory of operation:
    including ``--shutdown-delay``) and exit 0, killing stragglers after
    ``--timeout-graceful-shutdown`` + ``shutdown_delay`` + 5 s (with a
    ``worker_abort`` hook, SIGABRT first and SIGKILL 5 s later); a second TERM or INT
-   kills them at once (exit 1). A worker already draining (retired, or at
+   kills them at once (exit 1), even while a hook holds the main thread (the signal
+   handler counts them: ``_hook``). A worker already draining (retired, or at
    ``--max-requests``) gets no second SIGTERM, which would make it exit at once.
    HUP replaces the workers one at a time: the new one first, and the old one is
    told to drain only once the new one is READY. TTIN adds a worker, TTOU removes one.
@@ -178,6 +179,8 @@ class Supervisor:
         self._ready_once = False  # a worker has been READY (rule 7)
         self._aborted = False  # SIGABRT sent to stragglers (worker_abort hook)
         self._boot_failed = False
+        self._in_hook = False  # a hook runs on the main thread (see _hook)
+        self._stop_signals = 0  # TERM and INT received, as they arrive
         self.notifier = notifier
         self._ready: set[int] = set()  # workers that said READY (rule 9)
         self._announced = False  # READY=1 sent, and no SIGHUP since
@@ -197,7 +200,7 @@ class Supervisor:
         parent = os.getpid()
         self._age += 1
         worker = Worker(self.config, self._age)
-        self.hooks.call(Hook.PRE_FORK, self, worker)
+        self._hook(Hook.PRE_FORK, self, worker)
         # Blocked across the fork: until the child has dropped the supervisor's
         # handlers and wakeup pipe, a signal sent to it (a quick SIGTERM) would be
         # written to that shared pipe and read as the supervisor's own.
@@ -277,7 +280,7 @@ class Supervisor:
                 if not self._ready_once:
                     self._ready_once = True
                     try:
-                        self.hooks.call(Hook.WHEN_READY, self)
+                        self._hook(Hook.WHEN_READY, self)
                     except HookFailed as exc:
                         log.error("%s; stopping", exc)
                         self._boot_failed = True
@@ -305,7 +308,7 @@ class Supervisor:
             if started is None:
                 continue
             worker = self.worker_info.pop(pid)
-            self.hooks.call(Hook.CHILD_EXIT, self, worker)
+            self._hook(Hook.CHILD_EXIT, self, worker)
             code = os.waitstatus_to_exitcode(status)
             if self._tally is not None:  # its counts are kept (metrics add up)
                 self._tally.reaped(pid, usage)
@@ -391,15 +394,34 @@ class Supervisor:
 
     # -- signals ---------------------------------------------------------------------
 
+    def _hook(self, hook: Hook, *args: object) -> None:
+        """Call a hook on the supervisor's main thread, marked as doing so: while it
+        runs, the loop reads no signal, so ``_on_raw_signal`` acts on a second TERM
+        or INT itself (a hook that hangs must not make the server unstoppable)."""
+        self._in_hook = True
+        try:
+            self.hooks.call(hook, *args)
+        finally:
+            self._in_hook = False
+
+    def _on_raw_signal(self, signum: int, frame: object) -> None:
+        """The Python-level handler (the wakeup fd carries the signal to the loop,
+        which acts on it); counts TERM and INT, for ``_hook``."""
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            self._stop_signals += 1
+            if self._stop_signals >= 2 and self._in_hook:
+                self._kill_and_exit(signum)
+
+    def _kill_and_exit(self, signum: int) -> None:
+        log.warning("Second %s: killing the workers", signal.Signals(signum).name)
+        for pid in self.workers:
+            self._signal_worker(pid, signal.SIGKILL)
+        sys.exit(1)
+
     def _on_signal(self, signum: int) -> None:
         if signum in (signal.SIGTERM, signal.SIGINT):
             if self._stopping:
-                log.warning(
-                    "Second %s: killing the workers", signal.Signals(signum).name
-                )
-                for pid in self.workers:
-                    self._signal_worker(pid, signal.SIGKILL)
-                sys.exit(1)
+                self._kill_and_exit(signum)
             log.info(
                 "Received %s: draining %d workers",
                 signal.Signals(signum).name,
@@ -411,7 +433,7 @@ class Supervisor:
             if self.notifier is not None and self._announced:
                 self._announced = False
                 self.notifier.reloading()
-            self.hooks.call(Hook.ON_RELOAD, self)
+            self._hook(Hook.ON_RELOAD, self)
             self._replace = [pid for pid in self.workers if pid not in self._retiring]
         elif signum in (signal.SIGTTIN, signal.SIGTTOU):
             old = self.target
@@ -420,7 +442,7 @@ class Supervisor:
                 "Received %s: %d workers", signal.Signals(signum).name, self.target
             )
             if self.target != old:
-                self.hooks.call(Hook.NWORKERS_CHANGED, self, self.target, old)
+                self._hook(Hook.NWORKERS_CHANGED, self, self.target, old)
 
     def _stop(self) -> None:
         if self.notifier is not None and not self._stopping:
@@ -444,10 +466,10 @@ class Supervisor:
         self._news_pipe = (news_read, news_write)
         old_fd = signal.set_wakeup_fd(write_fd)
         for signum in _SIGNALS:
-            signal.signal(signum, lambda *_: None)  # the wakeup fd carries them
+            signal.signal(signum, self._on_raw_signal)  # the wakeup fd carries them
         deadline: float | None = None
         try:
-            self.hooks.call(Hook.NWORKERS_CHANGED, self, self.target, None)
+            self._hook(Hook.NWORKERS_CHANGED, self, self.target, None)
             self._top_up()
             while self.workers or not self._stopping:
                 if self._stopping and deadline is None:
@@ -492,7 +514,7 @@ class Supervisor:
             os.close(news_read)
             os.close(news_write)
             self._pipe = self._news_pipe = None
-            self.hooks.call(Hook.ON_EXIT, self)
+            self._hook(Hook.ON_EXIT, self)
         if self._boot_failed:
             return BOOT_FAILED
         log.info("Stopped")

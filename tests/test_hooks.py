@@ -551,3 +551,44 @@ def test_aiogate_run_takes_hooks() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["when_ready True", "on_exit"]
+
+
+HANGING_HOOK = """
+import time
+from pathlib import Path
+
+def {hook}(server):
+    Path("in-hook").touch()
+    time.sleep(3600)  # a hook that hangs (a dependency that never answers)
+"""
+
+
+@pytest.mark.parametrize("hook", ["when_ready", "on_exit"])
+def test_a_hanging_supervisor_hook_does_not_make_the_server_unstoppable(
+    tmp_path: Path, hook: str
+) -> None:
+    """The README's signal table: a second TERM kills the workers and exits 1, even
+    while a hook holds the supervisor's main thread (which then reads no signal)."""
+    (tmp_path / "hookapp.py").write_text(APP)
+    (tmp_path / "conf.py").write_text(HANGING_HOOK.format(hook=hook))
+    server = ServerProcess(
+        [*SERVE, "hookapp", "--port", "0", "--workers", "2", "-c", "conf.py"], tmp_path
+    )
+    try:
+        if hook == "on_exit":
+            ask(server.port)
+            server.proc.send_signal(signal.SIGTERM)  # drains, then on_exit hangs
+        wait_until((tmp_path / "in-hook").exists, f"{hook} called")
+        second = signal.SIGTERM
+        if hook == "when_ready":
+            # Read by nobody, but counted. (Two of a kind sent at once may reach
+            # the process as one, pending signals not being queued: INT after it.)
+            server.proc.send_signal(signal.SIGTERM)
+            second = signal.SIGINT
+        server.proc.send_signal(second)
+        assert server.proc.wait(WAIT) == 1
+        # (Pending together, the two are delivered in signal-number order.)
+        said = ": killing the workers"
+        assert any(said in line for line in server.lines), server.lines
+    finally:
+        server.kill()
