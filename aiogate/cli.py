@@ -407,6 +407,12 @@ def _serve_managed(
         pid_file.check()
     sockets = bind_sockets(config)
     files = socket_files(config, sockets)
+
+    def clean_up() -> None:
+        remove_socket_files(files)
+        if pid_file is not None:
+            pid_file.remove()
+
     try:
         if pid_file is not None:
             pid_file.write()
@@ -419,12 +425,11 @@ def _serve_managed(
             sockets=sockets,
             on_ready=notifier.ready,
             on_stopping=notifier.stopping,
+            on_forced_exit=clean_up,  # a second signal: no finally runs
             hooks=hooks,
         )
     finally:
-        remove_socket_files(files)
-        if pid_file is not None:
-            pid_file.remove()
+        clean_up()
     return EXIT_OK
 
 

@@ -467,9 +467,11 @@ async def _serve_until_signalled(
     server: Server,
     sockets: list[socket.socket] | None,
     on_stopping: Callable[[], object] | None = None,
+    on_forced_exit: Callable[[], object] | None = None,
 ) -> None:
-    """Start, and serve until SIGINT or SIGTERM; a second signal exits at once.
-    ``on_stopping`` is called as the first signal starts the drain (systemd's
+    """Start, and serve until SIGINT or SIGTERM; a second signal exits at once,
+    after ``on_forced_exit`` (what the caller removes at exit: a pid file, socket
+    files). ``on_stopping`` is called as the first signal starts the drain (systemd's
     ``STOPPING=1``). SIGABRT, with a ``worker_abort`` hook: call it and exit at once
     (gunicorn's). SIGHUP in a single process: logged and ignored (its default would
     end the process). The handlers are in place before ``start``, whose hooks (and
@@ -483,6 +485,11 @@ async def _serve_until_signalled(
         if stopping:
             # Forced: requests still in flight are cut, so say so in the exit code.
             log.warning("Second %s: exiting now", signal.Signals(signum).name)
+            if on_forced_exit is not None:
+                try:
+                    on_forced_exit()
+                except Exception:  # exiting regardless
+                    log.exception("Could not clean up before exiting")
             sys.stdout.flush()
             os._exit(1)
         log.info("Received %s: shutting down", signal.Signals(signum).name)
@@ -593,6 +600,7 @@ def run(
     on_max_requests: Callable[[], object] | None = None,
     on_ready: Callable[[], object] | None = None,
     on_stopping: Callable[[], object] | None = None,
+    on_forced_exit: Callable[[], object] | None = None,
     hooks: Hooks | Mapping[str, Callable[..., object]] | None = None,
     worker: Worker | None = None,
     **options: Any,
@@ -601,7 +609,8 @@ def run(
 
     Takes the same options as ``Server`` (``on_max_requests``, ``on_ready``: see
     ``Server.on_max_requests`` and ``Server.on_ready``); ``on_stopping`` is called
-    when a signal starts the drain (sd_notify's STOPPING). Signal handlers are
+    when a signal starts the drain (sd_notify's STOPPING), ``on_forced_exit`` before
+    a second signal ends the process at once. Signal handlers are
     installed, so call it from the main thread (embedded programs use ``Server``
     instead)."""
     server = Server(app, config, hooks=hooks, worker=worker, **options)
@@ -609,7 +618,7 @@ def run(
     server.on_ready = on_ready
 
     coroutine: Coroutine[Any, Any, None] = _serve_until_signalled(
-        server, sockets, on_stopping
+        server, sockets, on_stopping, on_forced_exit
     )
     with asyncio.Runner(loop_factory=loop_factory(server.config.loop)) as runner:
         runner.run(coroutine)

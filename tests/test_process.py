@@ -625,3 +625,43 @@ def test_sd_notify_failures_never_stop_the_server(
     assert not Notifier({"NOTIFY_SOCKET": "relative/path"}).enabled
     assert not Notifier({}).enabled
     Notifier({}).ready()  # not under systemd: nothing to do
+
+
+HOLDING_APP = textwrap.dedent(
+    """
+    from pathlib import Path
+
+    def application(environ, start_response):
+        Path("in-app").touch()
+        with open("fifo", "rb") as fifo:  # held until someone writes: never here
+            fifo.read()
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+    """
+)
+
+
+def test_a_forced_exit_still_removes_the_pid_and_socket_files(
+    app_dir: Path, servers: list[ServerProcess]
+) -> None:
+    """A second signal ends a single server at once (exit 1), cutting the request in
+    flight; what it wrote at startup goes all the same."""
+    (app_dir / "holdapp.py").write_text(HOLDING_APP)
+    os.mkfifo(app_dir / "fifo")
+    pid_file, uds = app_dir / "a.pid", app_dir / "a.sock"
+    binds = ["--bind", "127.0.0.1:0", "--bind", f"unix:{uds}"]
+    server = ServerProcess([*SERVE, "holdapp", "--pid", str(pid_file), *binds], app_dir)
+    servers.append(server)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=WAIT) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        wait_until((app_dir / "in-app").exists, "the request reached the app")
+        assert pid_file.exists()
+        assert uds.exists()
+        server.proc.send_signal(signal.SIGTERM)
+        wait_until(
+            lambda: any("shutting down" in line for line in server.lines),
+            "the drain started",
+        )
+        assert server.stop(signal.SIGTERM) == 1
+    assert not pid_file.exists()
+    assert not uds.exists()
