@@ -59,25 +59,23 @@ def app(environ, start_response):
 """
 
 
+def serve_command(tmp_path: Path, form: str, *flags: str) -> list[str]:
+    """``aiogate serve`` of the refusal app (written to ``tmp_path``) on a free port,
+    its access log in format ``form``."""
+    (tmp_path / "refusal_app.py").write_text(textwrap.dedent(APP))
+    return [
+        *SERVE, "refusal_app:app", "--app-dir", str(tmp_path), "--port", "0",
+        "--access-log", "--access-log-format", form, *flags,
+    ]  # fmt: skip
+
+
 class Served:
     """One server subprocess with a JSON access log, and raw exchanges with it."""
 
     def __init__(self, tmp_path: Path, *flags: str) -> None:
-        (tmp_path / "refusal_app.py").write_text(textwrap.dedent(APP))
         self.flag = tmp_path / "release"
         self.process = ServerProcess(
-            [
-                *SERVE,
-                "refusal_app:app",
-                "--app-dir",
-                str(tmp_path),
-                "--port",
-                "0",
-                "--access-log",
-                "--access-log-format",
-                "json",
-                *flags,
-            ],
+            serve_command(tmp_path, "json", *flags),
             cwd=tmp_path,
             env={"BLOCK_FLAG": str(self.flag)},
         )
@@ -346,20 +344,7 @@ def test_liveness_counts_the_threads_that_replaced_stuck_ones(served: Any) -> No
 def test_an_unknown_atom_is_refused_at_startup(
     form: str, check: bool, tmp_path: Path
 ) -> None:
-    (tmp_path / "refusal_app.py").write_text(textwrap.dedent(APP))
-    command = [
-        *SERVE,
-        "refusal_app:app",
-        "--app-dir",
-        str(tmp_path),
-        "--port",
-        "0",
-        "--access-log",
-        "--access-log-format",
-        form,
-    ]
-    if check:
-        command.append("--check-config")
+    command = serve_command(tmp_path, form, *(["--check-config"] if check else []))
     done = subprocess.run(
         command, capture_output=True, text=True, timeout=WAIT * 2, cwd=tmp_path
     )
