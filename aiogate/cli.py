@@ -216,6 +216,17 @@ def _print_config(args: argparse.Namespace) -> int:
             print(f'{key} = "(redacted)"  # {origin}')
         else:
             print(f"{key} = {toml_value(value)}  # {origin}")
+    # Then the checks that need no import: what serve would refuse, said here too
+    # (the settings are printed first, so the one at fault can be found among them).
+    settings = {
+        option.dest: option_value(args, option)
+        for option in config_options()
+        if option_source(args, option) != "default"
+    }
+    try:
+        Config(**settings)
+    except ConfigError as exc:
+        return _error(exc, EXIT_USAGE)
     return EXIT_OK
 
 

@@ -670,6 +670,16 @@ def test_print_config_does_not_show_the_key_password(
     assert 'ssl_keyfile_password = "(redacted)"  # env' in out
 
 
+def test_print_config_prints_then_says_what_serve_would_refuse(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["serve", "aiogate.demo:app", "--limit-request-line", "0"]
+    assert main([*argv, "--print-config"]) == 2
+    captured = capsys.readouterr()
+    assert "limit_request_line = 0  # flag" in captured.out
+    assert captured.err == "Error: limit_request_line must be at least 1, not 0\n"
+
+
 def test_serve_version_is_accepted(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--version"]) == 0
     assert capsys.readouterr().out.startswith("aiogate ")

@@ -145,7 +145,15 @@ def test_certificate_flags(
         assert 'ssl_ca_certs = "ca.pem"  # flag' in out
         assert 'ssl_keyfile = "k.pem"  # flag' in out
     # uvicorn's --ssl-cert-reqs is aiogate's own option, and takes the numbers too.
-    assert main(["serve", APP, "--ssl-cert-reqs", "2", "--print-config"]) == 0
+    ssl = [
+        "--ssl-certfile",
+        "c.pem",
+        "--ssl-ca-certs",
+        "ca.pem",
+        "--ssl-cert-reqs",
+        "2",
+    ]
+    assert main(["serve", APP, *ssl, "--print-config"]) == 0
     assert 'ssl_cert_reqs = "required"  # flag' in capsys.readouterr().out
     assert main(["serve", APP, "--cert-reqs", "7"]) == 2
     assert "argument --cert-reqs: invalid choice: '7'" in capsys.readouterr().err
