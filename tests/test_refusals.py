@@ -227,7 +227,14 @@ def test_refused_heads_and_bodies_are_logged_once_with_their_reason(
             "timeout",
             "/stall",
         ),
-        (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505, "version_not_supported", None),
+        # Well formed, asking for what we do not do: the line is logged as sent.
+        (b"GET /v2 HTTP/2.0\r\nHost: x\r\n\r\n", 505, "version_not_supported", "/v2"),
+        (
+            b"CONNECT x:443 HTTP/1.1\r\nHost: x\r\n\r\n",
+            405,
+            "method_not_allowed",
+            "x:443",
+        ),
         (
             b"PUT /te HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
             501,
@@ -244,7 +251,7 @@ def test_refused_heads_and_bodies_are_logged_once_with_their_reason(
             assert record["method"] is None
             assert record["protocol"] is None
         else:
-            assert record["protocol"] == "HTTP/1.1"
+            assert record["protocol"] == ("HTTP/2.0" if status == 505 else "HTTP/1.1")
     # The head timeout's line says how long the head was waited for.
     assert refused(server, b"PUT /t HTTP/1.1\r\n", 408)["duration_s"] >= 0.3
 

@@ -29,6 +29,7 @@ import re
 from typing import Final
 
 from ..environ import absolute_form_authority, check_authority
+from ..errors import ProtocolError
 from ._syntax import CR, HOST_RE, HTAB, SIMPLE_HOST_RE, SP, TCHAR, error, show
 
 __all__ = ["CHUNKED", "HeadReader", "check_framing", "check_request_line"]
@@ -46,6 +47,11 @@ _VERSION_RE: Final = re.compile(rb"HTTP/[0-9]\.[0-9]")
 # "#" as an int: ``int in bytes`` is a C-level byte search (22 ns on a 25-byte
 # target), where ``b"#" in target`` first tries the needle as an int (210 ns).
 _NUMBER_SIGN: Final = 0x23
+
+
+#: Refusals of a request line that is well formed but asks for what we do not do
+#: (CONNECT, another HTTP version): the access log still shows the line.
+_WELL_FORMED = frozenset({405, 505})
 
 
 def check_request_line(line: bytes) -> bytes:
@@ -265,7 +271,12 @@ class HeadReader:
         if line_end > self.limit_line:
             raise error("request line too long", 414)
         line = head[:line_end]
-        self.version = check_request_line(line)
+        try:
+            self.version = check_request_line(line)
+        except ProtocolError as exc:
+            if exc.status_hint in _WELL_FORMED:
+                self.request_line = line
+            raise
         self.request_line = line
         if lines - 2 > self.limit_fields:
             raise error("too many header fields", 431)
@@ -364,5 +375,10 @@ class HeadReader:
             raise error("line ends with a bare LF")
         if index == 0:
             line = bytes(buf[start:content_end])
-            self.version = check_request_line(line)
+            try:
+                self.version = check_request_line(line)
+            except ProtocolError as exc:
+                if exc.status_hint in _WELL_FORMED:
+                    self.request_line = line
+                raise
             self.request_line = line
