@@ -298,11 +298,13 @@ class RequestCycle:
             return
         state = protocol.state
         state.count_rejection(Refusal.QUEUE_WAIT)
-        state.last_overload = state.loop.time()
+        state.last_overload = now = state.loop.time()
+        # What it waited, for its access-log line too (%(w)s, queue_wait_s).
+        self.queue_wait = now - self.queued_at
         log.warning(
             "Shed %s: waited %.3fs for a thread (max-queue-wait %gs)",
             self.describe(),
-            state.loop.time() - self.queued_at,
+            self.queue_wait,
             state.config.max_queue_wait,
         )
         self.body.close()

@@ -305,6 +305,7 @@ def test_the_queue_wait_503_is_logged(served: Any) -> None:
     by_path = {record["path"]: record for record in new}
     assert by_path["/queued"]["refused"] == "queue_wait"
     assert by_path["/queued"]["status"] == 503
+    assert by_path["/queued"]["queue_wait_s"] >= 0.3  # what it waited, said
     assert by_path["/block"]["refused"] is None
 
 
