@@ -146,7 +146,7 @@ class ProxiedH11Protocol(H11Protocol):
         """Rule 2: log once and close, answering nothing."""
         log.warning(
             "PROXY protocol from %s: %s; closing the connection",
-            self.info.client,
+            _shown(self.info.client),
             reason,
         )
         self._close()
@@ -306,10 +306,17 @@ class ProxiedTLSGate(asyncio.BufferedProtocol):
     def _refuse(self, reason: str) -> None:
         """Rule 2: log once and close, answering nothing."""
         log.warning(
-            "PROXY protocol from %s: %s; closing the connection", self._peer, reason
+            "PROXY protocol from %s: %s; closing the connection",
+            _shown(self._peer),
+            reason,
         )
         self._close()
 
     def _close(self) -> None:
         self._done = True
         self.transport.close()
+
+
+def _shown(peer: object) -> object:
+    """A peer for a log line: a UNIX socket's has no name ("")."""
+    return peer if peer else "a UNIX socket peer"

@@ -236,6 +236,7 @@ async def test_unix_socket_peers_need_unix_in_the_list(
 
     assert await over_unix("127.0.0.1") == b""
     assert len(warnings.lines) == 1
+    assert "PROXY protocol from a UNIX socket peer: " in warnings.lines[0]
     answer = await over_unix("unix")
     assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
     assert answer.endswith(b"\r\n\r\n203.0.113.7 40000 None")
