@@ -44,7 +44,7 @@ PYPROJECT = "pyproject.toml"
 #: the per-request deadline (a 503 or 504 for the request, the worker lives on).
 GUNICORN_NAMES = {
     "wsgi_app": "app",
-    "chdir": "app_dir",
+    "chdir": "chdir",  # as --chdir: the command line changes directory (peer_flags)
     "pidfile": "pid",  # (the --pid setting of issue 15's process management)
     "preload_app": "preload",
     "keepalive": "timeout_keep_alive",
@@ -73,7 +73,7 @@ GUNICORN_WITHOUT_MEANING = {
     "sendfile": "aiogate always sends wsgi.file_wrapper files with sendfile",
 }
 #: The app options, which are not ``Config`` fields but may be set in a file.
-APP_KEYS = frozenset({"app", "factory", "app_dir"})
+APP_KEYS = frozenset({"app", "factory", "app_dir", "chdir"})
 
 
 def load_file_settings(path: str | None, directory: Path) -> tuple[dict[str, Any], str]:

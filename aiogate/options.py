@@ -396,6 +396,10 @@ def read_settings_file(args: argparse.Namespace) -> None:
             settings, source = load_file_settings(path, Path.cwd())
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
+    # gunicorn's chdir (a Python config file's): what --chdir does, which wins.
+    directory = settings.pop("chdir", None)
+    if directory is not None and getattr(args, "peer_chdir", None) is None:
+        args.peer_chdir = str(directory)
     known = {file_key(o) for o in (*app_options(), *config_options())} - {"config"}
     unknown = sorted(set(settings) - known)
     if unknown:

@@ -307,3 +307,32 @@ def test_python_config_file_log_files_are_the_command_lines(
 def test_missing_python_config_file(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "-c", "nope.py"]) == 2
     assert "cannot read config file 'nope.py'" in capsys.readouterr().err
+
+
+def test_gunicorns_chdir_is_what_the_flag_does(
+    tmp_path: Path, served: list[Config]
+) -> None:
+    """gunicorn's chdir: into the directory (the app's relative files are found),
+    and the app imported from there; --chdir on the command line wins."""
+    for name in ("sub", "other"):
+        (tmp_path / name).mkdir()
+        write(
+            tmp_path / name / "chdirapp.py",
+            f"""
+            import os
+            WHERE = {name!r}
+
+            def application(environ, start_response):
+                return []
+            """,
+        )
+    write(tmp_path / "conf.py", 'app = "chdirapp"\nchdir = "sub"\n')
+    assert main(["serve", "-c", "conf.py"]) == 0
+    assert Path.cwd() == tmp_path / "sub"
+    assert sys.modules["chdirapp"].WHERE == "sub"
+    del sys.modules["chdirapp"]
+    os.chdir(tmp_path)
+    assert main(["serve", "-c", "conf.py", "--chdir", str(tmp_path / "other")]) == 0
+    assert Path.cwd() == tmp_path / "other"
+    assert sys.modules.pop("chdirapp").WHERE == "other"
+    assert len(served) == 2
