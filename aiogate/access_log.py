@@ -75,6 +75,9 @@ class Refusal(enum.StrEnum):
     QUEUE_WAIT = "queue_wait"  # 503: waited over --max-queue-wait for a thread
     APP_TIMEOUT = "app_timeout"  # 503 (or a cut response): --timeout-request
     BODY_STORAGE = "body_storage"  # 503: no temporary file for the body
+    # No response (there is no HTTP yet): --proxy-protocol's header missing,
+    # malformed, late, or from a peer not in --forwarded-allow-ips.
+    PROXY_HEADER = "proxy_header"
 
     @classmethod
     def of_status(cls, status: int) -> Refusal:

@@ -149,6 +149,7 @@ class ProxiedH11Protocol(H11Protocol):
             _shown(self.info.client),
             reason,
         )
+        self.state.count_rejection(Refusal.PROXY_HEADER)
         self._close()
 
 
@@ -310,6 +311,7 @@ class ProxiedTLSGate(asyncio.BufferedProtocol):
             _shown(self._peer),
             reason,
         )
+        self.state.count_rejection(Refusal.PROXY_HEADER)
         self._close()
 
     def _close(self) -> None:

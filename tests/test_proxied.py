@@ -445,6 +445,16 @@ async def test_proxy_headers_from_a_unix_socket_peer_listed_as_unix(
         assert data.partition(b"\r\n\r\n")[2].startswith(expected), data
 
 
+async def test_a_refused_header_is_counted_under_its_reason() -> None:
+    scrape = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+    async with serving(who, proxy_protocol=True, metrics_path="/metrics") as (_, port):
+        client = await Client.connect(port)
+        await client.send(b"PROXY nonsense\r\n")
+        assert await client.closed_by_server()
+        text = (await ask(port, V1 + scrape)).decode()
+    assert '\naiogate_rejections_total{reason="proxy_header"} 1\n' in text, text
+
+
 async def test_the_header_counts_as_received_bytes() -> None:
     scrape = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
     async with serving(who, proxy_protocol=True, metrics_path="/metrics") as (_, port):
@@ -466,3 +476,4 @@ async def test_tls_connections_are_counted_once_each(
             await asyncio.to_thread(tls_exchange, port, V1, scrape, context)
         ).decode()
     assert "\naiogate_connections_accepted_total 3\n" in text, text
+    assert '\naiogate_rejections_total{reason="proxy_header"} 1\n' in text, text
