@@ -39,6 +39,7 @@ once).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import gc
 import logging
@@ -46,8 +47,8 @@ import os
 import platform
 import signal
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ._version import __version__
 from .config import Config
@@ -87,6 +88,9 @@ from .privileges import (
     resolve_identity,
 )
 from .systemd import Notifier
+
+if TYPE_CHECKING:
+    import socket
 
 # The option names stay importable from here, where tests, docs/update_readme.py and
 # earlier code import them.
@@ -218,16 +222,20 @@ def _print_config(args: argparse.Namespace) -> int:
             print(f"{key} = {toml_value(value)}  # {origin}")
     # Then the checks that need no import: what serve would refuse, said here too
     # (the settings are printed first, so the one at fault can be found among them).
-    settings = {
+    try:
+        Config(**_given(args))
+    except ConfigError as exc:
+        return _error(exc, EXIT_USAGE)
+    return EXIT_OK
+
+
+def _given(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given by a flag, a variable or the file (not left at default)."""
+    return {
         option.dest: option_value(args, option)
         for option in config_options()
         if option_source(args, option) != "default"
     }
-    try:
-        Config(**settings)
-    except ConfigError as exc:
-        return _error(exc, EXIT_USAGE)
-    return EXIT_OK
 
 
 #: Settings whose values --print-config does not show.
@@ -254,11 +262,7 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"{args.command_parser.prog}: warning: {text}", file=sys.stderr)
         return _print_config(args)
     target, factory, app_dir = app_source(args)
-    settings = {
-        option.dest: option_value(args, option)
-        for option in config_options()
-        if option_source(args, option) != "default"
-    }
+    settings = _given(args)
     if "workers" not in settings and os.environ.get("WEB_CONCURRENCY"):
         # The platforms' variable (Heroku, Render ...), as gunicorn and uvicorn read it.
         try:
@@ -401,16 +405,13 @@ def _load(
     return app, config
 
 
-def _serve_managed(
-    app: Any,
-    config: Config,
-    hooks: Hooks,
-    identity: Identity | None,
-    notifier: Notifier,
-) -> int:
-    """One server, bound here so that the pid file is written and privileges are
-    dropped between binding and serving (see ``pidfile`` and ``privileges``)."""
-    from . import server
+@contextlib.contextmanager
+def _listening(
+    config: Config, identity: Identity | None
+) -> Iterator[tuple[list[socket.socket], Callable[[], None]]]:
+    """The sockets bound, with the pid file written after binding and the UNIX socket
+    files given to ``--user``; yields them and ``clean_up`` (removes those files, at
+    the end or before a forced exit, where no ``finally`` runs)."""
     from .sockets import bind_sockets, remove_socket_files, socket_files
 
     pid_file = PidFile(config.pid) if config.pid else None
@@ -429,6 +430,24 @@ def _serve_managed(
             pid_file.write()
         if identity is not None:
             chown_socket_files(files, identity)
+        yield sockets, clean_up
+    finally:
+        clean_up()
+
+
+def _serve_managed(
+    app: Any,
+    config: Config,
+    hooks: Hooks,
+    identity: Identity | None,
+    notifier: Notifier,
+) -> int:
+    """One server, bound here so that the pid file is written and privileges are
+    dropped between binding and serving (see ``pidfile`` and ``privileges``)."""
+    from . import server
+
+    with _listening(config, identity) as (sockets, clean_up):
+        if identity is not None:
             drop_privileges(identity)
         server.run(
             app,
@@ -439,8 +458,6 @@ def _serve_managed(
             on_forced_exit=clean_up,  # a second signal: no finally runs
             hooks=hooks,
         )
-    finally:
-        clean_up()
     return EXIT_OK
 
 
@@ -454,7 +471,6 @@ def _supervise(
     """Bind once, then run the server in supervised worker processes, which get
     the app from ``load`` (the one preloaded, or imported there and then)."""
     from . import server
-    from .sockets import bind_sockets, remove_socket_files, socket_files
     from .supervisor import News, Supervisor
 
     try:
@@ -489,25 +505,13 @@ def _supervise(
     supervisor = Supervisor(
         config, [], serve, hooks, notifier if notifier.enabled else None
     )
-    pid_file = PidFile(config.pid) if config.pid else None
     try:
         hooks.call(Hook.ON_STARTING, supervisor)
-        if pid_file is not None:
-            pid_file.check()
-        supervisor.sockets = bind_sockets(config)
-    except (AiogateError, OSError) as exc:
+        with _listening(config, identity) as (sockets, _):
+            supervisor.sockets = sockets
+            return supervisor.run()
+    except (AiogateError, OSError) as exc:  # the pid file, a bind (run says its own)
         return _startup_error(exc)
-    files = socket_files(config, supervisor.sockets)
-    try:
-        if pid_file is not None:
-            pid_file.write()
-        if identity is not None:
-            chown_socket_files(files, identity)
-        return supervisor.run()
-    finally:
-        remove_socket_files(files)
-        if pid_file is not None:
-            pid_file.remove()
 
 
 def _no_app(environ: Any, start_response: Any) -> Any:
