@@ -270,14 +270,7 @@ class HeadReader:
         line_end = head.find(b"\r\n")
         if line_end > self.limit_line:
             raise error("request line too long", 414)
-        line = head[:line_end]
-        try:
-            self.version = check_request_line(line)
-        except ProtocolError as exc:
-            if exc.status_hint in _WELL_FORMED:
-                self.request_line = line
-            raise
-        self.request_line = line
+        self._take_request_line(head[:line_end])
         if lines - 2 > self.limit_fields:
             raise error("too many header fields", 431)
         fields_end = size - 4  # the CRLF that ends the last field line
@@ -293,6 +286,17 @@ class HeadReader:
             del buf[:size]
         self._searched = 0
         return head
+
+    def _take_request_line(self, line: bytes) -> None:
+        """Check the request line (``check_request_line``) and keep it for the access
+        log; a well-formed one refused (405, 505) is kept too."""
+        try:
+            self.version = check_request_line(line)
+        except ProtocolError as exc:
+            if exc.status_hint in _WELL_FORMED:
+                self.request_line = line
+            raise
+        self.request_line = line
 
     def _scan_head(self, buf: bytearray) -> bytes | None:
         """Slow path (rule 2): check the head line by line as it arrives."""
@@ -374,11 +378,4 @@ class HeadReader:
         if not ends_with_cr:
             raise error("line ends with a bare LF")
         if index == 0:
-            line = bytes(buf[start:content_end])
-            try:
-                self.version = check_request_line(line)
-            except ProtocolError as exc:
-                if exc.status_hint in _WELL_FORMED:
-                    self.request_line = line
-                raise
-            self.request_line = line
+            self._take_request_line(bytes(buf[start:content_end]))
