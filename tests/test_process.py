@@ -15,9 +15,8 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,6 +28,7 @@ from aiogate.errors import ConfigError
 from aiogate.pidfile import PidFile, PidFileTaken
 from aiogate.systemd import Notifier
 from tests.test_end_to_end import SERVE, ServerProcess
+from tests.test_workers import free_port, wait_until
 
 pytestmark = pytest.mark.slow
 WAIT = 20.0
@@ -95,14 +95,6 @@ def ask(port: int) -> tuple[int, str]:
     assert head.startswith(b"HTTP/1.1 200 "), data[:200]
     pid, greeting = body.decode().split(" ", 1)
     return int(pid), greeting
-
-
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    """Poll another process's state, bounded."""
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.02)
 
 
 def status(pid: int) -> dict[str, str]:
@@ -497,12 +489,6 @@ def test_env_file_syntax(tmp_path: Path) -> None:
 
 
 # -- --reuse-port ---------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_reuse_port_lets_two_servers_share_a_port(
